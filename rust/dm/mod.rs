@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device-mapper abstractions.
+//!
+//! The 6.12 `kernel` crate has no device-mapper support; this is ours. Every
+//! `unsafe` block of dm-rs lives under `rust/`: targets are written in safe Rust
+//! against the [`target::Target`] trait.
+//!
+//! C header: [`include/linux/device-mapper.h`](srctree/include/linux/device-mapper.h)
+
+pub(crate) mod args;
+pub(crate) mod bindings;
+pub(crate) mod bio;
+pub(crate) mod device;
+pub(crate) mod registration;
+pub(crate) mod status;
+pub(crate) mod target;
+
+pub(crate) use args::{ArgSet, ArgSpec};
+pub(crate) use bio::{Bio, BioOp};
+pub(crate) use device::{DeviceVisitor, DmDev};
+pub(crate) use registration::Registration;
+pub(crate) use status::{StatusType, StatusWriter};
+pub(crate) use target::{CtrResult, MapResult, Target, TargetCtx, TargetError};

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for dm-rs; see helpers.h for why they exist.
+ */
+#include "helpers.h"
+
+unsigned int dmrs_bio_op(const struct bio *bio)
+{
+	return bio_op(bio);
+}
+
+bool dmrs_bio_is_write(const struct bio *bio)
+{
+	return op_is_write(bio_op(bio));
+}
+
+unsigned int dmrs_bio_sectors(const struct bio *bio)
+{
+	return bio_sectors(bio);
+}
+
+void dmrs_bio_set_dev(struct bio *bio, struct block_device *bdev)
+{
+	bio_set_dev(bio, bdev);
+}
+
+void dmrs_bio_io_error(struct bio *bio)
+{
+	bio_io_error(bio);
+}
+
+void dmrs_zero_fill_bio(struct bio *bio)
+{
+	zero_fill_bio(bio);
+}
+
+sector_t dmrs_bdev_nr_sectors(struct block_device *bdev)
+{
+	return bdev_nr_sectors(bdev);
+}
+
+blk_mode_t dmrs_table_get_mode(struct dm_target *ti)
+{
+	return dm_table_get_mode(ti->table);
+}

@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Module parameters of dm-rs. The 6.12 Rust `module!` macro cannot declare
+ * parameters, so they live here and Rust reads them through accessors.
+ */
+#include <linux/moduleparam.h>
+#include "../rust/helpers.h"
+
+static char *prefix = "";
+module_param(prefix, charp, 0444);
+MODULE_PARM_DESC(prefix,
+	"Register every target under this name prefix, e.g. prefix=rs- gives rs-snapshot-origin, so dm-rs can run beside the C targets");
+
+static char *targets = "all";
+module_param(targets, charp, 0444);
+MODULE_PARM_DESC(targets,
+	"Comma-separated list of targets to register (default: all)");
+
+const char *dmrs_param_prefix(void)
+{
+	return prefix ? prefix : "";
+}
+
+const char *dmrs_param_targets(void)
+{
+	return targets ? targets : "all";
+}

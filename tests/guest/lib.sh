@@ -1,0 +1,111 @@
+# Helpers for guest tests: TAP output and device-mapper chores.
+# Source it from a test; the test ends with `done_testing`.
+# shellcheck shell=bash
+set -u
+
+_tap_n=0
+_tap_failed=0
+
+ok() {
+	_tap_n=$((_tap_n + 1))
+	echo "ok $_tap_n - $*"
+}
+
+not_ok() {
+	_tap_n=$((_tap_n + 1))
+	_tap_failed=$((_tap_failed + 1))
+	echo "not ok $_tap_n - $*"
+}
+
+diag() {
+	printf '%s\n' "$@" | sed 's/^/#   /'
+}
+
+# check DESC CMD...: passes if CMD succeeds; shows its output otherwise.
+check() {
+	local desc=$1 out
+	shift
+	if out=$("$@" 2>&1); then
+		ok "$desc"
+	else
+		not_ok "$desc"
+		diag "command: $*" "$out"
+	fi
+}
+
+# check_fails DESC CMD...: passes if CMD fails.
+check_fails() {
+	local desc=$1 out
+	shift
+	if out=$("$@" 2>&1); then
+		not_ok "$desc"
+		diag "command unexpectedly succeeded: $*" "$out"
+	else
+		ok "$desc"
+	fi
+}
+
+# check_eq DESC EXPECTED ACTUAL
+check_eq() {
+	if [[ $2 == "$3" ]]; then
+		ok "$1"
+	else
+		not_ok "$1"
+		diag "expected: '$2'" "actual:   '$3'"
+	fi
+}
+
+# check_match DESC REGEX ACTUAL
+check_match() {
+	if [[ $3 =~ $2 ]]; then
+		ok "$1"
+	else
+		not_ok "$1"
+		diag "expected to match: '$2'" "actual: '$3'"
+	fi
+}
+
+done_testing() {
+	echo "1..$_tap_n"
+	((_tap_failed == 0))
+}
+
+# Scratch disks attached by vm-run.
+DISK1=/dev/vdb
+DISK2=/dev/vdc
+
+sectors() { blockdev --getsz "$1"; }
+
+# The kernel log since the test started, to look for our messages.
+_dmesg_mark=$(dmesg | wc -l)
+dmesg_since_start() { dmesg | tail -n +$((_dmesg_mark + 1)); }
+
+# Remove every dm device and unload dm-rs and the C targets we may have loaded.
+dm_reset() {
+	dmsetup remove_all --force >/dev/null 2>&1 || true
+	local m
+	for m in dm_rs dm_snapshot dm_thin_pool dm_cache_smq dm_cache dm_bufio dm_persistent_data; do
+		[[ -d /sys/module/$m ]] && rmmod "$m" 2>/dev/null
+	done
+	true
+}
+
+# Which module provides a loaded target: prints "dm_rs" or the C module name.
+# dm core holds a reference on the owning module for each live table.
+module_refcnt() { cat "/sys/module/$1/refcnt" 2>/dev/null || echo missing; }
+
+# Random bytes in a file, for data-path checks.
+random_file() { # PATH BYTES
+	head -c "$2" /dev/urandom >"$1"
+}
+
+# Bytes LENGTH at OFFSET of DEV, read with O_DIRECT where alignment allows so
+# they come from the device, not the page cache.
+read_range() { # DEV OFFSET LENGTH OUT
+	if (($2 % 4096 == 0 && $3 % 4096 == 0)); then
+		dd if="$1" of="$4" bs=4096 skip=$(($2 / 4096)) count=$(($3 / 4096)) iflag=direct status=none
+	else
+		blockdev --flushbufs "$1"
+		dd if="$1" of="$4" bs=1 skip="$2" count="$3" status=none
+	fi
+}
