@@ -26,5 +26,6 @@ void dmrs_zero_fill_bio(struct bio *bio);
 /* Block device and table accessors. */
 sector_t dmrs_bdev_nr_sectors(struct block_device *bdev);
 blk_mode_t dmrs_table_get_mode(struct dm_target *ti);
+blk_mode_t dmrs_blk_open_read(void);
 
 #endif

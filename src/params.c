@@ -9,7 +9,7 @@
 static char *prefix = "";
 module_param(prefix, charp, 0444);
 MODULE_PARM_DESC(prefix,
-	"Register every target under this name prefix, e.g. prefix=rs- gives rs-snapshot-origin, so dm-rs can run beside the C targets");
+	"Register every target under this name prefix so dm-rs can run beside the C targets; a name that would exceed dm's 15-character limit uses the target's short form (prefix=rs- gives rs-snap-origin)");
 
 static char *targets = "all";
 module_param(targets, charp, 0444);

@@ -5,10 +5,17 @@
 use super::bindings;
 use super::target::{Target, TargetVTable};
 use core::marker::PhantomData;
-use kernel::error::{code::EBUSY, Error};
+use kernel::error::{
+    code::{EBUSY, EINVAL},
+    Error,
+};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::types::Opaque;
+
+/// Longest target type name user space can ask for: the ioctl's
+/// `target_type` field holds 16 bytes including the NUL.
+const MAX_TYPE_NAME_LEN: usize = bindings::DM_MAX_TYPE_NAME as usize - 1;
 
 /// A registered target type.
 ///
@@ -29,12 +36,24 @@ unsafe impl<T: Target> Send for Registration<T> {}
 unsafe impl<T: Target> Sync for Registration<T> {}
 
 impl<T: Target> Registration<T> {
-    /// Registers `T` as `<prefix><T::NAME>`.
+    /// Registers `T` as `<prefix><T::NAME>`, or as `<prefix><T::SHORT_NAME>`
+    /// when the former is too long for dm's ioctl interface.
     ///
     /// Returns `Ok(None)` if another module already holds the name: dm-rs then
     /// runs without that target rather than failing to load.
     pub(crate) fn register(module: &'static ThisModule, prefix: &CStr) -> Result<Option<Self>> {
-        let name = CString::try_from_fmt(fmt!("{}{}", prefix, T::NAME))?;
+        let full = prefix.len() + T::NAME.len();
+        let base = if full <= MAX_TYPE_NAME_LEN { T::NAME } else { T::SHORT_NAME };
+        if prefix.len() + base.len() > MAX_TYPE_NAME_LEN {
+            pr_err!(
+                "prefix {} makes target {} longer than {} characters\n",
+                prefix,
+                T::NAME,
+                MAX_TYPE_NAME_LEN
+            );
+            return Err(EINVAL);
+        }
+        let name = CString::try_from_fmt(kernel::fmt!("{}{}", prefix, base))?;
         let mut tt = TargetVTable::<T>::TEMPLATE;
         tt.name = name.as_char_ptr();
         tt.module = module.as_ptr();

@@ -13,7 +13,8 @@ use super::bio::Bio;
 use super::device::{DeviceVisitor, DmDev};
 use super::status::{StatusType, StatusWriter};
 use core::marker::PhantomData;
-use kernel::error::{code::*, Error, VTABLE_DEFAULT_ERROR};
+use kernel::build_error;
+use kernel::error::{Error, VTABLE_DEFAULT_ERROR};
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::prelude::*;
 use kernel::types::ForeignOwnable;
@@ -97,7 +98,9 @@ impl TargetCtx {
         path: &CStr,
         error: &'static CStr,
     ) -> super::CtrResult<DmDev> {
-        DmDev::get(self.ti, path, kernel::bindings::BLK_OPEN_READ)
+        // SAFETY: a constant accessor with no preconditions.
+        let mode = unsafe { bindings::dmrs_blk_open_read() };
+        DmDev::get(self.ti, path, mode)
             .map_err(|err| TargetError::new(err, error))
     }
 
@@ -139,6 +142,9 @@ impl TargetCtx {
 pub(crate) trait Target: Sized + Send + Sync + 'static {
     /// The name upstream registers (dm-rs may add a prefix).
     const NAME: &'static CStr;
+    /// A shorter name used instead of `NAME` when a prefix would make the
+    /// name longer than dm's limit of 15 characters (`DM_MAX_TYPE_NAME`).
+    const SHORT_NAME: &'static CStr = Self::NAME;
     /// The version reported to user space; lvm2 selects features by it.
     const VERSION: [u32; 3];
     /// `DM_TARGET_*` feature flags.

@@ -24,6 +24,7 @@ pub(crate) struct Origin {
 #[vtable]
 impl Target for Origin {
     const NAME: &'static CStr = c_str!("snapshot-origin");
+    const SHORT_NAME: &'static CStr = c_str!("snap-origin");
     const VERSION: [u32; 3] = [1, 9, 0];
 
     fn new(ti: &TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {

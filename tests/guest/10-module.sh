@@ -24,11 +24,14 @@ rmmod dm_rs
 # A prefix lets dm-rs run beside the C targets.
 check "load with prefix=rs-" modprobe dm_rs prefix=rs-
 targets=$(dmsetup targets)
-check_match "prefixed name registered" 'rs-snapshot-origin +v1\.9\.0' "$targets"
+check_match "prefixed (short) name registered" 'rs-snap-origin +v1\.9\.0' "$targets"
+check "prefixed target usable" dmsetup create t-prefixed --table "0 $(sectors $DISK1) rs-snap-origin $DISK1"
+check_eq "prefixed table line" "0 $(sectors $DISK1) rs-snap-origin $(printf '%d:%d' $((0x$(stat -c %t $DISK1))) $((0x$(stat -c %T $DISK1))))" "$(dmsetup table t-prefixed)"
+dmsetup remove t-prefixed
 check "plain name left free" bash -c '! dmsetup targets | grep -q "^snapshot-origin "'
 check "C dm-snapshot loads beside prefixed dm-rs" modprobe dm_snapshot
 targets=$(dmsetup targets)
-check_match "both origins listed" 'rs-snapshot-origin' "$targets"
+check_match "both origins listed" 'rs-snap-origin' "$targets"
 check_match "C origin listed" '(^|'$'\n'')snapshot-origin +v1\.9\.0' "$targets"
 dm_reset
 
@@ -40,6 +43,14 @@ dmsetup create t-origin --table "0 $(sectors $DISK1) snapshot-origin $DISK1"
 check_eq "table served by the C module (dm_rs refcount stays 0)" 0 "$(module_refcnt dm_rs)"
 dmsetup remove t-origin
 dm_reset
+
+# A name longer than dm's 15-character limit is refused at load.
+check_fails "over-long prefix refuses the load" modprobe dm_rs prefix=much-too-long-
+check_match "over-long prefix logged" 'prefix much-too-long- makes target snapshot-origin longer than 15 characters' "$(dmesg_since_start)"
+# Any prefix pushes snapshot-origin (15 characters) over the limit.
+check "load with prefix=x" modprobe dm_rs prefix=x
+check_match "one-character prefix also uses the short form" 'xsnap-origin +v1\.9\.0' "$(dmsetup targets)"
+rmmod dm_rs
 
 # targets= selects what registers.
 check "load with targets=snapshot-origin" modprobe dm_rs targets=snapshot-origin

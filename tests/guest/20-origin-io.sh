@@ -10,8 +10,8 @@ modprobe dm_snapshot
 size=$(sectors $DISK1)
 work=$(mktemp -d)
 
-dmsetup create rs-origin --table "0 $size rs-snapshot-origin $DISK1"
-check "device node created" test -b /dev/mapper/rs-origin
+require "create rs-snap-origin device" dmsetup create rs-origin --table "0 $size rs-snap-origin $DISK1"
+require "device node created" test -b /dev/mapper/rs-origin
 check_eq "size is the origin's" "$size" "$(sectors /dev/mapper/rs-origin)"
 
 # Writes through dm-rs, reads straight from the disk.
@@ -37,22 +37,22 @@ check "fio randwrite+verify through dm-rs" fio --name=v --filename=/dev/mapper/r
 # Table and status lines, compared with the C target on the same device.
 rs_table=$(dmsetup table rs-origin)
 rs_status=$(dmsetup status rs-origin)
-check_match "table line" "^0 $size rs-snapshot-origin [0-9]+:[0-9]+\$" "$rs_table"
-check_match "status line" "^0 $size rs-snapshot-origin ?\$" "$rs_status"
-dmsetup create c-origin --table "0 $size snapshot-origin $DISK2"
+check_match "table line" "^0 $size rs-snap-origin [0-9]+:[0-9]+\$" "$rs_table"
+check_match "status line" "^0 $size rs-snap-origin ?\$" "$rs_status"
+require "create C origin" dmsetup create c-origin --table "0 $size snapshot-origin $DISK2"
 c_table=$(dmsetup table c-origin)
 c_status=$(dmsetup status c-origin)
 disk2=$(printf '%d:%d' $((0x$(stat -c %t $DISK2))) $((0x$(stat -c %T $DISK2))))
 check_eq "C table names the device as maj:min like ours" "0 $size snapshot-origin $disk2" "$c_table"
 disk1=$(printf '%d:%d' $((0x$(stat -c %t $DISK1))) $((0x$(stat -c %T $DISK1))))
-check_eq "our table equals C's form" "0 $size rs-snapshot-origin $disk1" "$rs_table"
-check_eq "our status equals C's (minus name)" "${c_status/snapshot-origin/rs-snapshot-origin}" "$rs_status"
+check_eq "our table equals C's form" "0 $size rs-snap-origin $disk1" "$rs_table"
+check_eq "our status equals C's (minus name)" "${c_status/snapshot-origin/rs-snap-origin}" "$rs_status"
 dmsetup remove c-origin
 
 # Two origin targets in one table: like upstream, sectors are not offset.
 half=$((size / 2))
-dmsetup create rs-two --table "0 $half rs-snapshot-origin $DISK1
-$half $half rs-snapshot-origin $DISK2"
+require "create two-target table" dmsetup create rs-two --table "0 $half rs-snap-origin $DISK1
+$half $half rs-snap-origin $DISK2"
 random_file "$work/two" 65536
 dd if="$work/two" of=/dev/mapper/rs-two bs=65536 seek=$((half * 512 / 65536 + 1)) oflag=direct status=none
 read_range $DISK2 $(((half * 512 / 65536 + 1) * 65536)) 65536 "$work/two.out"
@@ -71,7 +71,10 @@ for _ in $(seq 10); do
 	sleep 0.3
 done
 check_eq "10 suspend/resume cycles under I/O" 10 "$cycles"
-check "writer finished and verified its data" wait $bg
+if wait $bg; then ok "writer finished and verified its data"; else
+	not_ok "writer finished and verified its data"
+	diag "$(cat "$work/bg.out")"
+fi
 check_match "device is live after the cycles" 'State: +ACTIVE' "$(dmsetup info rs-origin)"
 
 # A flush through the target reaches the device.

@@ -33,6 +33,21 @@ check() {
 	fi
 }
 
+# require DESC CMD...: like check, but a failure ends the test file (later
+# steps would only act on something that does not exist).
+require() {
+	local desc=$1 out
+	shift
+	if out=$("$@" 2>&1); then
+		ok "$desc"
+	else
+		not_ok "$desc"
+		diag "command: $*" "$out" "stopping: later steps depend on this"
+		done_testing
+		exit 1
+	fi
+}
+
 # check_fails DESC CMD...: passes if CMD fails.
 check_fails() {
 	local desc=$1 out

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Turn the fio JSON files of scripts/bench into report.md and plot.svg."""
+import glob
+import json
+import os
+import statistics
+import sys
+
+out = sys.argv[1]
+TARGETS = ["linear", "c-origin", "rs-origin"]
+results = {}  # workload -> target -> [value]
+units = {}
+for path in sorted(glob.glob(os.path.join(out, "*.json"))):
+    name, target, _round, _ = os.path.basename(path).rsplit(".", 3)
+    with open(path) as f:
+        job = json.load(f)["jobs"][0]
+    side = "read" if "read" in name else "write"
+    if "1m" in name:
+        value, unit = job[side]["bw"] / 1024.0, "MiB/s"
+    else:
+        value, unit = job[side]["iops"], "IOPS"
+    units[name] = unit
+    results.setdefault(name, {}).setdefault(target, []).append(value)
+
+
+def med(v):
+    return statistics.median(v) if v else float("nan")
+
+
+def spread(v):
+    # Half the min-max range relative to the median, in percent.
+    if len(v) < 2 or med(v) == 0:
+        return 0.0
+    return 50.0 * (max(v) - min(v)) / med(v)
+
+
+order = ["randread-4k-qd1", "randread-4k-qd32", "randwrite-4k-qd1",
+         "randwrite-4k-qd32", "read-1m-qd4", "write-1m-qd4"]
+rows = [w for w in order if w in results] + sorted(set(results) - set(order))
+kernel = open(os.path.join(out, "kernel")).read().strip() if os.path.exists(
+    os.path.join(out, "kernel")) else "?"
+lines = [
+    "| workload | unit | dm-linear | C snapshot-origin | dm-rs snapshot-origin | dm-rs/C | dm-rs/linear |",
+    "|---|---|---|---|---|---|---|",
+]
+ratios = []
+for w in rows:
+    r = results[w]
+    cells = []
+    for t in TARGETS:
+        v = r.get(t, [])
+        cells.append(f"{med(v):.0f} ±{spread(v):.1f}% (n={len(v)})")
+    rc = med(r.get("rs-origin", [])) / med(r.get("c-origin", [])) if r.get("c-origin") else float("nan")
+    rl = med(r.get("rs-origin", [])) / med(r.get("linear", [])) if r.get("linear") else float("nan")
+    ratios.append((w, rc, rl))
+    lines.append(f"| {w} | {units[w]} | " + " | ".join(cells) + f" | {rc:.3f} | {rl:.3f} |")
+table = "\n".join(lines)
+with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(f"# dm-rs bio-path benchmark\n\nGuest kernel {kernel}, fio direct I/O on brd, "
+            "median of rounds (± half range). Goal: dm-rs/C >= 0.98 on every row.\n\n")
+    f.write(table + "\n")
+print(table)
+
+# A bar chart of the two ratios per workload, as plain SVG.
+W, H, left, top, bar = 760, 60 + 40 * len(ratios), 170, 40, 14
+scale = lambda x: left + (W - left - 40) * min(max(x, 0.0), 1.2) / 1.2
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+       f'<rect width="{W}" height="{H}" fill="white"/>',
+       '<text x="10" y="20" font-size="14">dm-rs snapshot-origin throughput ratios (1.0 = equal)</text>']
+for i, (w, rc, rl) in enumerate(ratios):
+    y = top + 40 * i
+    svg.append(f'<text x="10" y="{y + 16}">{w}</text>')
+    for j, (val, colour, label) in enumerate([(rc, "#3366cc", "dm-rs/C"), (rl, "#dc9900", "dm-rs/linear")]):
+        yy = y + j * (bar + 2)
+        if val == val:  # not NaN
+            svg.append(f'<rect x="{left}" y="{yy}" width="{scale(val) - left:.1f}" height="{bar}" fill="{colour}"/>')
+            svg.append(f'<text x="{scale(val) + 4:.1f}" y="{yy + 11}">{label} {val:.3f}</text>')
+for ref in (0.98, 1.0):
+    x = scale(ref)
+    svg.append(f'<line x1="{x:.1f}" y1="{top - 5}" x2="{x:.1f}" y2="{H - 10}" stroke="#888" stroke-dasharray="4,3"/>')
+    svg.append(f'<text x="{x - 10:.1f}" y="{H - 2}" fill="#555">{ref}</text>')
+svg.append("</svg>")
+with open(os.path.join(out, "plot.svg"), "w") as f:
+    f.write("\n".join(svg) + "\n")
