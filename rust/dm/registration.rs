@@ -43,7 +43,11 @@ impl<T: Target> Registration<T> {
     /// runs without that target rather than failing to load.
     pub(crate) fn register(module: &'static ThisModule, prefix: &CStr) -> Result<Option<Self>> {
         let full = prefix.len() + T::NAME.len();
-        let base = if full <= MAX_TYPE_NAME_LEN { T::NAME } else { T::SHORT_NAME };
+        let base = if full <= MAX_TYPE_NAME_LEN {
+            T::NAME
+        } else {
+            T::SHORT_NAME
+        };
         if prefix.len() + base.len() > MAX_TYPE_NAME_LEN {
             pr_err!(
                 "prefix {} makes target {} longer than {} characters\n",
@@ -62,7 +66,10 @@ impl<T: Target> Registration<T> {
         // there, unmoved, until `drop` unregisters it; `name` outlives it too.
         let r = unsafe { bindings::dm_register_target(tt.get()) };
         if r == EBUSY.to_errno() {
-            pr_info!("target {} is registered by another module; skipping it\n", &*name);
+            pr_info!(
+                "target {} is registered by another module; skipping it\n",
+                &*name
+            );
             return Ok(None);
         }
         if r != 0 {

@@ -100,8 +100,7 @@ impl TargetCtx {
     ) -> super::CtrResult<DmDev> {
         // SAFETY: a constant accessor with no preconditions.
         let mode = unsafe { bindings::dmrs_blk_open_read() };
-        DmDev::get(self.ti, path, mode)
-            .map_err(|err| TargetError::new(err, error))
+        DmDev::get(self.ti, path, mode).map_err(|err| TargetError::new(err, error))
     }
 
     /// Number of empty flush bios dm core sends to `map` per flush.
@@ -258,7 +257,10 @@ impl<T: Target> TargetVTable<T> {
     /// # Safety
     ///
     /// Called by dm core for a constructed target with a bio it owns.
-    unsafe extern "C" fn map_callback(ti: *mut bindings::dm_target, bio: *mut kernel::bindings::bio) -> c_int {
+    unsafe extern "C" fn map_callback(
+        ti: *mut bindings::dm_target,
+        bio: *mut kernel::bindings::bio,
+    ) -> c_int {
         // SAFETY: `ti` is constructed (function contract).
         let t = unsafe { Self::target(ti) };
         // SAFETY: dm core passes a valid bio that we own until we return.
@@ -414,19 +416,51 @@ impl<T: Target> TargetVTable<T> {
         ctr: Some(Self::ctr_callback),
         dtr: Some(Self::dtr_callback),
         map: Some(Self::map_callback),
-        end_io: if T::HAS_END_IO { Some(Self::end_io_callback) } else { None },
-        presuspend: if T::HAS_PRESUSPEND { Some(Self::presuspend_callback) } else { None },
-        postsuspend: if T::HAS_POSTSUSPEND { Some(Self::postsuspend_callback) } else { None },
-        preresume: if T::HAS_PRERESUME { Some(Self::preresume_callback) } else { None },
-        resume: if T::HAS_RESUME { Some(Self::resume_callback) } else { None },
-        status: if T::HAS_STATUS { Some(Self::status_callback) } else { None },
-        message: if T::HAS_MESSAGE { Some(Self::message_callback) } else { None },
+        end_io: if T::HAS_END_IO {
+            Some(Self::end_io_callback)
+        } else {
+            None
+        },
+        presuspend: if T::HAS_PRESUSPEND {
+            Some(Self::presuspend_callback)
+        } else {
+            None
+        },
+        postsuspend: if T::HAS_POSTSUSPEND {
+            Some(Self::postsuspend_callback)
+        } else {
+            None
+        },
+        preresume: if T::HAS_PRERESUME {
+            Some(Self::preresume_callback)
+        } else {
+            None
+        },
+        resume: if T::HAS_RESUME {
+            Some(Self::resume_callback)
+        } else {
+            None
+        },
+        status: if T::HAS_STATUS {
+            Some(Self::status_callback)
+        } else {
+            None
+        },
+        message: if T::HAS_MESSAGE {
+            Some(Self::message_callback)
+        } else {
+            None
+        },
         iterate_devices: if T::HAS_ITERATE_DEVICES {
             Some(Self::iterate_devices_callback)
         } else {
             None
         },
-        io_hints: if T::HAS_IO_HINTS { Some(Self::io_hints_callback) } else { None },
+        io_hints: if T::HAS_IO_HINTS {
+            Some(Self::io_hints_callback)
+        } else {
+            None
+        },
         // SAFETY: every remaining field is a nullable pointer or a list head
         // that dm core initialises on registration; all-zero is their "unset".
         ..unsafe { core::mem::zeroed() }
@@ -443,4 +477,3 @@ unsafe fn slice_from_raw<'a>(ptr: *mut c_char, len: c_uint) -> &'a mut [u8] {
     // SAFETY: by the function's safety contract.
     unsafe { core::slice::from_raw_parts_mut(ptr.cast::<u8>(), len as usize) }
 }
-
