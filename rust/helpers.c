@@ -48,3 +48,8 @@ blk_mode_t dmrs_blk_open_read(void)
 {
 	return BLK_OPEN_READ;
 }
+
+long dmrs_ptr_err_or_zero(const void *ptr)
+{
+	return PTR_ERR_OR_ZERO(ptr);
+}

@@ -28,4 +28,7 @@ sector_t dmrs_bdev_nr_sectors(struct block_device *bdev);
 blk_mode_t dmrs_table_get_mode(struct dm_target *ti);
 blk_mode_t dmrs_blk_open_read(void);
 
+/* ERR_PTR decoding: 0 for a valid pointer, else the negative errno. */
+long dmrs_ptr_err_or_zero(const void *ptr);
+
 #endif

@@ -14,6 +14,7 @@
 pub(crate) mod args;
 pub(crate) mod bindings;
 pub(crate) mod bio;
+pub(crate) mod bufio;
 pub(crate) mod device;
 pub(crate) mod registration;
 pub(crate) mod status;
