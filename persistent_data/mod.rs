@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The persistent-data metadata engine: the on-disk structures shared by the
+//! thin-provisioning and cache targets, byte-compatible with Linux 6.12's
+//! `drivers/md/persistent-data`.
+//!
+//! Layers, bottom up (each knows only the ones below it):
+//!
+//! * [`io`]: the block I/O seam (dm-bufio in the kernel, memory or a file on
+//!   the host).
+//! * [`block_manager`]: 4 KiB blocks, validators, read/write locks, a small
+//!   write-back cache, read-only mode.
+//! * [`transaction_manager`]: copy-on-write shadowing and commit; it owns the
+//!   metadata space map.
+//! * [`space_map`]: reference counts (metadata and data space maps).
+//! * [`btree`]: copy-on-write B+trees with multi-level keys.
+//! * [`array`], [`bitset`]: arrays and bitsets built on a btree.
+//!
+//! Everything here uses only `core` and [`shim`] for allocation, and never
+//! panics on disk contents: errors come back as [`Error`].
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod array;
+pub mod bitset;
+pub mod block_manager;
+pub mod btree;
+pub mod checksum;
+pub mod error;
+pub mod io;
+pub mod shim;
+pub mod space_map;
+pub mod transaction_manager;
+
+pub use error::{Error, Result};
