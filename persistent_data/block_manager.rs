@@ -170,6 +170,12 @@ impl DerefMut for WriteBlock {
     }
 }
 
+enum Fill {
+    Read,
+    Zero,
+    Data(PBox<Block>),
+}
+
 struct Entry {
     b: u64,
     /// `None` while the block is write-locked (the buffer is in the
@@ -333,7 +339,7 @@ impl<IO: BlockIo> BlockManager<IO> {
         Ok(())
     }
 
-    fn lock_entry(&mut self, b: u64, v: Option<ValidatorRef>, zero: bool) -> Result<WriteBlock> {
+    fn lock_entry(&mut self, b: u64, v: Option<ValidatorRef>, fill: Fill) -> Result<WriteBlock> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -343,7 +349,9 @@ impl<IO: BlockIo> BlockManager<IO> {
             Ok(i) => {
                 let e = self.entries.get_mut(i).ok_or(Error::Invalid)?;
                 let mut data = e.data.take().ok_or(Error::Busy)?;
-                if zero {
+                if let Fill::Data(d) = fill {
+                    data = d;
+                } else if let Fill::Zero = fill {
                     data.fill(0);
                 } else if !same_validator(e.validator, v) {
                     let r = match (e.validator, v, e.dirty) {
@@ -364,10 +372,10 @@ impl<IO: BlockIo> BlockManager<IO> {
                 })
             }
             Err(_) => {
-                let data = if zero {
-                    PBox::<Block>::try_zeroed()?
-                } else {
-                    self.read_new(b, v, false)?
+                let data = match fill {
+                    Fill::Zero => PBox::<Block>::try_zeroed()?,
+                    Fill::Read => self.read_new(b, v, false)?,
+                    Fill::Data(d) => d,
                 };
                 self.make_room()?;
                 // Reserve the slot now so that unlock cannot fail.
@@ -393,12 +401,35 @@ impl<IO: BlockIo> BlockManager<IO> {
 
     /// Write-locks block `b`, reading and checking it.
     pub fn write_lock(&mut self, b: u64, v: Option<ValidatorRef>) -> Result<WriteBlock> {
-        self.lock_entry(b, v, false)
+        self.lock_entry(b, v, Fill::Read)
     }
 
     /// Write-locks block `b` without reading it; the buffer is zeroed.
     pub fn write_lock_zero(&mut self, b: u64, v: Option<ValidatorRef>) -> Result<WriteBlock> {
-        self.lock_entry(b, v, true)
+        self.lock_entry(b, v, Fill::Zero)
+    }
+
+    /// Write-locks block `b` without reading it, taking `data` as its new
+    /// contents (a shadow copy, without a second memcpy).
+    pub fn write_lock_with(
+        &mut self,
+        b: u64,
+        v: Option<ValidatorRef>,
+        data: PBox<Block>,
+    ) -> Result<WriteBlock> {
+        self.lock_entry(b, v, Fill::Data(data))
+    }
+
+    /// A private copy of block `b`, checked with `v`.
+    pub fn read_copy(&self, b: u64, v: Option<ValidatorRef>) -> Result<PBox<Block>> {
+        match self.read_lock(b, v)? {
+            ReadRef::Owned(d) => Ok(d),
+            ReadRef::Cached(c) => {
+                let mut d = PBox::<Block>::try_zeroed()?;
+                d.copy_from_slice(c);
+                Ok(d)
+            }
+        }
     }
 
     /// Releases a write lock; the block becomes dirty.

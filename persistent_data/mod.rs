@@ -37,6 +37,7 @@ pub mod array;
 pub mod bitset;
 pub mod block_manager;
 pub mod btree;
+pub mod check;
 pub mod checksum;
 pub mod error;
 pub mod io;

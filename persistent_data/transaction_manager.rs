@@ -1,2 +1,278 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Transaction manager.
+
+//! The transaction manager: copy-on-write shadowing over the block manager,
+//! and commit.
+//!
+//! A transaction never overwrites a block the last commit references. To
+//! change such a block it is *shadowed*: copied to a freshly allocated
+//! block, with the original's reference dropped. Blocks allocated or
+//! shadowed in this transaction (the shadow set) may be changed in place.
+//! A commit flushes everything, then writes the superblock (the only
+//! in-place update), then flushes again, so a crash at any moment leaves
+//! either the old or the new transaction on disk.
+//!
+//! The transaction manager owns the metadata space map (which stores its
+//! own structures through this transaction manager; see
+//! [`crate::persistent_data::space_map::metadata`]).
+//!
+//! Readers go through [`BlockReader`], implemented both by the transaction
+//! manager and by its [`NonBlocking`] view (upstream's non-blocking clone),
+//! which only reads cached blocks and queues the others for prefetch.
+
+use crate::persistent_data::block_manager::{BlockManager, ReadRef, ValidatorRef, WriteBlock};
+use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::io::BlockIo;
+use crate::persistent_data::shim::PVec;
+use crate::persistent_data::space_map::metadata::MetadataSm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Read access to metadata blocks, blocking or not.
+pub trait BlockReader {
+    /// Read-locks block `b`, checked with `v`.
+    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>>;
+}
+
+const PREFETCH_SLOTS: usize = 128;
+const PREFETCH_EMPTY: u64 = u64::MAX;
+
+/// Blocks a non-blocking reader missed, to be read in later. Lossy on hash
+/// collisions, like upstream: it is only a hint.
+struct PrefetchSet {
+    slots: [AtomicU64; PREFETCH_SLOTS],
+}
+
+impl PrefetchSet {
+    fn new() -> Self {
+        PrefetchSet {
+            slots: [const { AtomicU64::new(PREFETCH_EMPTY) }; PREFETCH_SLOTS],
+        }
+    }
+
+    fn add(&self, b: u64) {
+        let h = (b.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize % PREFETCH_SLOTS;
+        if let Some(s) = self.slots.get(h) {
+            let _ = s.compare_exchange(PREFETCH_EMPTY, b, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Copy-on-write transactions over a block manager.
+pub struct TransactionManager<IO: BlockIo> {
+    pub(crate) bm: BlockManager<IO>,
+    pub(crate) sm: MetadataSm,
+    /// Blocks allocated or shadowed in this transaction, sorted.
+    shadows: PVec<u64>,
+    prefetches: PrefetchSet,
+}
+
+impl<IO: BlockIo> TransactionManager<IO> {
+    fn with_sm(bm: BlockManager<IO>, sm: MetadataSm) -> Self {
+        TransactionManager {
+            bm,
+            sm,
+            shadows: PVec::new(),
+            prefetches: PrefetchSet::new(),
+        }
+    }
+
+    /// Formats a fresh metadata space map over the whole device (capped at
+    /// the metadata space map's maximum); `sb_location` and the space map's
+    /// own blocks get a reference count of one. Nothing is committed until
+    /// the caller writes a superblock with [`Self::commit`].
+    pub fn create(bm: BlockManager<IO>, sb_location: u64) -> Result<Self> {
+        let mut tm = Self::with_sm(bm, MetadataSm::new()?);
+        tm.sm_format(sb_location)?;
+        Ok(tm)
+    }
+
+    /// Opens existing metadata whose space map root (as stored in the
+    /// superblock) is `sm_root`.
+    pub fn open(bm: BlockManager<IO>, sm_root: &[u8]) -> Result<Self> {
+        let mut tm = Self::with_sm(bm, MetadataSm::new()?);
+        tm.sm_open(sm_root)?;
+        Ok(tm)
+    }
+
+    /// The block manager.
+    pub fn bm(&self) -> &BlockManager<IO> {
+        &self.bm
+    }
+
+    /// The block manager, mutably (read-only switch, raw superblock locks).
+    pub fn bm_mut(&mut self) -> &mut BlockManager<IO> {
+        &mut self.bm
+    }
+
+    /// Tears the transaction manager down, keeping the block manager (for
+    /// abort: reset the block manager and reopen from the superblock).
+    pub fn into_bm(self) -> BlockManager<IO> {
+        self.bm
+    }
+
+    fn is_shadow(&self, b: u64) -> bool {
+        self.shadows.binary_search(&b).is_ok()
+    }
+
+    fn insert_shadow(&mut self, b: u64) {
+        if let Err(pos) = self.shadows.binary_search(&b) {
+            // Losing an entry only costs a redundant shadow later.
+            let _ = self.shadows.try_insert(pos, b);
+        }
+    }
+
+    /// Read-locks `b`.
+    pub fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>> {
+        self.bm.read_lock(b, Some(v))
+    }
+
+    /// Allocates a block (count 1), zeroes and write-locks it.
+    pub fn new_block(&mut self, v: ValidatorRef) -> Result<WriteBlock> {
+        let b = self.sm_new_block()?;
+        match self.bm.write_lock_zero(b, Some(v)) {
+            Ok(wb) => {
+                // New blocks need no further shadowing this transaction.
+                self.insert_shadow(b);
+                Ok(wb)
+            }
+            Err(e) => {
+                let _ = self.sm_dec_range(b, b + 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Write-locks a block that may be changed in this transaction: `orig`
+    /// itself if it was already shadowed and is not shared, else a copy at
+    /// a new location. The flag says whether `orig` was shared, in which
+    /// case the caller must take a reference on everything the block
+    /// points to (sharing is pushed down lazily).
+    pub fn shadow_block(&mut self, orig: u64, v: ValidatorRef) -> Result<(WriteBlock, bool)> {
+        let inc_children = self.sm_count_is_more_than_one(orig)?;
+        if self.is_shadow(orig) && !inc_children {
+            return Ok((self.bm.write_lock(orig, Some(v))?, false));
+        }
+        let new = self.sm_new_block()?;
+        self.sm_dec_range(orig, orig + 1)?;
+        let copy = self.bm.read_copy(orig, Some(v))?;
+        let wb = self.bm.write_lock_with(new, Some(v), copy)?;
+        self.insert_shadow(new);
+        Ok((wb, inc_children))
+    }
+
+    /// Write-locks `b` without shadowing. Only for blocks known to be in
+    /// the shadow set (re-locking a block this transaction already owns).
+    pub fn write_lock_shadowed(&mut self, b: u64, v: ValidatorRef) -> Result<WriteBlock> {
+        if !self.is_shadow(b) {
+            return Err(Error::Invalid);
+        }
+        self.bm.write_lock(b, Some(v))
+    }
+
+    /// Releases a write lock.
+    pub fn unlock(&mut self, wb: WriteBlock) {
+        self.bm.unlock(wb)
+    }
+
+    /// Takes a reference on `b`.
+    pub fn inc(&mut self, b: u64) -> Result<()> {
+        self.sm_inc_range(b, b.checked_add(1).ok_or(Error::Invalid)?)
+    }
+
+    /// Takes a reference on each block in `[b, e)`.
+    pub fn inc_range(&mut self, b: u64, e: u64) -> Result<()> {
+        self.sm_inc_range(b, e)
+    }
+
+    /// Drops a reference on `b`.
+    pub fn dec(&mut self, b: u64) -> Result<()> {
+        self.sm_dec_range(b, b.checked_add(1).ok_or(Error::Invalid)?)
+    }
+
+    /// Drops a reference on each block in `[b, e)`.
+    pub fn dec_range(&mut self, b: u64, e: u64) -> Result<()> {
+        self.sm_dec_range(b, e)
+    }
+
+    /// Reference count of `b`.
+    pub fn ref_count(&self, b: u64) -> Result<u32> {
+        self.sm_count(b)
+    }
+
+    /// True if `b` has more than one reference.
+    pub fn block_is_shared(&self, b: u64) -> Result<bool> {
+        self.sm_count_is_more_than_one(b)
+    }
+
+    /// Commits the metadata space map and flushes: everything but the
+    /// superblock is then stable.
+    pub fn pre_commit(&mut self) -> Result<()> {
+        self.sm_commit()?;
+        self.bm.flush()
+    }
+
+    /// Ends the transaction: releases the (already updated) superblock and
+    /// flushes, so it reaches the disk after everything it references.
+    pub fn commit(&mut self, sb: WriteBlock) -> Result<()> {
+        self.shadows.clear();
+        self.bm.unlock(sb);
+        self.bm.flush()
+    }
+
+    /// A view that only reads cached blocks (for lookups that must not
+    /// sleep); misses return `WouldBlock` and are queued for prefetch.
+    pub fn non_blocking(&self) -> NonBlocking<'_, IO> {
+        NonBlocking { tm: self }
+    }
+
+    /// Starts reading the blocks non-blocking readers missed.
+    pub fn issue_prefetches(&self) {
+        for s in self.prefetches.slots.iter() {
+            let b = s.swap(PREFETCH_EMPTY, Ordering::Relaxed);
+            if b != PREFETCH_EMPTY {
+                self.bm.prefetch(b);
+            }
+        }
+    }
+}
+
+impl<IO: BlockIo> BlockReader for TransactionManager<IO> {
+    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>> {
+        self.bm.read_lock(b, Some(v))
+    }
+}
+
+/// Calls `f(begin, end)` for each run of consecutive block numbers in a
+/// packed array of little-endian u64 values.
+pub fn with_runs(values_le: &[u8], mut f: impl FnMut(u64, u64) -> Result<()>) -> Result<()> {
+    let mut run: Option<(u64, u64)> = None;
+    for c in values_le.chunks_exact(8) {
+        let b = u64::from_le_bytes(c.try_into().map_err(|_| Error::Invalid)?);
+        run = match run {
+            Some((s, e)) if e == b => Some((s, e.checked_add(1).ok_or(Error::Invalid)?)),
+            Some((s, e)) => {
+                f(s, e)?;
+                Some((b, b.checked_add(1).ok_or(Error::Invalid)?))
+            }
+            None => Some((b, b.checked_add(1).ok_or(Error::Invalid)?)),
+        };
+    }
+    if let Some((s, e)) = run {
+        f(s, e)?;
+    }
+    Ok(())
+}
+
+/// Upstream's non-blocking clone: reads only what is cached.
+pub struct NonBlocking<'a, IO: BlockIo> {
+    tm: &'a TransactionManager<IO>,
+}
+
+impl<IO: BlockIo> BlockReader for NonBlocking<'_, IO> {
+    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>> {
+        let r = self.tm.bm.read_try_lock(b, Some(v));
+        if let Err(Error::WouldBlock) = r {
+            self.tm.prefetches.add(b);
+        }
+        r
+    }
+}

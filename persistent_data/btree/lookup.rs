@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Read-only btree queries. They take any [`BlockReader`], so they also run
+//! on the non-blocking view (returning `WouldBlock` on a cache miss).
+
+use super::node::{self, header, BTREE_NODE_VALIDATOR};
+use super::MAX_DEPTH;
+use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::transaction_manager::BlockReader;
+
+fn copy_value(d: &[u8], i: usize, out: &mut [u8]) -> Result<()> {
+    let v = node::value(d, i)?;
+    if v.len() != out.len() {
+        return Err(Error::Invalid);
+    }
+    out.copy_from_slice(v);
+    Ok(())
+}
+
+/// Descends one level's tree from `block`, choosing children with
+/// `lower_bound`; in the leaf, picks the entry `search` returns. Returns
+/// its key and copies its value.
+fn lookup_raw<R: BlockReader>(
+    r: &R,
+    mut block: u64,
+    key: u64,
+    search: fn(&[u8], u64) -> isize,
+    out: &mut [u8],
+) -> Result<u64> {
+    for _ in 0..MAX_DEPTH {
+        let d = r.read_lock(block, &BTREE_NODE_VALIDATOR)?;
+        let h = header(&d[..])?;
+        let i = search(&d[..], key);
+        if i < 0 || i >= h.nr_entries as isize {
+            return Err(Error::NoData);
+        }
+        let i = i as usize;
+        if h.is_internal() {
+            block = node::value64(&d[..], i)?;
+            continue;
+        }
+        copy_value(&d[..], i, out)?;
+        return node::key(&d[..], i);
+    }
+    Err(Error::Invalid)
+}
+
+/// Looks up `keys` (one per level); copies the value into `out`, whose
+/// length must be the tree's value size. `NoData` if absent.
+pub fn lookup<R: BlockReader>(r: &R, mut root: u64, keys: &[u64], out: &mut [u8]) -> Result<()> {
+    let (last, upper) = keys.split_last().ok_or(Error::Invalid)?;
+    for &k in upper {
+        let mut v = [0u8; 8];
+        if lookup_raw(r, root, k, node::lower_bound, &mut v)? != k {
+            return Err(Error::NoData);
+        }
+        root = u64::from_le_bytes(v);
+    }
+    if lookup_raw(r, root, *last, node::lower_bound, out)? != *last {
+        return Err(Error::NoData);
+    }
+    Ok(())
+}
+
+fn lookup_next_single<R: BlockReader>(
+    r: &R,
+    root: u64,
+    key: u64,
+    out: &mut [u8],
+    depth: usize,
+) -> Result<u64> {
+    if depth >= MAX_DEPTH {
+        return Err(Error::Invalid);
+    }
+    let d = r.read_lock(root, &BTREE_NODE_VALIDATOR)?;
+    let h = header(&d[..])?;
+    let nr = h.nr_entries as usize;
+    if h.is_internal() {
+        // All keys may be above `key`: then the first child holds the answer.
+        let i = node::lower_bound(&d[..], key).max(0) as usize;
+        if i >= nr {
+            return Err(Error::NoData);
+        }
+        match lookup_next_single(r, node::value64(&d[..], i)?, key, out, depth + 1) {
+            Err(Error::NoData) if i + 1 < nr => {
+                lookup_next_single(r, node::value64(&d[..], i + 1)?, key, out, depth + 1)
+            }
+            res => res,
+        }
+    } else {
+        let i = node::upper_bound(&d[..], key);
+        if i < 0 || i as usize >= nr {
+            return Err(Error::NoData);
+        }
+        copy_value(&d[..], i as usize, out)?;
+        node::key(&d[..], i as usize)
+    }
+}
+
+/// Exact match on the upper levels; at the bottom level finds the lowest
+/// key `>= keys[last]`. Returns that key and copies its value into `out`.
+pub fn lookup_next<R: BlockReader>(
+    r: &R,
+    mut root: u64,
+    keys: &[u64],
+    out: &mut [u8],
+) -> Result<u64> {
+    let (last, upper) = keys.split_last().ok_or(Error::Invalid)?;
+    for &k in upper {
+        let mut v = [0u8; 8];
+        if lookup_raw(r, root, k, node::lower_bound, &mut v)? != k {
+            return Err(Error::NoData);
+        }
+        root = u64::from_le_bytes(v);
+    }
+    lookup_next_single(r, root, *last, out, 0)
+}
+
+/// Key at the highest (or lowest) end of one level's tree, and the value
+/// next to it as a u64 (the next level's root).
+fn find_key<R: BlockReader>(r: &R, mut block: u64, highest: bool) -> Result<(u64, u64)> {
+    for _ in 0..MAX_DEPTH {
+        let d = r.read_lock(block, &BTREE_NODE_VALIDATOR)?;
+        let h = header(&d[..])?;
+        let nr = h.nr_entries as usize;
+        if nr == 0 {
+            return Err(Error::NoData);
+        }
+        let i = if highest { nr - 1 } else { 0 };
+        let k = node::key(&d[..], i)?;
+        let v = if h.is_internal() || h.value_size >= 8 {
+            node::value64(&d[..], i)?
+        } else {
+            0
+        };
+        if h.is_internal() {
+            block = v;
+            continue;
+        }
+        return Ok((k, v));
+    }
+    Err(Error::Invalid)
+}
+
+fn find_extreme<R: BlockReader>(
+    r: &R,
+    mut root: u64,
+    keys: &mut [u64],
+    highest: bool,
+) -> Result<usize> {
+    let levels = keys.len();
+    let mut count = 0;
+    for (level, out) in keys.iter_mut().enumerate() {
+        match find_key(r, root, highest) {
+            Ok((k, v)) => {
+                *out = k;
+                count += 1;
+                if level + 1 < levels {
+                    root = v;
+                }
+            }
+            Err(Error::NoData) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(count)
+}
+
+/// Fills `keys` (one per level) with the highest key; returns how many
+/// levels were filled in (0 for an empty tree).
+pub fn find_highest_key<R: BlockReader>(r: &R, root: u64, keys: &mut [u64]) -> Result<usize> {
+    find_extreme(r, root, keys, true)
+}
+
+/// Fills `keys` (one per level) with the lowest key; returns how many
+/// levels were filled in (0 for an empty tree).
+pub fn find_lowest_key<R: BlockReader>(r: &R, root: u64, keys: &mut [u64]) -> Result<usize> {
+    find_extreme(r, root, keys, false)
+}

@@ -1,0 +1,746 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! On-disk structures and low-level operations shared by the space maps.
+//!
+//! Counts are kept two bits per block in bitmap blocks (0 free, 1, 2, and 3
+//! meaning "look in the ref-count btree", which holds the counts above two
+//! as `u32`). Each bitmap covers [`ENTRIES_PER_BLOCK`] blocks and is
+//! described by an index entry (its location, free count and a search
+//! hint). The metadata space map keeps its index entries in one index
+//! block; the disk space map in a btree (index number -> entry), fronted by
+//! a small write-back cache.
+
+use crate::persistent_data::block_manager::{
+    le32_at, le64_at, put_le32, put_le64, CsumValidator, ValidatorRef,
+};
+use crate::persistent_data::btree::{self, node, PlainValues};
+use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
+use crate::persistent_data::shim::PBox;
+use crate::persistent_data::space_map::SmRoot;
+use crate::persistent_data::transaction_manager::{BlockReader, TransactionManager};
+
+/// Bitmap block header size (`csum u32 | not_used u32 | blocknr u64`).
+pub const BITMAP_HEADER_SIZE: usize = 16;
+/// Blocks described by one bitmap block.
+pub const ENTRIES_PER_BLOCK: u64 = ((BLOCK_SIZE - BITMAP_HEADER_SIZE) * 4) as u64;
+/// Index entries in the metadata space map's single index block.
+pub const MAX_METADATA_BITMAPS: usize = 255;
+/// Largest metadata device the metadata space map can describe.
+pub const MAX_METADATA_BLOCKS: u64 = MAX_METADATA_BITMAPS as u64 * ENTRIES_PER_BLOCK;
+/// Encoded size of an index entry.
+pub const INDEX_ENTRY_SIZE: usize = 16;
+
+/// Validator of the metadata space map's index block.
+pub static INDEX_VALIDATOR: CsumValidator = CsumValidator {
+    name: "index",
+    xor: 160478,
+    blocknr_offset: 8,
+};
+
+/// Validator of bitmap blocks.
+pub static BITMAP_VALIDATOR: CsumValidator = CsumValidator {
+    name: "sm_bitmap",
+    xor: 240779,
+    blocknr_offset: 8,
+};
+
+fn bitmap_v() -> ValidatorRef {
+    &BITMAP_VALIDATOR
+}
+
+/// One bitmap's index entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Location of the bitmap block.
+    pub blocknr: u64,
+    /// Free entries in the bitmap.
+    pub nr_free: u32,
+    /// No entry before this one is free (a search hint).
+    pub none_free_before: u32,
+}
+
+impl IndexEntry {
+    /// Decodes 16 bytes.
+    pub fn unpack(d: &[u8]) -> IndexEntry {
+        IndexEntry {
+            blocknr: le64_at(d, 0),
+            nr_free: le32_at(d, 8),
+            none_free_before: le32_at(d, 12),
+        }
+    }
+
+    /// Encodes to 16 bytes.
+    pub fn pack(&self) -> [u8; INDEX_ENTRY_SIZE] {
+        let mut d = [0u8; INDEX_ENTRY_SIZE];
+        put_le64(&mut d, 0, self.blocknr);
+        put_le32(&mut d, 8, self.nr_free);
+        put_le32(&mut d, 12, self.none_free_before);
+        d
+    }
+}
+
+/// Count of entry `bit` in a bitmap block. Each 64-bit little-endian word
+/// holds 32 entries; bit `2i` of the word is the high bit of entry `i`.
+pub fn bitmap_lookup(d: &Block, bit: u64) -> u32 {
+    let w = le64_at(d, BITMAP_HEADER_SIZE + 8 * (bit / 32) as usize);
+    let s = 2 * (bit % 32);
+    let hi = (w >> s) & 1;
+    let lo = (w >> (s + 1)) & 1;
+    ((hi << 1) | lo) as u32
+}
+
+/// Sets the count of entry `bit` (0..=3).
+pub fn bitmap_set(d: &mut Block, bit: u64, val: u32) {
+    let off = BITMAP_HEADER_SIZE + 8 * (bit / 32) as usize;
+    let mut w = le64_at(d, off);
+    let s = 2 * (bit % 32);
+    w &= !(3u64 << s);
+    w |= u64::from((val >> 1) & 1) << s;
+    w |= u64::from(val & 1) << (s + 1);
+    put_le64(d, off, w);
+}
+
+/// First free entry in `[begin, end)`, skipping full words quickly.
+pub fn bitmap_find_free(d: &Block, mut begin: u64, end: u64) -> Option<u64> {
+    while begin < end {
+        if begin.is_multiple_of(32) {
+            let w = le64_at(d, BITMAP_HEADER_SIZE + 8 * (begin / 32) as usize);
+            // Every 2-bit entry non-zero: (w | w >> 1) has all low bits set.
+            if (w | (w >> 1)) & 0x5555_5555_5555_5555 == 0x5555_5555_5555_5555 {
+                begin += 32;
+                continue;
+            }
+        }
+        if bitmap_lookup(d, begin) == 0 {
+            return Some(begin);
+        }
+        begin += 1;
+    }
+    None
+}
+
+const IE_CACHE_SIZE: usize = 64;
+
+/// One slot of the disk space map's index-entry cache.
+#[derive(Clone, Copy, Default)]
+pub struct IeSlot {
+    valid: bool,
+    dirty: bool,
+    index: u64,
+    ie: IndexEntry,
+}
+
+/// Where a space map keeps its index entries.
+pub enum Index {
+    /// Metadata space map: the whole index block, in core.
+    Meta(PBox<[IndexEntry; MAX_METADATA_BITMAPS]>),
+    /// Disk space map: a btree, with dirty entries cached here until
+    /// evicted or committed.
+    Disk(PBox<[IeSlot; IE_CACHE_SIZE]>),
+}
+
+/// The low-level state of a space map (upstream's `ll_disk`).
+pub struct LlDisk {
+    /// Blocks covered.
+    pub nr_blocks: u64,
+    /// Blocks with a non-zero count.
+    pub nr_allocated: u64,
+    /// Index block (metadata) or index btree root (disk).
+    pub bitmap_root: u64,
+    /// Root of the btree of counts above two.
+    pub ref_count_root: u64,
+    /// Index entries.
+    pub index: Index,
+    /// Index entries changed since the last commit.
+    pub index_changed: bool,
+}
+
+/// Value type of the ref-count btree (`__le32`, no references held).
+pub const REF_COUNT_VT: PlainValues = PlainValues(4);
+/// Value type of the disk space map's index btree.
+pub const INDEX_VT: PlainValues = PlainValues(INDEX_ENTRY_SIZE);
+
+impl LlDisk {
+    fn new(index: Index) -> LlDisk {
+        LlDisk {
+            nr_blocks: 0,
+            nr_allocated: 0,
+            bitmap_root: 0,
+            ref_count_root: 0,
+            index,
+            index_changed: false,
+        }
+    }
+
+    /// An empty metadata ll (no blocks yet).
+    pub fn new_meta() -> Result<LlDisk> {
+        Ok(LlDisk::new(Index::Meta(PBox::try_new(
+            [IndexEntry::default(); MAX_METADATA_BITMAPS],
+        )?)))
+    }
+
+    /// An empty disk ll.
+    pub fn new_disk() -> Result<LlDisk> {
+        Ok(LlDisk::new(Index::Disk(PBox::try_new(
+            [IeSlot::default(); IE_CACHE_SIZE],
+        )?)))
+    }
+
+    /// A copy for the committed view. The disk index cache is clean after a
+    /// commit, so the copy starts with an empty one.
+    pub fn try_clone(&self) -> Result<LlDisk> {
+        let index = match &self.index {
+            Index::Meta(m) => Index::Meta(PBox::try_new(**m)?),
+            Index::Disk(_) => Index::Disk(PBox::try_new([IeSlot::default(); IE_CACHE_SIZE])?),
+        };
+        Ok(LlDisk {
+            index,
+            index_changed: false,
+            ..*self
+        })
+    }
+
+    /// The root to store in a superblock.
+    pub fn root(&self) -> SmRoot {
+        SmRoot {
+            nr_blocks: self.nr_blocks,
+            nr_allocated: self.nr_allocated,
+            bitmap_root: self.bitmap_root,
+            ref_count_root: self.ref_count_root,
+        }
+    }
+
+    fn set_root(&mut self, r: &SmRoot) {
+        self.nr_blocks = r.nr_blocks;
+        self.nr_allocated = r.nr_allocated;
+        self.bitmap_root = r.bitmap_root;
+        self.ref_count_root = r.ref_count_root;
+    }
+
+    fn max_index_entries(&self) -> u64 {
+        match self.index {
+            Index::Meta(_) => MAX_METADATA_BITMAPS as u64,
+            Index::Disk(_) => u64::MAX,
+        }
+    }
+}
+
+/// Loads a metadata ll from its root: reads the index block.
+pub fn open_meta<R: BlockReader>(r: &R, root: &SmRoot) -> Result<LlDisk> {
+    let mut ll = LlDisk::new_meta()?;
+    ll.set_root(root);
+    let d = r.read_lock(ll.bitmap_root, &INDEX_VALIDATOR)?;
+    if let Index::Meta(m) = &mut ll.index {
+        for (i, e) in m.iter_mut().enumerate() {
+            let o = 16 + INDEX_ENTRY_SIZE * i;
+            *e = IndexEntry::unpack(d.get(o..o + INDEX_ENTRY_SIZE).ok_or(Error::Invalid)?);
+        }
+    }
+    drop(d);
+    check_geometry(&ll)?;
+    Ok(ll)
+}
+
+/// A disk ll from its root (nothing to read up front).
+pub fn open_disk(root: &SmRoot) -> Result<LlDisk> {
+    let mut ll = LlDisk::new_disk()?;
+    ll.set_root(root);
+    check_geometry(&ll)?;
+    Ok(ll)
+}
+
+fn check_geometry(ll: &LlDisk) -> Result<()> {
+    if ll.nr_allocated > ll.nr_blocks
+        || ll.nr_blocks.div_ceil(ENTRIES_PER_BLOCK) > ll.max_index_entries()
+    {
+        return Err(Error::Invalid);
+    }
+    Ok(())
+}
+
+fn cache_slot(index: u64) -> usize {
+    (index % IE_CACHE_SIZE as u64) as usize
+}
+
+/// Index entry `index` of `ll`.
+pub fn load_ie<R: BlockReader>(r: &R, ll: &LlDisk, index: u64) -> Result<IndexEntry> {
+    match &ll.index {
+        Index::Meta(m) => usize::try_from(index)
+            .ok()
+            .and_then(|i| m.get(i))
+            .copied()
+            .ok_or(Error::Invalid),
+        Index::Disk(c) => {
+            if let Some(s) = c.get(cache_slot(index)) {
+                if s.valid && s.index == index {
+                    return Ok(s.ie);
+                }
+            }
+            let mut v = [0u8; INDEX_ENTRY_SIZE];
+            btree::lookup(r, ll.bitmap_root, &[index], &mut v)?;
+            Ok(IndexEntry::unpack(&v))
+        }
+    }
+}
+
+/// Access to a space map's ll and the transaction manager together. The
+/// metadata space map's ll lives inside the transaction manager, so the two
+/// cannot simply be borrowed side by side; this trait hands out one at a
+/// time.
+pub(crate) trait LlCtx<IO: BlockIo> {
+    fn tm(&mut self) -> &mut TransactionManager<IO>;
+    fn ll(&mut self) -> &mut LlDisk;
+    fn both(&self) -> (&TransactionManager<IO>, &LlDisk);
+}
+
+/// The disk space map's context: ll kept outside the transaction manager.
+pub(crate) struct DiskCtx<'a, IO: BlockIo> {
+    pub tm: &'a mut TransactionManager<IO>,
+    pub ll: &'a mut LlDisk,
+}
+
+impl<IO: BlockIo> LlCtx<IO> for DiskCtx<'_, IO> {
+    fn tm(&mut self) -> &mut TransactionManager<IO> {
+        self.tm
+    }
+    fn ll(&mut self) -> &mut LlDisk {
+        self.ll
+    }
+    fn both(&self) -> (&TransactionManager<IO>, &LlDisk) {
+        (self.tm, self.ll)
+    }
+}
+
+fn ie_writeback<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, index: u64, ie: &IndexEntry) -> Result<()> {
+    let root = c.ll().bitmap_root;
+    let mut vt = INDEX_VT;
+    let new_root = btree::insert(c.tm(), &mut vt, root, &[index], &ie.pack())?;
+    c.ll().bitmap_root = new_root;
+    Ok(())
+}
+
+/// Stores index entry `index`.
+pub(crate) fn save_ie<IO: BlockIo, C: LlCtx<IO>>(
+    c: &mut C,
+    index: u64,
+    ie: IndexEntry,
+) -> Result<()> {
+    c.ll().index_changed = true;
+    let evict = match &mut c.ll().index {
+        Index::Meta(m) => {
+            let e = usize::try_from(index)
+                .ok()
+                .and_then(|i| m.get_mut(i))
+                .ok_or(Error::Invalid)?;
+            *e = ie;
+            return Ok(());
+        }
+        Index::Disk(cache) => {
+            let s = cache.get_mut(cache_slot(index)).ok_or(Error::Invalid)?;
+            let evict = (s.valid && s.dirty && s.index != index).then_some((s.index, s.ie));
+            *s = IeSlot {
+                valid: true,
+                dirty: true,
+                index,
+                ie,
+            };
+            evict
+        }
+    };
+    if let Some((i, e)) = evict {
+        ie_writeback(c, i, &e)?;
+    }
+    Ok(())
+}
+
+/// Count of `b` in the bitmap (3 means "see the ref-count tree").
+pub fn lookup_bitmap<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
+    if b >= ll.nr_blocks {
+        return Err(Error::Invalid);
+    }
+    let ie = load_ie(r, ll, b / ENTRIES_PER_BLOCK)?;
+    let d = r.read_lock(ie.blocknr, bitmap_v())?;
+    Ok(bitmap_lookup(&d, b % ENTRIES_PER_BLOCK))
+}
+
+fn lookup_big<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
+    let mut v = [0u8; 4];
+    btree::lookup(r, ll.ref_count_root, &[b], &mut v)?;
+    Ok(u32::from_le_bytes(v))
+}
+
+/// Reference count of `b`.
+pub fn lookup<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
+    let c = lookup_bitmap(r, ll, b)?;
+    if c < 3 {
+        return Ok(c);
+    }
+    lookup_big(r, ll, b)
+}
+
+/// First block with a zero count in `[begin, end)`, or `NoSpace`.
+pub fn find_free_block<R: BlockReader>(r: &R, ll: &LlDisk, begin: u64, end: u64) -> Result<u64> {
+    let end = end.min(ll.nr_blocks);
+    if begin >= end {
+        return Err(Error::NoSpace);
+    }
+    let first = begin / ENTRIES_PER_BLOCK;
+    let last = end.div_ceil(ENTRIES_PER_BLOCK);
+    for i in first..last {
+        let ie = load_ie(r, ll, i)?;
+        if ie.nr_free == 0 {
+            continue;
+        }
+        let base = i * ENTRIES_PER_BLOCK;
+        let lo = begin
+            .saturating_sub(base)
+            .max(u64::from(ie.none_free_before));
+        let hi = (end - base).min(ENTRIES_PER_BLOCK);
+        let d = r.read_lock(ie.blocknr, bitmap_v())?;
+        if let Some(bit) = bitmap_find_free(&d, lo, hi) {
+            return Ok(base + bit);
+        }
+    }
+    Err(Error::NoSpace)
+}
+
+/// A block free in both the committed (`old`) and current (`new`) views.
+pub fn find_common_free_block<R: BlockReader>(
+    r: &R,
+    old: &LlDisk,
+    new: &LlDisk,
+    mut begin: u64,
+    end: u64,
+) -> Result<u64> {
+    loop {
+        let b = find_free_block(r, new, begin, end)?;
+        if b >= old.nr_blocks || lookup(r, old, b)? == 0 {
+            return Ok(b);
+        }
+        begin = b + 1;
+    }
+}
+
+/// Grows the ll by `extra` blocks, creating bitmaps as needed.
+pub(crate) fn extend<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, extra: u64) -> Result<()> {
+    let ll = c.ll();
+    let old = ll.nr_blocks;
+    let nr = old.checked_add(extra).ok_or(Error::Invalid)?;
+    let old_bitmaps = old.div_ceil(ENTRIES_PER_BLOCK);
+    let bitmaps = nr.div_ceil(ENTRIES_PER_BLOCK);
+    if bitmaps > ll.max_index_entries() {
+        return Err(Error::Invalid);
+    }
+    // Set before allocating: the new bitmaps may come from the new range.
+    ll.nr_blocks = nr;
+    for i in old_bitmaps..bitmaps {
+        let wb = c.tm().new_block(bitmap_v())?;
+        let loc = wb.loc();
+        c.tm().unlock(wb);
+        save_ie(
+            c,
+            i,
+            IndexEntry {
+                blocknr: loc,
+                nr_free: ENTRIES_PER_BLOCK as u32,
+                none_free_before: 0,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn set_big<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, count: u32) -> Result<()> {
+    let root = c.ll().ref_count_root;
+    let mut vt = REF_COUNT_VT;
+    let nr = btree::insert(c.tm(), &mut vt, root, &[b], &count.to_le_bytes())?;
+    c.ll().ref_count_root = nr;
+    Ok(())
+}
+
+fn del_big<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64) -> Result<()> {
+    let root = c.ll().ref_count_root;
+    let mut vt = REF_COUNT_VT;
+    let nr = btree::remove(c.tm(), &mut vt, root, &[b])?;
+    c.ll().ref_count_root = nr;
+    Ok(())
+}
+
+/// Adds `delta` (+1/-1) to an overflow count in place and returns the old
+/// count; shadows the path to the leaf like upstream's overwrite leaf.
+fn adjust_big<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, inc: bool) -> Result<u32> {
+    let root = c.ll().ref_count_root;
+    let (new_root, mut leaf, i) = btree::get_overwrite_leaf(c.tm(), root, b)?;
+    c.ll().ref_count_root = new_root;
+    let r = (|| {
+        let v = node::value_mut(&mut leaf[..], i)?;
+        let old = u32::from_le_bytes(
+            v.get(..4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(Error::Invalid)?,
+        );
+        let new = if inc {
+            old.checked_add(1).ok_or(Error::Invalid)?
+        } else {
+            old.checked_sub(1).ok_or(Error::Invalid)?
+        };
+        v.get_mut(..4)
+            .ok_or(Error::Invalid)?
+            .copy_from_slice(&new.to_le_bytes());
+        Ok(old)
+    })();
+    c.tm().unlock(leaf);
+    r
+}
+
+enum Op {
+    Inc,
+    Dec,
+}
+
+/// Shadows bitmap `ie` points to; returns the write lock and updates `ie`.
+fn shadow_bitmap<IO: BlockIo, C: LlCtx<IO>>(
+    c: &mut C,
+    ie: &mut IndexEntry,
+) -> Result<crate::persistent_data::block_manager::WriteBlock> {
+    let (wb, _) = c.tm().shadow_block(ie.blocknr, bitmap_v())?;
+    ie.blocknr = wb.loc();
+    Ok(wb)
+}
+
+/// Applies `op` to the counts of `[b, e)`; returns the change in the number
+/// of allocated blocks.
+fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> Result<i64> {
+    let mut nr_allocations = 0i64;
+    while b < e {
+        let index = b / ENTRIES_PER_BLOCK;
+        let mut bit = b % ENTRIES_PER_BLOCK;
+        let (tm, ll) = c.both();
+        if b >= ll.nr_blocks {
+            return Err(Error::Invalid);
+        }
+        let mut ie = load_ie(tm, ll, index)?;
+        let mut held = Some(shadow_bitmap(c, &mut ie)?);
+        let bit_end = (bit + (e - b)).min(ENTRIES_PER_BLOCK);
+        let r = (|| -> Result<()> {
+            while bit < bit_end {
+                // The bitmap is dropped around btree updates (they may
+                // allocate, and so read bitmaps); re-take it plainly, it is
+                // already a shadow.
+                let mut wb = match held.take() {
+                    Some(wb) => wb,
+                    None => c.tm().write_lock_shadowed(ie.blocknr, bitmap_v())?,
+                };
+                let old = bitmap_lookup(&wb, bit);
+                match (&op, old) {
+                    (Op::Inc, 0) => {
+                        bitmap_set(&mut wb, bit, 1);
+                        nr_allocations += 1;
+                        c.ll().nr_allocated += 1;
+                        ie.nr_free = ie.nr_free.checked_sub(1).ok_or(Error::Invalid)?;
+                        if u64::from(ie.none_free_before) == bit {
+                            ie.none_free_before = (bit + 1) as u32;
+                        }
+                        held = Some(wb);
+                    }
+                    (Op::Inc, 1) => {
+                        bitmap_set(&mut wb, bit, 2);
+                        held = Some(wb);
+                    }
+                    (Op::Inc, 2) => {
+                        bitmap_set(&mut wb, bit, 3);
+                        c.tm().unlock(wb);
+                        set_big(c, b, 3)?;
+                    }
+                    (Op::Inc, _) => {
+                        c.tm().unlock(wb);
+                        adjust_big(c, b, true)?;
+                    }
+                    (Op::Dec, 0) => {
+                        c.tm().unlock(wb);
+                        return Err(Error::Invalid);
+                    }
+                    (Op::Dec, 1) => {
+                        bitmap_set(&mut wb, bit, 0);
+                        nr_allocations -= 1;
+                        let ll = c.ll();
+                        ll.nr_allocated = ll.nr_allocated.checked_sub(1).ok_or(Error::Invalid)?;
+                        ie.nr_free = ie.nr_free.checked_add(1).ok_or(Error::Invalid)?;
+                        ie.none_free_before = ie.none_free_before.min(bit as u32);
+                        held = Some(wb);
+                    }
+                    (Op::Dec, 2) => {
+                        bitmap_set(&mut wb, bit, 1);
+                        held = Some(wb);
+                    }
+                    (Op::Dec, _) => {
+                        c.tm().unlock(wb);
+                        let (tm, ll) = c.both();
+                        let old = lookup_big(tm, ll, b)?;
+                        if old <= 3 {
+                            del_big(c, b)?;
+                            let mut wb = c.tm().write_lock_shadowed(ie.blocknr, bitmap_v())?;
+                            bitmap_set(&mut wb, bit, 2);
+                            held = Some(wb);
+                        } else {
+                            adjust_big(c, b, false)?;
+                        }
+                    }
+                }
+                bit += 1;
+                b += 1;
+            }
+            Ok(())
+        })();
+        if let Some(wb) = held.take() {
+            c.tm().unlock(wb);
+        }
+        r?;
+        save_ie(c, index, ie)?;
+    }
+    Ok(nr_allocations)
+}
+
+/// Increments the counts of `[b, e)`.
+pub(crate) fn inc<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, e: u64) -> Result<i64> {
+    inc_dec(c, b, e, Op::Inc)
+}
+
+/// Decrements the counts of `[b, e)`.
+pub(crate) fn dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, e: u64) -> Result<i64> {
+    inc_dec(c, b, e, Op::Dec)
+}
+
+/// Sets `b`'s count; returns the change in allocated blocks.
+pub(crate) fn insert<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, count: u32) -> Result<i64> {
+    let index = b / ENTRIES_PER_BLOCK;
+    let bit = b % ENTRIES_PER_BLOCK;
+    let (tm, ll) = c.both();
+    if b >= ll.nr_blocks {
+        return Err(Error::Invalid);
+    }
+    let mut ie = load_ie(tm, ll, index)?;
+    let mut wb = shadow_bitmap(c, &mut ie)?;
+    let mut old = bitmap_lookup(&wb, bit);
+    if old > 2 {
+        let (tm, ll) = c.both();
+        match lookup_big(tm, ll, b) {
+            Ok(v) => old = v,
+            Err(e) => {
+                c.tm().unlock(wb);
+                return Err(e);
+            }
+        }
+    }
+    bitmap_set(&mut wb, bit, count.min(3));
+    c.tm().unlock(wb);
+    if count <= 2 {
+        if old > 2 {
+            del_big(c, b)?;
+        }
+    } else {
+        set_big(c, b, count)?;
+    }
+    let delta = match (old, count) {
+        (0, n) if n > 0 => {
+            c.ll().nr_allocated += 1;
+            ie.nr_free = ie.nr_free.checked_sub(1).ok_or(Error::Invalid)?;
+            if u64::from(ie.none_free_before) == bit {
+                ie.none_free_before = (bit + 1) as u32;
+            }
+            1
+        }
+        (o, 0) if o > 0 => {
+            let ll = c.ll();
+            ll.nr_allocated = ll.nr_allocated.checked_sub(1).ok_or(Error::Invalid)?;
+            ie.nr_free = ie.nr_free.checked_add(1).ok_or(Error::Invalid)?;
+            ie.none_free_before = ie.none_free_before.min(bit as u32);
+            -1
+        }
+        _ => 0,
+    };
+    save_ie(c, index, ie)?;
+    Ok(delta)
+}
+
+/// Writes out changed index entries.
+pub(crate) fn commit<IO: BlockIo, C: LlCtx<IO>>(c: &mut C) -> Result<()> {
+    if !c.ll().index_changed {
+        return Ok(());
+    }
+    let root = c.ll().bitmap_root;
+    match &c.ll().index {
+        Index::Meta(_) => {
+            let (mut wb, _) = c.tm().shadow_block(root, &INDEX_VALIDATOR)?;
+            if let Index::Meta(m) = &c.ll().index {
+                // Header words (csum, padding, blocknr) are restamped by the
+                // validator; padding stays zero.
+                wb.get_mut(4..8).into_iter().for_each(|s| s.fill(0));
+                for (i, e) in m.iter().enumerate() {
+                    let o = 16 + INDEX_ENTRY_SIZE * i;
+                    if let Some(s) = wb.get_mut(o..o + INDEX_ENTRY_SIZE) {
+                        s.copy_from_slice(&e.pack());
+                    }
+                }
+            }
+            let loc = wb.loc();
+            c.tm().unlock(wb);
+            c.ll().bitmap_root = loc;
+        }
+        Index::Disk(_) => {
+            for slot in 0..IE_CACHE_SIZE {
+                let pending = match &mut c.ll().index {
+                    Index::Disk(cache) => cache.get_mut(slot).and_then(|s| {
+                        let p = (s.valid && s.dirty).then_some((s.index, s.ie));
+                        s.dirty = false;
+                        p
+                    }),
+                    Index::Meta(_) => None,
+                };
+                if let Some((i, e)) = pending {
+                    ie_writeback(c, i, &e)?;
+                }
+            }
+        }
+    }
+    c.ll().index_changed = false;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_packing_high_bit_first() {
+        let mut d = [0u8; BLOCK_SIZE];
+        bitmap_set(&mut d, 0, 2);
+        // Entry 0's high bit is bit 0 of the first word.
+        assert_eq!(le64_at(&d, 16), 1);
+        bitmap_set(&mut d, 0, 1);
+        assert_eq!(le64_at(&d, 16), 2);
+        bitmap_set(&mut d, 33, 3);
+        assert_eq!(le64_at(&d, 24), 0b1100);
+        assert_eq!(bitmap_lookup(&d, 33), 3);
+        assert_eq!(bitmap_lookup(&d, 0), 1);
+        assert_eq!(bitmap_find_free(&d, 0, 64), Some(1));
+        for i in 0..64 {
+            bitmap_set(&mut d, i, 1);
+        }
+        assert_eq!(bitmap_find_free(&d, 0, 64), None);
+        assert_eq!(bitmap_find_free(&d, 0, 65), Some(64));
+        assert_eq!(ENTRIES_PER_BLOCK, 16320);
+        assert_eq!(MAX_METADATA_BLOCKS, 4_161_600);
+    }
+
+    #[test]
+    fn index_entry_roundtrip() {
+        let e = IndexEntry {
+            blocknr: 0x1122334455,
+            nr_free: 77,
+            none_free_before: 9,
+        };
+        assert_eq!(IndexEntry::unpack(&e.pack()), e);
+    }
+}

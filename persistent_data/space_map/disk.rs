@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The disk space map: reference counts for another device (thin's data
+//! device), with its bitmaps, index btree and ref-count btree stored in the
+//! metadata device.
+
+use crate::persistent_data::btree;
+use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::io::BlockIo;
+use crate::persistent_data::space_map::common::{self, DiskCtx, LlDisk, INDEX_VT, REF_COUNT_VT};
+use crate::persistent_data::space_map::{SmRoot, SpaceMap};
+use crate::persistent_data::transaction_manager::TransactionManager;
+
+/// Space map for a device other than the metadata device.
+pub struct DiskSpaceMap {
+    ll: LlDisk,
+    old_ll: LlDisk,
+    begin: u64,
+    allocated_this_transaction: i64,
+}
+
+impl DiskSpaceMap {
+    /// Creates an empty space map of `nr_blocks` blocks and commits it.
+    pub fn create<IO: BlockIo>(tm: &mut TransactionManager<IO>, nr_blocks: u64) -> Result<Self> {
+        let mut ll = LlDisk::new_disk()?;
+        ll.bitmap_root = btree::empty(tm, INDEX_VT.0)?;
+        ll.ref_count_root = btree::empty(tm, REF_COUNT_VT.0)?;
+        let mut sm = DiskSpaceMap {
+            old_ll: ll.try_clone()?,
+            ll,
+            begin: 0,
+            allocated_this_transaction: 0,
+        };
+        common::extend(&mut sm.ctx(tm), nr_blocks)?;
+        SpaceMap::commit(&mut sm, tm)?;
+        Ok(sm)
+    }
+
+    /// Opens a space map from the root stored in a superblock.
+    pub fn open(root: &[u8]) -> Result<Self> {
+        let ll = common::open_disk(&SmRoot::unpack(root)?)?;
+        Ok(DiskSpaceMap {
+            old_ll: ll.try_clone()?,
+            ll,
+            begin: 0,
+            allocated_this_transaction: 0,
+        })
+    }
+
+    fn ctx<'a, IO: BlockIo>(&'a mut self, tm: &'a mut TransactionManager<IO>) -> DiskCtx<'a, IO> {
+        DiskCtx {
+            tm,
+            ll: &mut self.ll,
+        }
+    }
+}
+
+impl<IO: BlockIo> SpaceMap<IO> for DiskSpaceMap {
+    fn nr_blocks(&self, _tm: &TransactionManager<IO>) -> u64 {
+        self.old_ll.nr_blocks
+    }
+
+    fn nr_free(&self, _tm: &TransactionManager<IO>) -> u64 {
+        let committed = self
+            .old_ll
+            .nr_blocks
+            .saturating_sub(self.old_ll.nr_allocated);
+        if self.allocated_this_transaction >= 0 {
+            committed.saturating_sub(self.allocated_this_transaction as u64)
+        } else {
+            committed.saturating_add(self.allocated_this_transaction.unsigned_abs())
+        }
+    }
+
+    fn count(&self, tm: &TransactionManager<IO>, b: u64) -> Result<u32> {
+        common::lookup(tm, &self.ll, b)
+    }
+
+    fn count_is_more_than_one(&self, tm: &TransactionManager<IO>, b: u64) -> Result<bool> {
+        Ok(self.count(tm, b)? > 1)
+    }
+
+    fn set_count(&mut self, tm: &mut TransactionManager<IO>, b: u64, count: u32) -> Result<()> {
+        let d = common::insert(&mut self.ctx(tm), b, count)?;
+        self.allocated_this_transaction += d;
+        Ok(())
+    }
+
+    fn inc_range(&mut self, tm: &mut TransactionManager<IO>, b: u64, e: u64) -> Result<()> {
+        let d = common::inc(&mut self.ctx(tm), b, e)?;
+        self.allocated_this_transaction += d;
+        Ok(())
+    }
+
+    fn dec_range(&mut self, tm: &mut TransactionManager<IO>, b: u64, e: u64) -> Result<()> {
+        let d = common::dec(&mut self.ctx(tm), b, e)?;
+        self.allocated_this_transaction += d;
+        Ok(())
+    }
+
+    fn new_block(&mut self, tm: &mut TransactionManager<IO>) -> Result<u64> {
+        let nr = self.ll.nr_blocks;
+        let b = match common::find_common_free_block(tm, &self.old_ll, &self.ll, self.begin, nr) {
+            Err(Error::NoSpace) => {
+                common::find_common_free_block(tm, &self.old_ll, &self.ll, 0, self.begin)
+            }
+            r => r,
+        }?;
+        self.begin = b + 1;
+        self.inc_range(tm, b, b + 1)?;
+        Ok(b)
+    }
+
+    fn commit(&mut self, tm: &mut TransactionManager<IO>) -> Result<()> {
+        common::commit(&mut self.ctx(tm))?;
+        self.old_ll = self.ll.try_clone()?;
+        self.allocated_this_transaction = 0;
+        Ok(())
+    }
+
+    fn extend(&mut self, tm: &mut TransactionManager<IO>, extra: u64) -> Result<()> {
+        common::extend(&mut self.ctx(tm), extra)
+    }
+
+    fn root(&self, _tm: &TransactionManager<IO>) -> SmRoot {
+        self.ll.root()
+    }
+}
