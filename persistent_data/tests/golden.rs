@@ -123,13 +123,13 @@ fn parse_dump(xml: &str) -> XmlDump {
     let mut defs: BTreeMap<String, Vec<(u64, u64, u32)>> = BTreeMap::new();
     let mut cur_def: Option<String> = None;
     let mut cur_dev: Option<u64> = None;
-    let mut add = |dump: &mut XmlDump,
-                   defs: &mut BTreeMap<String, Vec<(u64, u64, u32)>>,
-                   cur_def: &Option<String>,
-                   cur_dev: Option<u64>,
-                   o: u64,
-                   d: u64,
-                   t: u32| {
+    let add = |dump: &mut XmlDump,
+               defs: &mut BTreeMap<String, Vec<(u64, u64, u32)>>,
+               cur_def: &Option<String>,
+               cur_dev: Option<u64>,
+               o: u64,
+               d: u64,
+               t: u32| {
         if let Some(n) = cur_def {
             defs.get_mut(n).unwrap().push((o, d, t));
         } else {
