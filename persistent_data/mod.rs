@@ -14,7 +14,7 @@
 //!   metadata space map.
 //! * [`space_map`]: reference counts (metadata and data space maps).
 //! * [`btree`]: copy-on-write B+trees with multi-level keys.
-//! * [`array`], [`bitset`]: arrays and bitsets built on a btree.
+//! * [`check`]: reference recounting (leak and double-free detection).
 //!
 //! Everything here uses only `core` and [`shim`] for allocation, and never
 //! panics on disk contents: errors come back as [`Error`].
@@ -33,8 +33,6 @@
 )]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-pub mod array;
-pub mod bitset;
 pub mod block_manager;
 pub mod btree;
 pub mod check;
