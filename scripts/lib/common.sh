@@ -47,7 +47,7 @@ kernel_key() {
 
 # Lines of a guest kernel log that fail a run; succeeds if there are any.
 kernel_log_problems() {
-	grep -E -A3 'BUG:|WARNING:|Oops|KASAN|general protection fault|Kernel panic|possible (recursive|circular) locking|inconsistent lock state|lockdep|UBSAN|Call Trace|blocked for more than' "$1"
+	grep -E -A3 'BUG:|WARNING:|Oops|KASAN|general protection fault|Kernel panic|possible (recursive|circular) locking|inconsistent lock state|UBSAN|Call Trace|blocked for more than' "$1"
 }
 
 # Whether KVM works here. Some hosts expose /dev/kvm but hang in a guest, so
