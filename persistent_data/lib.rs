@@ -16,3 +16,8 @@ extern crate std;
 pub mod persistent_data;
 
 pub use persistent_data::*;
+
+/// Host-only metadata checkers (`pdata-check`, fuzzing, golden tests); not
+/// part of the kernel build.
+#[path = "bin/checker/mod.rs"]
+pub mod checker;
