@@ -215,8 +215,9 @@ pub fn check<IO: BlockIo>(io: IO) -> Report {
             root.nr_blocks
         ));
     }
-    let Some(mut w) = Walker::new(&bm, root.nr_blocks.min(nr_dev), report) else {
-        return Report::default();
+    let mut w = match Walker::new(&bm, root.nr_blocks.min(nr_dev), report) {
+        Ok(w) => w,
+        Err(report) => return report,
     };
     w.reference("superblock", 0);
     let meta_sm = w.metadata_sm(root);

@@ -183,7 +183,13 @@ fn validator_name(v: ValidatorRef) -> &'static str {
 }
 
 impl<'a, IO: BlockIo> Walker<'a, IO> {
-    pub fn new(bm: &'a BlockManager<IO>, nr_meta: u64, report: Report) -> Option<Self> {
+    /// A walker recounting `nr_meta` metadata blocks; gives the report
+    /// back (with the failure recorded) if the recount cannot be allocated.
+    pub fn new(
+        bm: &'a BlockManager<IO>,
+        nr_meta: u64,
+        report: Report,
+    ) -> core::result::Result<Self, Report> {
         let mut report = report;
         let meta = match RefCounts::new(nr_meta) {
             Ok(m) => m,
@@ -191,10 +197,10 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
                 report.error(format!(
                     "metadata space map: cannot recount {nr_meta} blocks: {e}"
                 ));
-                return None;
+                return Err(report);
             }
         };
-        Some(Walker {
+        Ok(Walker {
             bm,
             nr_meta,
             meta,

@@ -170,8 +170,34 @@ pub fn unpack_block_time(v: u64) -> (u64, u32) {
     (v >> 24, (v & 0xff_ffff) as u32)
 }
 
+/// A thin check's report and, if the walk got that far, the recounted
+/// references (what each block's count should be).
+pub struct ThinCheck {
+    /// Problems found.
+    pub report: Report,
+    /// Expected metadata block counts.
+    pub meta: Option<RefCounts>,
+    /// Expected data block counts.
+    pub data: Option<RefCounts>,
+}
+
 /// Checks thin metadata on `io`.
 pub fn check<IO: BlockIo>(io: IO) -> Report {
+    check_full(io).report
+}
+
+/// Checks thin metadata on `io`, also returning the recount.
+pub fn check_full<IO: BlockIo>(io: IO) -> ThinCheck {
+    let mut counts = None;
+    let report = inner(io, &mut counts);
+    let (meta, data) = match counts {
+        Some((m, d)) => (Some(m), Some(d)),
+        None => (None, None),
+    };
+    ThinCheck { report, meta, data }
+}
+
+fn inner<IO: BlockIo>(io: IO, counts: &mut Option<(RefCounts, RefCounts)>) -> Report {
     let mut report = Report::default();
     let nr_dev = io.nr_blocks();
     let mut bm = BlockManager::new(io, 64);
@@ -234,8 +260,9 @@ pub fn check<IO: BlockIo>(io: IO) -> Report {
         ));
     }
     let nr_meta = meta_root.nr_blocks.min(nr_dev);
-    let Some(mut w) = Walker::new(&bm, nr_meta, report) else {
-        return Report::default();
+    let mut w = match Walker::new(&bm, nr_meta, report) {
+        Ok(w) => w,
+        Err(report) => return report,
     };
     // The superblock itself.
     w.reference("superblock", 0);
@@ -301,7 +328,9 @@ pub fn check<IO: BlockIo>(io: IO) -> Report {
 
     w.compare_meta(&meta_sm);
     w.compare(&data_sm, &data);
-    w.report
+    let Walker { meta, report, .. } = w;
+    *counts = Some((meta, data));
+    report
 }
 
 /// Walks one pair of (mapping, details) roots; returns the device ids of

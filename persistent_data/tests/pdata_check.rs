@@ -1,0 +1,598 @@
+//! `pdata-check` end to end: the binary on the kernel-written images (clean
+//! ones must pass, corrupted ones must be reported), on images this test
+//! damages itself (a flipped byte in a btree node, a bumped or dropped
+//! reference count, a node with its keys out of order), and on thin and
+//! cache metadata written by this engine (which `thin_check` and
+//! `cache_check` must accept too, when installed).
+
+use persistent_data::block_manager::{le64_at, put_le32, put_le64, BlockManager, Validator};
+use persistent_data::btree::node::BTREE_NODE_VALIDATOR;
+use persistent_data::btree::{self, BlockRefs, ValueType};
+use persistent_data::checker::cache::{ARRAY_BLOCK_VALIDATOR, CACHE_MAGIC, CACHE_SB_VALIDATOR};
+use persistent_data::checker::thin::{off, THIN_MAGIC, THIN_SB_VALIDATOR};
+use persistent_data::io::mem::MemIo;
+use persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
+use persistent_data::space_map::common::{
+    bitmap_lookup, bitmap_set, BITMAP_VALIDATOR, ENTRIES_PER_BLOCK,
+};
+use persistent_data::space_map::{DiskSpaceMap, SpaceMap};
+use persistent_data::transaction_manager::{with_runs, TransactionManager};
+use persistent_data::Result;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TESTDATA: &str = "/work/shared/reference/thinp-testdata";
+
+fn testdata(name: &str) -> Option<Vec<u8>> {
+    let raw = std::fs::read(Path::new(TESTDATA).join(name)).ok()?;
+    let mut out = Vec::new();
+    lzma_rs::xz_decompress(&mut &raw[..], &mut out).expect("xz");
+    Some(out)
+}
+
+fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Runs `pdata-check` on `path`; returns the exit code and stdout.
+fn run(path: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pdata-check"))
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+fn check_bytes(name: &str, image: &[u8]) -> (i32, String) {
+    let p = tmp(name, image);
+    let r = run(&p, &[]);
+    std::fs::remove_file(&p).ok();
+    r
+}
+
+/// Runs an installed upstream checker (`thin_check`, `cache_check`);
+/// `None` if it is not installed.
+fn upstream(tool: &str, image: &[u8]) -> Option<i32> {
+    let bin = ["/usr/sbin/", "/sbin/", "/usr/bin/"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(tool))
+        .find(|p| p.exists())?;
+    let p = tmp(&format!("{tool}.img"), image);
+    let st = Command::new(bin).arg(&p).output().ok()?;
+    std::fs::remove_file(&p).ok();
+    if st.status.code() != Some(0) {
+        eprintln!(
+            "{tool}: {}{}",
+            String::from_utf8_lossy(&st.stdout),
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
+    st.status.code()
+}
+
+fn block(img: &[u8], b: u64) -> Block {
+    let o = b as usize * BLOCK_SIZE;
+    img[o..o + BLOCK_SIZE].try_into().unwrap()
+}
+
+fn put_block(img: &mut [u8], b: u64, d: &Block) {
+    let o = b as usize * BLOCK_SIZE;
+    img[o..o + BLOCK_SIZE].copy_from_slice(d);
+}
+
+fn sb_u64(img: &[u8], o: usize) -> u64 {
+    le64_at(img, o)
+}
+
+const CLEAN: [&str; 5] = [
+    "tmeta.bin.xz",
+    "tmeta_with_metadata_snap.bin.xz",
+    "tmeta_with_deleted_snapshot.bin.xz",
+    "tmeta_with_empty_roots.bin.xz",
+    "tmeta_with_shared_internals_and_leaves.bin.xz",
+];
+
+#[test]
+fn kernel_images_are_clean() {
+    for name in CLEAN {
+        let Some(img) = testdata(name) else {
+            eprintln!("skipping {name}: not found");
+            continue;
+        };
+        let (code, out) = check_bytes(name, &img);
+        assert_eq!(code, 0, "{name}: {out}");
+        assert!(out.is_empty(), "{name}: {out}");
+    }
+}
+
+#[test]
+fn corrupted_kernel_images_are_reported() {
+    for (name, want) in [
+        (
+            "corrupted_tmeta_with_metadata_snap.bin.xz",
+            "error: metadata space map index: block 21 (index): ENOTBLK",
+        ),
+        (
+            "tmeta_with_corrupted_metadata_snap.bin.xz",
+            "error: metadata snapshot superblock: block 7",
+        ),
+        (
+            "tmeta_device_id_reuse_with_corrupted_thins.bin.xz",
+            "error: metadata snapshot: device 1 mappings: btree node",
+        ),
+    ] {
+        let Some(img) = testdata(name) else {
+            eprintln!("skipping {name}: not found");
+            continue;
+        };
+        let (code, out) = check_bytes(name, &img);
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(out.contains(want), "{name}: want {want:?} in:\n{out}");
+        // Quiet mode: same verdict, no output.
+        let p = tmp(name, &img);
+        let (qcode, qout) = run(&p, &["-q", "--thin"]);
+        std::fs::remove_file(&p).ok();
+        assert_eq!((qcode, qout.as_str()), (1, ""));
+    }
+}
+
+/// A small kernel image to damage.
+fn victim() -> Option<Vec<u8>> {
+    testdata("tmeta_with_shared_internals_and_leaves.bin.xz")
+}
+
+/// The first leaf of the single-level tree at `root`.
+fn first_leaf(img: &[u8], mut root: u64) -> u64 {
+    loop {
+        let d = block(img, root);
+        if le64_at(&d, 4) as u32 & 2 != 0 {
+            return root;
+        }
+        // Internal: value 0 is the first child (values after 252 keys).
+        root = le64_at(&d, 32 + 8 * 252);
+    }
+}
+
+#[test]
+fn flipped_byte_in_a_btree_node_is_reported() {
+    let Some(img) = victim() else { return };
+    let root = sb_u64(&img, off::MAPPING_ROOT);
+    // The top level's first leaf holds device 0's subtree root.
+    let top_leaf = first_leaf(&img, root);
+    let d = block(&img, top_leaf);
+    let dev = le64_at(&d, 32);
+    let dev_leaf = first_leaf(&img, le64_at(&d, 32 + 8 * 252));
+    for (b, want) in [
+        (
+            root,
+            format!("mapping tree: btree node: block {root} (btree_node): EILSEQ"),
+        ),
+        (
+            dev_leaf,
+            format!("device {dev} mappings: btree node: block {dev_leaf} (btree_node): EILSEQ"),
+        ),
+    ] {
+        let mut bad = img.clone();
+        bad[b as usize * BLOCK_SIZE + 1000] ^= 0x10;
+        let (code, out) = check_bytes("flip.img", &bad);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&want), "want {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn keys_out_of_order_are_reported() {
+    let Some(img) = victim() else { return };
+    let root = sb_u64(&img, off::MAPPING_ROOT);
+    let d = block(&img, first_leaf(&img, root));
+    let dev_root = le64_at(&d, 32 + 8 * 252);
+    let leaf = first_leaf(&img, dev_root);
+    let mut d = block(&img, leaf);
+    assert!(le64_at(&d, 16) as u32 >= 2);
+    // Swap keys 0 and 1 and re-stamp: the checksum is right, the order not.
+    let (k0, k1) = (le64_at(&d, 32), le64_at(&d, 40));
+    put_le64(&mut d, 32, k1);
+    put_le64(&mut d, 40, k0);
+    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    let mut bad = img.clone();
+    put_block(&mut bad, leaf, &d);
+    let (code, out) = check_bytes("order.img", &bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("btree node {leaf}: keys out of order")),
+        "{out}"
+    );
+}
+
+/// Sets metadata block `b`'s count in its bitmap (re-stamped); returns the
+/// old count.
+fn set_meta_count(img: &mut [u8], b: u64, count: u32) -> u32 {
+    let index = le64_at(img, off::META_SM + 16);
+    let idx = block(img, index);
+    let i = (b / ENTRIES_PER_BLOCK) as usize;
+    let bitmap = le64_at(&idx, 16 + 16 * i);
+    let mut d = block(img, bitmap);
+    let old = bitmap_lookup(&d, b % ENTRIES_PER_BLOCK);
+    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count);
+    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d);
+    put_block(img, bitmap, &d);
+    old
+}
+
+#[test]
+fn bumped_reference_count_is_a_leak() {
+    let Some(mut img) = victim() else { return };
+    let b = sb_u64(&img, off::DETAILS_ROOT);
+    assert_eq!(set_meta_count(&mut img, b, 2), 1);
+    let (code, out) = check_bytes("leak.img", &img);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        format!("leak: metadata space map: leaked block {b}: count 2 but only 1 references\n")
+    );
+}
+
+#[test]
+fn dropped_reference_count_is_an_error() {
+    let Some(mut img) = victim() else { return };
+    let b = sb_u64(&img, off::DETAILS_ROOT);
+    assert_eq!(set_meta_count(&mut img, b, 0), 1);
+    let (code, out) = check_bytes("drop.img", &img);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: metadata space map: block {b}: count 0 but 1 references"
+        )),
+        "{out}"
+    );
+    // The bitmap's free count no longer matches its index entry either.
+    assert!(out.contains("index entry says"), "{out}");
+}
+
+// ---- thin metadata written by this engine ----
+
+/// Thin's mapping values: `data_block << 24 | time`, one data reference
+/// each.
+struct BlockTime<'a>(&'a mut DiskSpaceMap);
+
+impl<IO: BlockIo> ValueType<IO> for BlockTime<'_> {
+    fn size(&self) -> usize {
+        8
+    }
+    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        for c in v.chunks_exact(8) {
+            self.0.inc(tm, le64_at(c, 0) >> 24)?;
+        }
+        Ok(())
+    }
+    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        for c in v.chunks_exact(8) {
+            self.0.dec(tm, le64_at(c, 0) >> 24)?;
+        }
+        Ok(())
+    }
+}
+
+/// Thin's top level: device subtree roots.
+struct DevTrees;
+
+impl<IO: BlockIo> ValueType<IO> for DevTrees {
+    fn size(&self) -> usize {
+        8
+    }
+    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        with_runs(v, |b, e| tm.inc_range(b, e))
+    }
+    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        with_runs(v, |b, e| tm.dec_range(b, e))
+    }
+}
+
+struct Thin {
+    io: MemIo,
+    tm: TransactionManager<MemIo>,
+    data: DiskSpaceMap,
+    mapping: u64,
+    details: u64,
+}
+
+impl Thin {
+    /// A pool with devices 0 (`n` mappings) and 1 (a snapshot of 0 with a
+    /// few blocks overwritten).
+    fn build(n: u64) -> Thin {
+        let io = MemIo::new(1024);
+        let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0).unwrap();
+        let mut data = DiskSpaceMap::create(&mut tm, 40000).unwrap();
+        let mut mapping = btree::empty(&mut tm, 8).unwrap();
+        let mut details = btree::empty(&mut tm, 24).unwrap();
+        let dev0 = btree::empty(&mut tm, 8).unwrap();
+        mapping =
+            btree::insert(&mut tm, &mut DevTrees, mapping, &[0], &dev0.to_le_bytes()).unwrap();
+        for vb in 0..n {
+            let b = data.new_block(&mut tm).unwrap();
+            mapping = btree::insert(
+                &mut tm,
+                &mut BlockTime(&mut data),
+                mapping,
+                &[0, vb * 3],
+                &(b << 24).to_le_bytes(),
+            )
+            .unwrap();
+        }
+        // Snapshot: share device 0's root.
+        let mut v = [0u8; 8];
+        btree::lookup(&tm, mapping, &[0], &mut v).unwrap();
+        tm.inc(u64::from_le_bytes(v)).unwrap();
+        mapping = btree::insert(&mut tm, &mut DevTrees, mapping, &[1], &v).unwrap();
+        for vb in 0..10 {
+            let b = data.new_block(&mut tm).unwrap();
+            mapping = btree::insert(
+                &mut tm,
+                &mut BlockTime(&mut data),
+                mapping,
+                &[1, vb * 3],
+                &(b << 24 | 1).to_le_bytes(),
+            )
+            .unwrap();
+        }
+        for dev in [0u64, 1] {
+            let mut d = [0u8; 24];
+            put_le64(&mut d, 0, n);
+            put_le32(&mut d, 16, dev as u32);
+            details =
+                btree::insert(&mut tm, &mut btree::PlainValues(24), details, &[dev], &d).unwrap();
+        }
+        let mut t = Thin {
+            io,
+            tm,
+            data,
+            mapping,
+            details,
+        };
+        t.commit();
+        t
+    }
+
+    fn commit(&mut self) {
+        SpaceMap::commit(&mut self.data, &mut self.tm).unwrap();
+        self.tm.pre_commit().unwrap();
+        let mut sb = self
+            .tm
+            .bm_mut()
+            .write_lock_zero(0, Some(&THIN_SB_VALIDATOR))
+            .unwrap();
+        put_le64(&mut sb[..], off::MAGIC, THIN_MAGIC);
+        put_le32(&mut sb[..], off::VERSION, 2);
+        put_le32(&mut sb[..], off::TIME, 1);
+        put_le64(&mut sb[..], off::TRANS_ID, 1);
+        self.data
+            .copy_root(&self.tm, &mut sb[off::DATA_SM..off::DATA_SM + 32])
+            .unwrap();
+        self.tm
+            .sm_copy_root(&mut sb[off::META_SM..off::META_SM + 32])
+            .unwrap();
+        put_le64(&mut sb[..], off::MAPPING_ROOT, self.mapping);
+        put_le64(&mut sb[..], off::DETAILS_ROOT, self.details);
+        put_le32(&mut sb[..], off::DATA_BLOCK_SIZE, 128);
+        put_le32(&mut sb[..], off::META_BLOCK_SIZE, 8);
+        put_le64(&mut sb[..], off::META_NR_BLOCKS, self.io.nr_blocks());
+        self.tm.commit(sb).unwrap();
+    }
+}
+
+#[test]
+fn engine_written_thin_metadata_is_clean() {
+    let t = Thin::build(3000);
+    let img = t.io.image();
+    let (code, out) = check_bytes("engine-thin.img", &img);
+    assert_eq!(code, 0, "{out}");
+    if let Some(code) = upstream("thin_check", &img) {
+        assert_eq!(code, 0, "thin_check rejects engine-written metadata");
+    }
+}
+
+#[test]
+fn engine_made_leaks_and_double_frees_are_reported() {
+    // A data block referenced once but counted twice: a leak.
+    let mut t = Thin::build(500);
+    let mut v = [0u8; 8];
+    btree::lookup(&t.tm, t.mapping, &[0, 3], &mut v).unwrap();
+    let b = u64::from_le_bytes(v) >> 24;
+    t.data.inc(&mut t.tm, b).unwrap();
+    t.commit();
+    let (code, out) = check_bytes("engine-leak.img", &t.io.image());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "leak: data space map: leaked block {b}: count 2 but only 1 references"
+        )),
+        "{out}"
+    );
+
+    // A metadata block whose count dropped to zero while still in use.
+    let mut t = Thin::build(500);
+    let d = t.details;
+    t.tm.dec(d).unwrap();
+    t.commit();
+    let (code, out) = check_bytes("engine-free.img", &t.io.image());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: metadata space map: block {d}: count 0 but 1 references"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn mapped_blocks_mismatch_is_reported() {
+    let mut t = Thin::build(100);
+    let mut d = [0u8; 24];
+    put_le64(&mut d, 0, 99);
+    t.details = btree::insert(&mut t.tm, &mut btree::PlainValues(24), t.details, &[0], &d).unwrap();
+    t.commit();
+    let (code, out) = check_bytes("engine-mapped.img", &t.io.image());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("device 0: details say 99 mapped blocks, tree has 100"),
+        "{out}"
+    );
+}
+
+// ---- cache metadata written by this engine ----
+
+/// Builds a dm-array of `n` values of `vsize` bytes (byte pattern `fill`).
+fn make_array(
+    tm: &mut TransactionManager<MemIo>,
+    n: usize,
+    vsize: usize,
+    fill: &dyn Fn(usize) -> Vec<u8>,
+) -> u64 {
+    let max = (BLOCK_SIZE - 24) / vsize;
+    let mut root = btree::empty(tm, 8).unwrap();
+    let mut i = 0;
+    let mut k = 0u64;
+    while i < n {
+        let cnt = max.min(n - i);
+        let mut wb = tm.new_block(&ARRAY_BLOCK_VALIDATOR).unwrap();
+        let b = wb.loc();
+        put_le32(&mut wb[..], 4, max as u32);
+        put_le32(&mut wb[..], 8, cnt as u32);
+        put_le32(&mut wb[..], 12, vsize as u32);
+        for j in 0..cnt {
+            let o = 24 + j * vsize;
+            wb[o..o + vsize].copy_from_slice(&fill(i + j));
+        }
+        tm.unlock(wb);
+        root = btree::insert(tm, &mut BlockRefs, root, &[k], &b.to_le_bytes()).unwrap();
+        i += cnt;
+        k += 1;
+    }
+    root
+}
+
+fn build_cache(cache_blocks: usize) -> (MemIo, u64) {
+    let io = MemIo::new(256);
+    let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0).unwrap();
+    let mapping = make_array(&mut tm, cache_blocks, 8, &|i| {
+        let v: u64 = if i % 3 == 0 {
+            0
+        } else {
+            ((i as u64 + 100) << 16) | 1
+        };
+        v.to_le_bytes().to_vec()
+    });
+    let hints = make_array(&mut tm, cache_blocks, 4, &|i| {
+        (i as u32).to_le_bytes().to_vec()
+    });
+    let discard = make_array(&mut tm, 4, 8, &|_| vec![0; 8]);
+    let dirty = make_array(&mut tm, cache_blocks.div_ceil(64), 8, &|_| vec![0; 8]);
+    tm.pre_commit().unwrap();
+    let mut sb = tm
+        .bm_mut()
+        .write_lock_zero(0, Some(&CACHE_SB_VALIDATOR))
+        .unwrap();
+    put_le32(&mut sb[..], 4, 1); // clean shutdown
+    put_le64(&mut sb[..], 32, CACHE_MAGIC);
+    put_le32(&mut sb[..], 40, 2);
+    sb[44..47].copy_from_slice(b"smq");
+    put_le32(&mut sb[..], 60, 4);
+    tm.sm_copy_root(&mut sb[64..96]).unwrap();
+    put_le64(&mut sb[..], 192, mapping);
+    put_le64(&mut sb[..], 200, hints);
+    put_le64(&mut sb[..], 208, discard);
+    put_le64(&mut sb[..], 216, 1024);
+    put_le64(&mut sb[..], 224, 256);
+    put_le32(&mut sb[..], 232, 128);
+    put_le32(&mut sb[..], 236, 8);
+    put_le32(&mut sb[..], 240, cache_blocks as u32);
+    put_le32(&mut sb[..], 272, 2); // policy version 2.0.0
+    put_le64(&mut sb[..], 284, dirty);
+    tm.commit(sb).unwrap();
+    drop(tm);
+    // The first array block of the mapping array, for damaging.
+    let img = io.image();
+    let leaf = block(&img, mapping);
+    (io, le64_at(&leaf, 32 + 8 * 252))
+}
+
+#[test]
+fn engine_written_cache_metadata_is_clean_and_damage_is_found() {
+    let (io, first_ab) = build_cache(1500);
+    let img = io.image();
+    let (code, out) = check_bytes("engine-cache.img", &img);
+    assert_eq!(code, 0, "{out}");
+    let p = tmp("engine-cache2.img", &img);
+    assert_eq!(run(&p, &["--cache"]).0, 0);
+    // Forcing the wrong format fails on the superblock checksum.
+    let (code, out) = run(&p, &["--thin"]);
+    std::fs::remove_file(&p).ok();
+    assert_eq!(code, 1);
+    assert!(out.contains("superblock: block 0"), "{out}");
+    if let Some(code) = upstream("cache_check", &img) {
+        assert_eq!(code, 0, "cache_check rejects engine-written metadata");
+    }
+
+    let mut bad = img.clone();
+    bad[first_ab as usize * BLOCK_SIZE + 100] ^= 1;
+    let (code, out) = check_bytes("cache-flip.img", &bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "mapping array: array block: block {first_ab} (array_block): EILSEQ"
+        )),
+        "{out}"
+    );
+
+    let mut bad = img.clone();
+    set_meta_count_cache(&mut bad, first_ab, 2);
+    let (code, out) = check_bytes("cache-leak.img", &bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "leak: metadata space map: leaked block {first_ab}"
+        )),
+        "{out}"
+    );
+}
+
+fn set_meta_count_cache(img: &mut [u8], b: u64, count: u32) {
+    let index = le64_at(img, 64 + 16);
+    let idx = block(img, index);
+    let bitmap = le64_at(&idx, 16 + 16 * (b / ENTRIES_PER_BLOCK) as usize);
+    let mut d = block(img, bitmap);
+    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count);
+    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d);
+    put_block(img, bitmap, &d);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pdata-check"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_pdata-check"))
+        .arg("/nonexistent/image")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn tiny_and_zero_images_fail_cleanly() {
+    for (name, img) in [
+        ("empty.img", vec![]),
+        ("zero.img", vec![0u8; 8 * BLOCK_SIZE]),
+    ] {
+        let (code, out) = check_bytes(name, &img);
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(out.starts_with("error: "), "{name}: {out}");
+    }
+}
