@@ -14,6 +14,8 @@
 //!   metadata space map.
 //! * [`space_map`]: reference counts (metadata and data space maps).
 //! * [`btree`]: copy-on-write B+trees with multi-level keys.
+//! * [`array`]: arrays of fixed-size values in packed blocks indexed by a
+//!   btree (dm-array); [`bitset`]: bitsets on top of arrays (dm-bitset).
 //! * [`check`]: reference recounting (leak and double-free detection).
 //!
 //! Everything here uses only `core` and [`shim`] for allocation, and never
@@ -33,6 +35,8 @@
 )]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod array;
+pub mod bitset;
 pub mod block_manager;
 pub mod btree;
 pub mod check;

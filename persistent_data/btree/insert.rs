@@ -596,13 +596,23 @@ pub(crate) fn get_overwrite_leaf<IO: BlockIo>(
     root: u64,
     key: u64,
 ) -> Result<(u64, WriteBlock, usize)> {
+    get_overwrite_leaf_vt(tm, &mut super::PlainValues(4), root, key)
+}
+
+/// [`get_overwrite_leaf`] for a tree whose values hold references: `vt`
+/// takes them when a shared leaf on the path is copied.
+pub(crate) fn get_overwrite_leaf_vt<IO: BlockIo>(
+    tm: &mut TransactionManager<IO>,
+    vt: &mut dyn ValueType<IO>,
+    root: u64,
+    key: u64,
+) -> Result<(u64, WriteBlock, usize)> {
     let mut spine = Spine::new();
-    let mut vt = super::PlainValues(4);
     let r = (|| {
         let mut block = root;
         let mut i: isize = -1;
         for _ in 0..super::MAX_DEPTH {
-            spine.step(tm, block, &mut vt)?;
+            spine.step(tm, block, vt)?;
             if i >= 0 {
                 spine.patch_parent(i as usize)?;
             }

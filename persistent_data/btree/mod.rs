@@ -31,8 +31,8 @@ use crate::persistent_data::io::BlockIo;
 use crate::persistent_data::transaction_manager::{with_runs, TransactionManager};
 
 pub use del::del;
-pub(crate) use insert::get_overwrite_leaf;
 pub use insert::{empty, insert, insert_notify};
+pub(crate) use insert::{get_overwrite_leaf, get_overwrite_leaf_vt};
 pub use lookup::{find_highest_key, find_lowest_key, lookup, lookup_next};
 pub use remove::{remove, remove_leaves};
 pub use walk::{walk, Cursor};
