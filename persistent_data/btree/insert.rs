@@ -265,8 +265,8 @@ fn rebalance_left<IO: BlockIo>(
     let mut sib = shadow_child(tm, vt, &mut parent[..], pi - 1)?;
     let cur = spine.current.as_mut().ok_or(Error::Invalid)?;
     let r = redistribute2(&mut sib[..], &mut cur[..])
-        .and_then(|_| node::key(&cur[..], 0))
-        .and_then(|k0| node::set_key(&mut parent[..], pi, k0).map(|_| k0));
+        .and_then(|()| node::key(&cur[..], 0))
+        .and_then(|k0| node::set_key(&mut parent[..], pi, k0).map(|()| k0));
     match r {
         Ok(k0) if key < k0 => {
             if let Some(c) = spine.current.replace(sib) {
@@ -296,8 +296,8 @@ fn rebalance_right<IO: BlockIo>(
     let mut sib = shadow_child(tm, vt, &mut parent[..], pi + 1)?;
     let cur = spine.current.as_mut().ok_or(Error::Invalid)?;
     let r = redistribute2(&mut cur[..], &mut sib[..])
-        .and_then(|_| node::key(&sib[..], 0))
-        .and_then(|k0| node::set_key(&mut parent[..], pi + 1, k0).map(|_| k0));
+        .and_then(|()| node::key(&sib[..], 0))
+        .and_then(|k0| node::set_key(&mut parent[..], pi + 1, k0).map(|()| k0));
     match r {
         Ok(k0) if key < k0 => {
             tm.unlock(sib);
@@ -326,9 +326,9 @@ fn split_one_into_two<IO: BlockIo>(
     let mut right = new_node_like(tm, &left[..])?;
     let parent = spine.parent.as_mut().ok_or(Error::Invalid)?;
     let r = redistribute2(&mut left[..], &mut right[..])
-        .and_then(|_| node::key(&right[..], 0))
+        .and_then(|()| node::key(&right[..], 0))
         .and_then(|rk| {
-            node::insert_at(&mut parent[..], pi + 1, rk, &right.loc().to_le_bytes()).map(|_| rk)
+            node::insert_at(&mut parent[..], pi + 1, rk, &right.loc().to_le_bytes()).map(|()| rk)
         });
     match r {
         Ok(rk) if key >= rk => {

@@ -104,7 +104,7 @@ pub fn bitmap_set(d: &mut Block, bit: u64, val: u32) {
 /// First free entry in `[begin, end)`, skipping full words quickly.
 pub fn bitmap_find_free(d: &Block, mut begin: u64, end: u64) -> Option<u64> {
     while begin < end {
-        if begin.is_multiple_of(32) {
+        if begin % 32 == 0 {
             let w = le64_at(d, BITMAP_HEADER_SIZE + 8 * (begin / 32) as usize);
             // Every 2-bit entry non-zero: (w | w >> 1) has all low bits set.
             if (w | (w >> 1)) & 0x5555_5555_5555_5555 == 0x5555_5555_5555_5555 {

@@ -234,7 +234,7 @@ impl<IO: BlockIo> TransactionManager<IO> {
         self.sm_in();
         let r = common::insert(self, b, count);
         let r2 = self.sm_out();
-        r.and(r2).map(|_| ())
+        r.and(r2)
     }
 
     /// Increments the counts of `[b, e)`.

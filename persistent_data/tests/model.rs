@@ -49,7 +49,7 @@ fn reopen(p: Pool, crash_seed: Option<u64>) -> Pool {
     drop(p);
     if let Some(mut s) = crash_seed {
         s |= 1;
-        io.crash(|_| xorshift(&mut s).is_multiple_of(2));
+        io.crash(|_| xorshift(&mut s) % 2 == 0);
     }
     Pool::open(io).expect("reopen after abort/crash")
 }

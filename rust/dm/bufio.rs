@@ -7,6 +7,8 @@
 
 use super::bindings;
 use super::device::DmDev;
+use crate::persistent_data::error as pd;
+use crate::persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
 use kernel::error::{code::EINVAL, Error, Result};
 
 /// A dm-bufio client over one device.
@@ -77,6 +79,34 @@ impl BufioClient {
         Ok(())
     }
 
+    /// Copies block `b` into `out` only if it is cached; `Ok(false)` when
+    /// reading it would need I/O (never sleeps on the disk).
+    pub(crate) fn read_cached(&self, b: u64, out: &mut [u8]) -> Result<bool> {
+        if out.len() != self.block_size {
+            return Err(EINVAL);
+        }
+        let mut buf: *mut bindings::dm_buffer = core::ptr::null_mut();
+        // SAFETY: `c` is live (type invariant) and `buf` is a valid out pointer.
+        let data = unsafe { bindings::dm_bufio_get(self.c, b, &mut buf) };
+        if data.is_null() {
+            return Ok(false);
+        }
+        let data = decode_ptr(data)?;
+        // SAFETY: as in `read`: a held buffer of `block_size` bytes, copied
+        // out of and released once.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.cast::<u8>(), out.as_mut_ptr(), out.len());
+            bindings::dm_bufio_release(buf);
+        }
+        Ok(true)
+    }
+
+    /// Starts reading block `b` into the cache in the background.
+    pub(crate) fn prefetch(&self, b: u64) {
+        // SAFETY: `c` is live (type invariant); prefetch only queues I/O.
+        unsafe { bindings::dm_bufio_prefetch(self.c, b, 1) };
+    }
+
     /// Replaces block `b` with `data` in the cache and marks it dirty; it
     /// reaches the disk at the next `flush` (or earlier, under memory pressure).
     pub(crate) fn write(&self, b: u64, data: &[u8]) -> Result {
@@ -112,5 +142,51 @@ impl Drop for BufioClient {
     fn drop(&mut self) {
         // SAFETY: `c` is live and destroyed exactly once, here (type invariant).
         unsafe { bindings::dm_bufio_client_destroy(self.c) };
+    }
+}
+
+/// The metadata engine's errors for a failed kernel call: anything the
+/// device reports is an I/O error, except running out of memory.
+fn to_pd(e: Error) -> pd::Error {
+    if e == kernel::error::code::ENOMEM {
+        pd::Error::NoMem
+    } else {
+        pd::Error::Io
+    }
+}
+
+/// The kernel side of the metadata engine's block I/O seam: a client whose
+/// block size is the engine's 4 KiB metadata block.
+impl BlockIo for BufioClient {
+    fn nr_blocks(&self) -> u64 {
+        if self.block_size == BLOCK_SIZE {
+            BufioClient::nr_blocks(self)
+        } else {
+            0
+        }
+    }
+
+    fn read(&self, b: u64, buf: &mut Block) -> pd::Result<()> {
+        BufioClient::read(self, b, buf).map_err(to_pd)
+    }
+
+    fn try_read(&self, b: u64, buf: &mut Block) -> pd::Result<()> {
+        match self.read_cached(b, buf) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(pd::Error::WouldBlock),
+            Err(e) => Err(to_pd(e)),
+        }
+    }
+
+    fn write(&self, b: u64, buf: &Block) -> pd::Result<()> {
+        BufioClient::write(self, b, buf).map_err(to_pd)
+    }
+
+    fn flush(&self) -> pd::Result<()> {
+        BufioClient::flush(self).map_err(to_pd)
+    }
+
+    fn prefetch(&self, b: u64) {
+        BufioClient::prefetch(self, b)
     }
 }
