@@ -339,7 +339,7 @@ pub fn set<IO: BlockIo>(
         Ok(())
     })();
     tm.unlock(ab);
-    r.map(|_| new_root)
+    r.map(|()| new_root)
 }
 
 /// Appends copies of `value` to array block `d` until it holds `new_nr`
@@ -493,7 +493,7 @@ fn extend_tail<IO: BlockIo>(
     let (root, mut ab) = shadow_ablock(tm, elem, root, block_index)?;
     let r = fill_ablock(tm, elem, &mut ab[..], value, new_nr);
     tm.unlock(ab);
-    r.map(|_| root)
+    r.map(|()| root)
 }
 
 fn grow<IO: BlockIo>(
@@ -590,7 +590,7 @@ pub fn walk<R: BlockReader>(
             .ok_or(Error::Invalid)?;
         let vals = entries(&d[..], &h, 0, h.nr_entries)?;
         for (i, c) in vals.chunks_exact(value_size).enumerate() {
-            f(base + i as u64, c)?;
+            f(base.checked_add(i as u64).ok_or(Error::Invalid)?, c)?;
         }
         Ok(())
     })
