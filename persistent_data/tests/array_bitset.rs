@@ -151,7 +151,7 @@ impl Env {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                s.is_multiple_of(2)
+                s % 2 == 0
             });
         }
         Env::open(io).expect("reopen")
@@ -886,7 +886,7 @@ fn bitset_set_clear_test_flush_resize() {
 fn bitset_cursor() {
     let mut e = Env::format(512, 16);
     let n = 64 * 509 + 700; // spans two array blocks
-    let f = |i: u32| i.is_multiple_of(3) || i % 64 == 63;
+    let f = |i: u32| i % 3 == 0 || i % 64 == 63;
     let root = bitset::new(&mut e.tm, n, &mut |i| Ok(f(i))).unwrap();
     assert_eq!(
         bitset::Cursor::begin(&e.tm, root, 0).err(),
@@ -1293,11 +1293,11 @@ mod golden {
         let mut next_o = 1000u64;
         for cb in 0..nr_blocks {
             let r = xorshift(&mut s);
-            if r.is_multiple_of(3) {
+            if r % 3 == 0 {
                 continue;
             }
             next_o += 1 + (r >> 20) % 50;
-            c.mappings.insert(cb, (next_o, (r >> 8).is_multiple_of(2)));
+            c.mappings.insert(cb, (next_o, (r >> 8) % 2 == 0));
             c.hints
                 .insert(cb, ((r >> 32) as u32).to_le_bytes().to_vec());
         }
@@ -1613,14 +1613,14 @@ mod golden {
         for _ in 0..400 {
             let cb = (xorshift(&mut s) % u64::from(new_nr)) as u32;
             let r = xorshift(&mut s);
-            if r.is_multiple_of(4) {
+            if r % 4 == 0 {
                 mroot = array::set(&mut tm, &mut vt, mroot, cb, &[0; 8]).unwrap();
                 want.mappings.remove(&cb);
                 want.hints.remove(&cb);
                 continue;
             }
             let o = 10_000_000 + u64::from(cb);
-            let d = r.is_multiple_of(3);
+            let d = r % 3 == 0;
             let mut v = o << 16 | M_VALID;
             if version == 1 && d {
                 v |= M_DIRTY;
