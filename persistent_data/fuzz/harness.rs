@@ -1,0 +1,543 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The fuzz harness, shared by the cargo-fuzz targets (`fuzz_targets/`) and
+//! by the regression tests (`tests/fuzz_regressions.rs` replays saved
+//! crash inputs through the same code). Everything here must return
+//! normally on any input: a panic is a bug in the engine (or the checker).
+//!
+//! * [`blocks`]: up to three 4 KiB blocks of fuzz data, re-stamped (or not)
+//!   with a chosen validator so they get past the checksum, placed in a
+//!   small device and fed to every decoder: btree node accessors, walks,
+//!   lookups, cursors, inserts/removes/deletes through them, the metadata
+//!   and disk space maps (index block, index btree, bitmaps, ref-count
+//!   tree), the superblock parsers and the checker.
+//! * [`image`]: a small thin-pool image written by the engine (two devices,
+//!   shared subtrees, a metadata snapshot), with fuzz-chosen bytes flipped
+//!   (and the damaged blocks' checksums optionally re-stamped), checked by
+//!   the checker, then opened, walked, changed and committed by the
+//!   engine.
+
+#![allow(dead_code)]
+
+use persistent_data::block_manager::{le64_at, put_le32, put_le64, BlockManager, Validator};
+use persistent_data::btree::node::{self, BTREE_NODE_VALIDATOR};
+use persistent_data::btree::{self, BlockRefs, Cursor, PlainValues, ValueType};
+use persistent_data::checker::cache::{ARRAY_BLOCK_VALIDATOR, CACHE_SB_VALIDATOR};
+use persistent_data::checker::thin::{off, THIN_MAGIC, THIN_SB_VALIDATOR};
+use persistent_data::checker::{self, Format};
+use persistent_data::io::mem::MemIo;
+use persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
+use persistent_data::space_map::common::{
+    bitmap_find_free, bitmap_lookup, BITMAP_VALIDATOR, INDEX_VALIDATOR,
+};
+use persistent_data::space_map::{DiskSpaceMap, SmRoot, SpaceMap};
+use persistent_data::transaction_manager::{with_runs, TransactionManager};
+use persistent_data::Result;
+use std::sync::OnceLock;
+
+/// Validators a fuzz block can be stamped with.
+fn validator(i: u8) -> Option<&'static dyn Validator> {
+    match i % 8 {
+        0 => Some(&BTREE_NODE_VALIDATOR),
+        1 => Some(&INDEX_VALIDATOR),
+        2 => Some(&BITMAP_VALIDATOR),
+        3 => Some(&THIN_SB_VALIDATOR),
+        4 => Some(&CACHE_SB_VALIDATOR),
+        5 => Some(&ARRAY_BLOCK_VALIDATOR),
+        6 => Some(&BTREE_NODE_VALIDATOR),
+        _ => None,
+    }
+}
+
+/// Where the fuzz blocks go in the [`blocks`] device (above the blocks the
+/// space map format uses).
+pub const FUZZ_BASE: u64 = 40;
+const DEV_BLOCKS: u64 = 64;
+
+/// Thin mapping values: `data_block << 24 | time`.
+pub struct BlockTime<'a>(pub &'a mut DiskSpaceMap);
+
+impl<IO: BlockIo> ValueType<IO> for BlockTime<'_> {
+    fn size(&self) -> usize {
+        8
+    }
+    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        for c in v.chunks_exact(8) {
+            self.0.inc(tm, le64_at(c, 0) >> 24)?;
+        }
+        Ok(())
+    }
+    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        for c in v.chunks_exact(8) {
+            self.0.dec(tm, le64_at(c, 0) >> 24)?;
+        }
+        Ok(())
+    }
+}
+
+/// Thin's top level: device subtree roots (dec deletes the subtree).
+pub struct DevTrees<'a>(pub &'a mut DiskSpaceMap);
+
+impl<IO: BlockIo> ValueType<IO> for DevTrees<'_> {
+    fn size(&self) -> usize {
+        8
+    }
+    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        with_runs(v, |b, e| tm.inc_range(b, e))
+    }
+    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
+        for c in v.chunks_exact(8) {
+            btree::del(tm, &mut BlockTime(self.0), le64_at(c, 0), 1)?;
+        }
+        Ok(())
+    }
+}
+
+fn key_from(data: &[u8], i: usize) -> u64 {
+    let mut k = [0u8; 8];
+    for (j, b) in k.iter_mut().enumerate() {
+        *b = data.get(i * 8 + j).copied().unwrap_or(0);
+    }
+    u64::from_le_bytes(k)
+}
+
+/// Fuzz input: `selector` and `base` bytes, then up to three blocks of
+/// data.
+///
+/// Selector bits 0-2 pick the validator of the fuzz blocks (7: none), bits
+/// 3-7 which operations run. If `base` is non-zero, each fuzz block is
+/// block `base + i` of the [`seed`] image (a real node, bitmap, index
+/// block or superblock) XORed with the data, so small inputs are small
+/// changes to real structures. Keys for lookups/inserts come from the
+/// data's first bytes.
+pub fn blocks(data: &[u8]) {
+    let [sel, base, rest @ ..] = data else {
+        return;
+    };
+    let (sel, base) = (*sel, u64::from(*base));
+    let io = MemIo::new(DEV_BLOCKS);
+    let mut tm = match TransactionManager::create(BlockManager::new(io.clone(), 16), 0) {
+        Ok(tm) => tm,
+        Err(_) => return,
+    };
+    let v = validator(sel);
+    let mut raws: Vec<Block> = Vec::new();
+    let seed = seed();
+    for (i, chunk) in rest.chunks(BLOCK_SIZE).take(3).enumerate() {
+        let mut b = [0u8; BLOCK_SIZE];
+        if base != 0 {
+            let o = ((base + i as u64) % SEED_BLOCKS) as usize * BLOCK_SIZE;
+            if let Some(s) = seed.get(o..o + BLOCK_SIZE) {
+                b.copy_from_slice(s);
+            }
+        }
+        for (x, y) in b.iter_mut().zip(chunk) {
+            *x ^= y;
+        }
+        let loc = FUZZ_BASE + i as u64;
+        if let Some(v) = v {
+            v.prepare_for_write(loc, &mut b);
+        }
+        let _ = io.write(loc, &b);
+        raws.push(b);
+    }
+    let Some(first) = raws.first().copied() else {
+        return;
+    };
+    let root = FUZZ_BASE;
+    let k0 = key_from(rest, 0);
+    let k1 = key_from(rest, 1);
+
+    // Pure decoders on the raw block.
+    if let Ok(h) = node::header(&first) {
+        let _ = (h.is_internal(), h.is_leaf());
+        for i in 0..(h.nr_entries as usize).min(400) {
+            let _ = node::key(&first, i);
+            let _ = node::value(&first, i);
+            let _ = node::value64(&first, i);
+        }
+        let _ = node::values(&first);
+    }
+    let _ = node::lower_bound(&first, k0);
+    let _ = node::upper_bound(&first, k0);
+    let _ = bitmap_lookup(&first, k0 % 20000);
+    let _ = bitmap_find_free(&first, k0 % 16320, 16320);
+    let _ = checker::thin::ThinSuperblock::parse(&first);
+    let _ = checker::cache::CacheSuperblock::parse(&first);
+    let _ = SmRoot::unpack(&first[..]);
+
+    // Readers through the engine.
+    let mut out = [0u8; 64];
+    let _ = btree::walk(&tm, root, &mut |_, _| Ok(()));
+    for levels in 1..=2usize {
+        let keys = [k0, k1];
+        let keys = &keys[..levels];
+        let _ = btree::lookup(&tm, root, keys, &mut out[..8]);
+        let _ = btree::lookup(&tm, root, keys, &mut out[..16]);
+        let _ = btree::lookup_next(&tm, root, keys, &mut out[..8]);
+        let mut hk = [0u64; 2];
+        let _ = btree::find_highest_key(&tm, root, &mut hk[..levels]);
+        let _ = btree::find_lowest_key(&tm, root, &mut hk[..levels]);
+    }
+    if let Ok(mut c) = Cursor::begin(&tm, root) {
+        for _ in 0..1000 {
+            let _ = c.get();
+            if c.next().is_err() {
+                break;
+            }
+        }
+    }
+    let _ = btree::lookup(&tm.non_blocking(), root, &[k0], &mut out[..8]);
+
+    // Writers: give the fuzz blocks a reference first, so shadowing them
+    // behaves as for committed blocks.
+    let ops = sel >> 3;
+    let _ = tm.inc_range(FUZZ_BASE, FUZZ_BASE + raws.len() as u64);
+    match ops % 8 {
+        0 => {
+            let _ = btree::insert(&mut tm, &mut PlainValues(8), root, &[k0], &k1.to_le_bytes());
+        }
+        1 => {
+            let _ = btree::remove(&mut tm, &mut PlainValues(8), root, &[k0]);
+        }
+        2 => {
+            let _ = btree::del(&mut tm, &mut BlockRefs, root, 1 + (k1 % 2) as usize);
+        }
+        3 => {
+            let _ = btree::remove_leaves(&mut tm, &mut PlainValues(8), root, &[k0], k1);
+        }
+        4 => {
+            let _ = btree::insert(
+                &mut tm,
+                &mut BlockRefs,
+                root,
+                &[k0, k1],
+                &(FUZZ_BASE + 1).to_le_bytes(),
+            );
+            let _ = btree::remove(&mut tm, &mut BlockRefs, root, &[k0, k1]);
+        }
+        5 => {
+            // The fuzz blocks as a disk space map: index btree and
+            // ref-count tree; nr_blocks from the data.
+            let mut r = [0u8; 32];
+            put_le64(&mut r, 0, k0 % (1 << 24));
+            put_le64(&mut r, 16, FUZZ_BASE);
+            put_le64(&mut r, 24, FUZZ_BASE + 1);
+            if let Ok(mut sm) = DiskSpaceMap::open(&r) {
+                for b in [0, k1 % 100_000, k0 % 100_000] {
+                    let _ = sm.count(&tm, b);
+                    let _ = sm.count_is_more_than_one(&tm, b);
+                    let _ = sm.inc(&mut tm, b);
+                    let _ = sm.dec(&mut tm, b);
+                }
+                let _ = sm.new_block(&mut tm);
+                let _ = sm.nr_free(&tm);
+                let _ = SpaceMap::commit(&mut sm, &mut tm);
+                let _ = sm.extend(&mut tm, k1 % 40_000);
+            }
+        }
+        6 | 7 => {
+            // The fuzz blocks as the metadata space map: index block at
+            // FUZZ_BASE; its entries point at the other fuzz blocks.
+            let mut r = [0u8; 32];
+            put_le64(&mut r, 0, (k0 % (1 << 20)).max(1));
+            put_le64(&mut r, 8, k1 % 64);
+            put_le64(&mut r, 16, FUZZ_BASE);
+            put_le64(&mut r, 24, FUZZ_BASE + 1);
+            let bm = BlockManager::new(io.clone(), 16);
+            if let Ok(mut tm2) = TransactionManager::open(bm, &r) {
+                for b in [0, 1, k1 % 64, k0 % 70_000] {
+                    let _ = tm2.sm_count(b);
+                    let _ = tm2.ref_count(b);
+                }
+                let _ = tm2.sm_new_block();
+                let _ = tm2.inc(k1 % 64);
+                let _ = tm2.dec(k1 % 64);
+                let _ = tm2.sm_extend(k1 % 100);
+                let _ = tm2.sm_commit();
+                let _ = tm2.pre_commit();
+            }
+        }
+        _ => {}
+    }
+    // A superblock at block 0 pointing into the fuzz blocks, checked.
+    if ops & 8 != 0 {
+        let mut sb = [0u8; BLOCK_SIZE];
+        let cache = ops & 16 != 0;
+        if cache {
+            put_le64(&mut sb, 32, checker::cache::CACHE_MAGIC);
+            put_le32(&mut sb, 40, 2);
+            put_le32(&mut sb, 60, 4);
+            put_le64(&mut sb, 64, DEV_BLOCKS);
+            put_le64(&mut sb, 80, FUZZ_BASE);
+            put_le64(&mut sb, 88, FUZZ_BASE + 1);
+            put_le64(&mut sb, 192, FUZZ_BASE + 2);
+            put_le64(&mut sb, 200, FUZZ_BASE + 1);
+            put_le64(&mut sb, 208, FUZZ_BASE);
+            put_le64(&mut sb, 224, k0 % 100_000);
+            put_le32(&mut sb, 236, 8);
+            put_le32(&mut sb, 240, (k1 % 100_000) as u32);
+            put_le64(&mut sb, 284, FUZZ_BASE + 2);
+            CACHE_SB_VALIDATOR.prepare_for_write(0, &mut sb);
+        } else {
+            put_le64(&mut sb, off::MAGIC, THIN_MAGIC);
+            put_le32(&mut sb, off::VERSION, 2);
+            put_le64(&mut sb, off::HELD_ROOT, FUZZ_BASE + 2);
+            put_le64(&mut sb, off::DATA_SM, k0 % 1_000_000);
+            put_le64(&mut sb, off::DATA_SM + 16, FUZZ_BASE + 1);
+            put_le64(&mut sb, off::DATA_SM + 24, FUZZ_BASE + 2);
+            put_le64(&mut sb, off::META_SM, DEV_BLOCKS);
+            put_le64(&mut sb, off::META_SM + 16, FUZZ_BASE + 1);
+            put_le64(&mut sb, off::META_SM + 24, FUZZ_BASE);
+            put_le64(&mut sb, off::MAPPING_ROOT, FUZZ_BASE);
+            put_le64(&mut sb, off::DETAILS_ROOT, FUZZ_BASE + 2);
+            put_le32(&mut sb, off::DATA_BLOCK_SIZE, 128);
+            put_le32(&mut sb, off::META_BLOCK_SIZE, 8);
+            THIN_SB_VALIDATOR.prepare_for_write(0, &mut sb);
+        }
+        let _ = io.write(0, &sb);
+        let fmt = if cache { Format::Cache } else { Format::Thin };
+        let _ = checker::check(io.clone(), Some(fmt));
+    }
+    drop(tm);
+}
+
+// ---- whole images ----
+
+/// Blocks in the seed image's metadata device.
+pub const SEED_BLOCKS: u64 = 96;
+
+fn commit_thin(
+    tm: &mut TransactionManager<MemIo>,
+    data: &mut DiskSpaceMap,
+    mapping: u64,
+    details: u64,
+    held: u64,
+) -> Result<()> {
+    SpaceMap::commit(data, tm)?;
+    tm.pre_commit()?;
+    let mut sb = tm.bm_mut().write_lock_zero(0, Some(&THIN_SB_VALIDATOR))?;
+    put_le64(&mut sb[..], off::MAGIC, THIN_MAGIC);
+    put_le32(&mut sb[..], off::VERSION, 2);
+    put_le32(&mut sb[..], off::TIME, 1);
+    put_le64(&mut sb[..], off::HELD_ROOT, held);
+    data.copy_root(tm, &mut sb[off::DATA_SM..off::DATA_SM + 32])?;
+    tm.sm_copy_root(&mut sb[off::META_SM..off::META_SM + 32])?;
+    put_le64(&mut sb[..], off::MAPPING_ROOT, mapping);
+    put_le64(&mut sb[..], off::DETAILS_ROOT, details);
+    put_le32(&mut sb[..], off::DATA_BLOCK_SIZE, 128);
+    put_le32(&mut sb[..], off::META_BLOCK_SIZE, 8);
+    put_le64(&mut sb[..], off::META_NR_BLOCKS, SEED_BLOCKS);
+    tm.commit(sb)
+}
+
+fn build_seed() -> Result<Vec<u8>> {
+    let io = MemIo::new(SEED_BLOCKS);
+    let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0)?;
+    let mut data = DiskSpaceMap::create(&mut tm, 20_000)?;
+    let mut mapping = btree::empty(&mut tm, 8)?;
+    let mut details = btree::empty(&mut tm, 24)?;
+    let dev0 = btree::empty(&mut tm, 8)?;
+    mapping = btree::insert(
+        &mut tm,
+        &mut DevTrees(&mut data),
+        mapping,
+        &[0],
+        &dev0.to_le_bytes(),
+    )?;
+    // Three leaves' worth, with a gap pattern.
+    for vb in 0..600u64 {
+        let b = data.new_block(&mut tm)?;
+        mapping = btree::insert(
+            &mut tm,
+            &mut BlockTime(&mut data),
+            mapping,
+            &[0, vb * 2],
+            &(b << 24).to_le_bytes(),
+        )?;
+    }
+    // Device 1: a snapshot of 0 (shared root), then a few overwrites so it
+    // shares some leaves and not others.
+    let mut v = [0u8; 8];
+    btree::lookup(&tm, mapping, &[0], &mut v)?;
+    tm.inc(u64::from_le_bytes(v))?;
+    mapping = btree::insert(&mut tm, &mut DevTrees(&mut data), mapping, &[1], &v)?;
+    for vb in 0..20u64 {
+        let b = data.new_block(&mut tm)?;
+        mapping = btree::insert(
+            &mut tm,
+            &mut BlockTime(&mut data),
+            mapping,
+            &[1, vb * 2],
+            &((b << 24) | 1).to_le_bytes(),
+        )?;
+    }
+    for dev in [0u64, 1] {
+        let mut d = [0u8; 24];
+        put_le64(&mut d, 0, 600);
+        put_le32(&mut d, 16, dev as u32);
+        details = btree::insert(&mut tm, &mut PlainValues(24), details, &[dev], &d)?;
+    }
+    // A metadata snapshot: a superblock copy holding the current roots.
+    let mut held = tm.new_block(&THIN_SB_VALIDATOR)?;
+    let held_loc = held.loc();
+    put_le64(&mut held[..], off::MAGIC, THIN_MAGIC);
+    put_le64(&mut held[..], off::MAPPING_ROOT, mapping);
+    put_le64(&mut held[..], off::DETAILS_ROOT, details);
+    tm.unlock(held);
+    tm.inc(mapping)?;
+    tm.inc(details)?;
+    // Then change the live trees so they diverge from the snapshot.
+    for vb in 0..50u64 {
+        mapping = btree::remove(&mut tm, &mut BlockTime(&mut data), mapping, &[0, vb * 4])?;
+    }
+    let mut d = [0u8; 24];
+    put_le64(&mut d, 0, 550);
+    details = btree::insert(&mut tm, &mut PlainValues(24), details, &[0], &d)?;
+    commit_thin(&mut tm, &mut data, mapping, details, held_loc)?;
+    drop(tm);
+    Ok(io.image())
+}
+
+/// The seed image: a clean thin pool written by the engine.
+pub fn seed() -> &'static [u8] {
+    static SEED: OnceLock<Vec<u8>> = OnceLock::new();
+    SEED.get_or_init(|| build_seed().unwrap_or_default())
+}
+
+/// The validator the block at `b` of `img` passes, if any.
+fn block_validator(img: &[u8], b: u64) -> Option<&'static dyn Validator> {
+    let o = b as usize * BLOCK_SIZE;
+    let blk: &Block = img.get(o..o + BLOCK_SIZE)?.try_into().ok()?;
+    (0..6u8)
+        .filter_map(validator)
+        .find(|v| v.check(b, blk).is_ok())
+}
+
+/// Fuzz input: `flags` byte, then 4-byte records `block, offset lo,
+/// offset hi, xor`. Flag bit 0: re-stamp the checksums of the blocks
+/// changed; bits 1-3 pick the engine operations.
+pub fn image(data: &[u8]) {
+    let Some((&flags, recs)) = data.split_first() else {
+        return;
+    };
+    let mut img = seed().to_vec();
+    if img.is_empty() {
+        return;
+    }
+    let nr = SEED_BLOCKS;
+    let mut touched = Vec::new();
+    for r in recs.chunks_exact(4).take(64) {
+        let (b, o, x) = (
+            u64::from(r[0]) % nr,
+            usize::from(u16::from_le_bytes([r[1], r[2]])) % BLOCK_SIZE,
+            r[3],
+        );
+        if let Some(byte) = img.get_mut(b as usize * BLOCK_SIZE + o) {
+            *byte ^= x;
+        }
+        if !touched.contains(&b) {
+            touched.push(b);
+        }
+    }
+    if flags & 1 != 0 {
+        let seed = seed();
+        for &b in &touched {
+            if let Some(v) = block_validator(seed, b) {
+                let o = b as usize * BLOCK_SIZE;
+                if let Some(blk) = img.get_mut(o..o + BLOCK_SIZE) {
+                    if let Ok(blk) = <&mut Block>::try_from(blk) {
+                        v.prepare_for_write(b, blk);
+                    }
+                }
+            }
+        }
+    }
+    exercise_thin(img, flags >> 1);
+}
+
+/// Checks `img`, then opens it with the engine, walks it, changes it and
+/// commits. Every error is fine; a panic is not.
+pub fn exercise_thin(img: Vec<u8>, ops: u8) {
+    let io = MemIo::from_image(img);
+    let _ = checker::check(io.clone(), None);
+    let _ = engine_ops(&io, ops);
+}
+
+fn engine_ops(io: &MemIo, ops: u8) -> Result<()> {
+    let bm = BlockManager::new(io.clone(), 32);
+    let sb = bm.read_copy(0, Some(&THIN_SB_VALIDATOR))?;
+    let sbv = checker::thin::ThinSuperblock::parse(&sb);
+    let meta_root = sb
+        .get(off::META_SM..off::META_SM + 32)
+        .unwrap_or(&[])
+        .to_vec();
+    let data_root = sb
+        .get(off::DATA_SM..off::DATA_SM + 32)
+        .unwrap_or(&[])
+        .to_vec();
+    drop(sb);
+    let mut tm = TransactionManager::open(bm, &meta_root)?;
+    let mut data = DiskSpaceMap::open(&data_root)?;
+    let mut mapping = sbv.mapping_root;
+    let mut details = sbv.details_root;
+
+    // Walk everything.
+    let mut devs = Vec::new();
+    let _ = btree::walk(&tm, mapping, &mut |dev, v| {
+        devs.push((dev, le64_at(v, 0)));
+        Ok(())
+    });
+    for &(_, root) in devs.iter().take(4) {
+        let _ = btree::walk(&tm, root, &mut |_, _| Ok(()));
+    }
+    let _ = btree::walk(&tm, details, &mut |_, _| Ok(()));
+    let mut hk = [0u64; 2];
+    let _ = btree::find_highest_key(&tm, mapping, &mut hk);
+    let _ = btree::find_lowest_key(&tm, mapping, &mut hk);
+    let mut v = [0u8; 8];
+    for vb in [0u64, 2, 101, 600, 1198] {
+        let _ = btree::lookup(&tm, mapping, &[0, vb], &mut v);
+        let _ = btree::lookup_next(&tm, mapping, &[1, vb], &mut v);
+    }
+    // Every count read is a block read and a checksum: sample.
+    for b in (0..SEED_BLOCKS).step_by(7) {
+        let _ = tm.sm_count(b);
+    }
+    for b in (0..20_000).step_by(1999) {
+        let _ = data.count(&tm, b);
+    }
+
+    // Change it: remap, unmap, snapshot, delete, allocate, then commit.
+    let remaining = (ops & 3) + 1;
+    for i in 0..u64::from(remaining) * 5 {
+        let b = data.new_block(&mut tm)?;
+        mapping = btree::insert(
+            &mut tm,
+            &mut BlockTime(&mut data),
+            mapping,
+            &[i % 2, i * 7],
+            &((b << 24) | 2).to_le_bytes(),
+        )?;
+        let _ = btree::remove(&mut tm, &mut BlockTime(&mut data), mapping, &[0, i * 8])
+            .map(|r| mapping = r);
+    }
+    if ops & 4 != 0 {
+        btree::lookup(&tm, mapping, &[0], &mut v)?;
+        tm.inc(u64::from_le_bytes(v))?;
+        mapping = btree::insert(&mut tm, &mut DevTrees(&mut data), mapping, &[7], &v)?;
+        mapping = btree::remove(&mut tm, &mut DevTrees(&mut data), mapping, &[1])?;
+        let (r, _) =
+            btree::remove_leaves(&mut tm, &mut BlockTime(&mut data), mapping, &[0, 0], 64)?;
+        mapping = r;
+    }
+    let mut d = [0u8; 24];
+    put_le64(&mut d, 0, 1);
+    details = btree::insert(&mut tm, &mut PlainValues(24), details, &[9], &d)?;
+    tm.sm_new_block().and_then(|b| tm.dec(b))?;
+    commit_thin(&mut tm, &mut data, mapping, details, sbv.held_root)?;
+    drop(tm);
+    // Whatever was committed must still check without panicking.
+    let _ = checker::check(io.clone(), Some(Format::Thin));
+    Ok(())
+}
