@@ -32,7 +32,7 @@ use persistent_data::space_map::common::{
 };
 use persistent_data::space_map::{DiskSpaceMap, SmRoot, SpaceMap};
 use persistent_data::transaction_manager::{with_runs, TransactionManager};
-use persistent_data::Result;
+use persistent_data::{array, bitset, Result};
 use std::sync::OnceLock;
 
 /// Validators a fuzz block can be stamped with.
@@ -101,28 +101,31 @@ fn key_from(data: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(k)
 }
 
-/// Fuzz input: `selector` and `base` bytes, then up to three blocks of
-/// data.
+/// Fuzz input: `selector`, `base` and `more` bytes, then up to three
+/// blocks of data.
 ///
-/// Selector bits 0-2 pick the validator of the fuzz blocks (7: none), bits
-/// 3-7 which operations run. If `base` is non-zero, each fuzz block is
-/// block `base + i` of the [`seed`] image (a real node, bitmap, index
-/// block or superblock) XORed with the data, so small inputs are small
-/// changes to real structures. Keys for lookups/inserts come from the
-/// data's first bytes.
+/// Selector bits 0-2 pick the validator of the first fuzz block (7: none),
+/// bits 3-7 which btree/space map operations run; `more` bits 0-2 and 3-5
+/// pick the second and third blocks' validators, bits 6-7 the array and
+/// bitset operations. If `base` is non-zero, each fuzz block is block
+/// `base + i` of a seed image (the thin [`seed`], or the cache seed if
+/// `base` is odd: real nodes, bitmaps, index and array blocks,
+/// superblocks) XORed with the data, so small inputs are small changes to
+/// real structures. Keys for lookups/inserts come from the data's first
+/// bytes.
 pub fn blocks(data: &[u8]) {
-    let [sel, base, rest @ ..] = data else {
+    let [sel, base, more, rest @ ..] = data else {
         return;
     };
-    let (sel, base) = (*sel, u64::from(*base));
+    let (sel, base, more) = (*sel, u64::from(*base), *more);
     let io = MemIo::new(DEV_BLOCKS);
     let mut tm = match TransactionManager::create(BlockManager::new(io.clone(), 16), 0) {
         Ok(tm) => tm,
         Err(_) => return,
     };
-    let v = validator(sel);
+    let vs = [validator(sel), validator(more), validator(more >> 3)];
     let mut raws: Vec<Block> = Vec::new();
-    let seed = seed();
+    let seed = if base % 2 == 1 { cache_seed() } else { seed() };
     for (i, chunk) in rest.chunks(BLOCK_SIZE).take(3).enumerate() {
         let mut b = [0u8; BLOCK_SIZE];
         if base != 0 {
@@ -135,7 +138,7 @@ pub fn blocks(data: &[u8]) {
             *x ^= y;
         }
         let loc = FUZZ_BASE + i as u64;
-        if let Some(v) = v {
+        if let Some(v) = vs.get(i).copied().flatten() {
             v.prepare_for_write(loc, &mut b);
         }
         let _ = io.write(loc, &b);
@@ -188,6 +191,24 @@ pub fn blocks(data: &[u8]) {
         }
     }
     let _ = btree::lookup(&tm.non_blocking(), root, &[k0], &mut out[..8]);
+
+    // The fuzz blocks as a dm-array (btree of array blocks) or bitset.
+    let vsize = [8usize, 4, 16, 1][usize::from(more >> 6)];
+    let idx = (k1 % 5000) as u32;
+    let mut val = vec![0u8; vsize];
+    let _ = array::get(&tm, root, idx, &mut val);
+    let _ = array::len(&tm, root, vsize);
+    let _ = array::walk(&tm, root, vsize, &mut |_, _| Ok(()));
+    if let Ok(mut c) = array::Cursor::begin(&tm, root, vsize) {
+        for _ in 0..3000 {
+            let _ = (c.get(), c.index());
+            if c.next().is_err() {
+                break;
+            }
+        }
+    }
+    let _ = bitset::get_bit(&tm, root, idx);
+    let _ = bitset::walk(&tm, root, idx, &mut |_, _| Ok(()));
 
     // Writers: give the fuzz blocks a reference first, so shadowing them
     // behaves as for committed blocks.
@@ -259,6 +280,23 @@ pub fn blocks(data: &[u8]) {
             }
         }
         _ => {}
+    }
+    if ops & 1 != 0 {
+        let mut pv = PlainValues(vsize);
+        let r = match more >> 6 {
+            0 => array::set(&mut tm, &mut pv, root, idx, &val),
+            1 => array::resize(&mut tm, &mut pv, root, idx, (k0 % 3000) as u32, &val),
+            2 => array::del(&mut tm, &mut pv, root).map(|_| root),
+            _ => {
+                let mut bs = bitset::Bitset::new();
+                let _ = bs.test_bit(&mut tm, root, idx);
+                let _ = bs.set_bit(&mut tm, root, idx);
+                let _ = bs.clear_bit(&mut tm, root, idx / 2);
+                let _ = bs.resize(&mut tm, root, idx, (k0 % 3000) as u32, true);
+                bs.flush(&mut tm, root)
+            }
+        };
+        let _ = r;
     }
     // A superblock at block 0 pointing into the fuzz blocks, checked.
     if ops & 8 != 0 {
@@ -405,6 +443,55 @@ pub fn seed() -> &'static [u8] {
     SEED.get_or_init(|| build_seed().unwrap_or_default())
 }
 
+fn build_cache_seed() -> Result<Vec<u8>> {
+    let io = MemIo::new(SEED_BLOCKS);
+    let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0)?;
+    let cache_blocks = 1200u32;
+    let mapping = array::new(&mut tm, &mut PlainValues(8), cache_blocks, &mut |i, out| {
+        // Metadata version 2: dirtiness lives in the dirty bitset, so
+        // mappings carry only M_VALID.
+        let v: u64 = if i % 3 == 0 {
+            0
+        } else {
+            (u64::from(i + 100) << 16) | 1
+        };
+        out.copy_from_slice(&v.to_le_bytes());
+        Ok(())
+    })?;
+    let hints = array::new(&mut tm, &mut PlainValues(4), cache_blocks, &mut |i, out| {
+        out.copy_from_slice(&i.to_le_bytes());
+        Ok(())
+    })?;
+    let discard = bitset::new(&mut tm, 300, &mut |i| Ok(i % 5 == 0))?;
+    let dirty = bitset::new(&mut tm, cache_blocks, &mut |i| Ok(i % 2 == 1))?;
+    tm.pre_commit()?;
+    let mut sb = tm.bm_mut().write_lock_zero(0, Some(&CACHE_SB_VALIDATOR))?;
+    put_le32(&mut sb[..], 4, 1);
+    put_le64(&mut sb[..], 32, checker::cache::CACHE_MAGIC);
+    put_le32(&mut sb[..], 40, 2);
+    put_le32(&mut sb[..], 60, 4);
+    tm.sm_copy_root(&mut sb[64..96])?;
+    put_le64(&mut sb[..], 192, mapping);
+    put_le64(&mut sb[..], 200, hints);
+    put_le64(&mut sb[..], 208, discard);
+    put_le64(&mut sb[..], 216, 1024);
+    put_le64(&mut sb[..], 224, 300);
+    put_le32(&mut sb[..], 232, 128);
+    put_le32(&mut sb[..], 236, 8);
+    put_le32(&mut sb[..], 240, cache_blocks);
+    put_le64(&mut sb[..], 284, dirty);
+    tm.commit(sb)?;
+    drop(tm);
+    Ok(io.image())
+}
+
+/// A second seed: cache metadata written by the engine (mapping and hint
+/// arrays, discard and dirty bitsets).
+pub fn cache_seed() -> &'static [u8] {
+    static SEED: OnceLock<Vec<u8>> = OnceLock::new();
+    SEED.get_or_init(|| build_cache_seed().unwrap_or_default())
+}
+
 /// The validator the block at `b` of `img` passes, if any.
 fn block_validator(img: &[u8], b: u64) -> Option<&'static dyn Validator> {
     let o = b as usize * BLOCK_SIZE;
@@ -421,7 +508,9 @@ pub fn image(data: &[u8]) {
     let Some((&flags, recs)) = data.split_first() else {
         return;
     };
-    let mut img = seed().to_vec();
+    let cache = flags & 0x80 != 0;
+    let seed = if cache { cache_seed() } else { seed() };
+    let mut img = seed.to_vec();
     if img.is_empty() {
         return;
     }
@@ -441,7 +530,6 @@ pub fn image(data: &[u8]) {
         }
     }
     if flags & 1 != 0 {
-        let seed = seed();
         for &b in &touched {
             if let Some(v) = block_validator(seed, b) {
                 let o = b as usize * BLOCK_SIZE;
@@ -453,7 +541,73 @@ pub fn image(data: &[u8]) {
             }
         }
     }
-    exercise_thin(img, flags >> 1);
+    if cache {
+        exercise_cache(img, flags >> 1);
+    } else {
+        exercise_thin(img, flags >> 1);
+    }
+}
+
+/// Checks cache metadata `img`, then reads and changes its arrays and
+/// bitsets with the engine and commits.
+pub fn exercise_cache(img: Vec<u8>, ops: u8) {
+    let io = MemIo::from_image(img);
+    let _ = checker::check(io.clone(), None);
+    let _ = cache_ops(&io, ops);
+}
+
+fn cache_ops(io: &MemIo, ops: u8) -> Result<()> {
+    let bm = BlockManager::new(io.clone(), 32);
+    let sbd = bm.read_copy(0, Some(&CACHE_SB_VALIDATOR))?;
+    let sb = checker::cache::CacheSuperblock::parse(&sbd);
+    let meta_root = sbd.get(64..96).unwrap_or(&[]).to_vec();
+    drop(sbd);
+    let mut tm = TransactionManager::open(bm, &meta_root)?;
+    let n = sb.cache_blocks.min(100_000);
+    let (mut mapping, mut hints, mut dirty) = (sb.mapping_root, sb.hint_root, sb.dirty_root);
+    let _ = array::walk(&tm, mapping, 8, &mut |_, _| Ok(()));
+    let _ = array::walk(&tm, hints, 4, &mut |_, _| Ok(()));
+    let _ = bitset::walk(&tm, dirty, n, &mut |_, _| Ok(()));
+    let _ = bitset::walk(
+        &tm,
+        sb.discard_root,
+        sb.discard_nr_blocks.min(100_000) as u32,
+        &mut |_, _| Ok(()),
+    );
+    let _ = array::len(&tm, mapping, 8);
+    let mut v = [0u8; 8];
+    for i in [0, 1, n / 2, n.saturating_sub(1), n] {
+        let _ = array::get(&tm, mapping, i, &mut v);
+    }
+    let mut pv8 = PlainValues(8);
+    for i in 0..u32::from(ops & 7) * 4 {
+        mapping = array::set(
+            &mut tm,
+            &mut pv8,
+            mapping,
+            (i * 37) % n.max(1),
+            &u64::from(i).to_le_bytes(),
+        )?;
+    }
+    if ops & 8 != 0 {
+        mapping = array::resize(&mut tm, &mut pv8, mapping, n, n / 2 + 3, &[0; 8])?;
+        hints = array::resize(&mut tm, &mut PlainValues(4), hints, n, n + 700, &[1; 4])?;
+    }
+    let mut bs = bitset::Bitset::new();
+    for i in 0..u32::from(ops >> 4) * 8 {
+        dirty = bs.set_bit(&mut tm, dirty, (i * 13) % n.max(1))?;
+    }
+    dirty = bs.flush(&mut tm, dirty)?;
+    tm.pre_commit()?;
+    let mut sbw = tm.bm_mut().write_lock(0, Some(&CACHE_SB_VALIDATOR))?;
+    tm.sm_copy_root(&mut sbw[64..96])?;
+    put_le64(&mut sbw[..], 192, mapping);
+    put_le64(&mut sbw[..], 200, hints);
+    put_le64(&mut sbw[..], 284, dirty);
+    tm.commit(sbw)?;
+    drop(tm);
+    let _ = checker::check(io.clone(), Some(Format::Cache));
+    Ok(())
 }
 
 /// Checks `img`, then opens it with the engine, walks it, changes it and

@@ -224,6 +224,9 @@ pub fn check<IO: BlockIo>(io: IO) -> Report {
 
     let cache_blocks = u64::from(sb.cache_blocks);
     let mut valid = 0u64;
+    // M_VALID, and M_DIRTY only in version 1 (version 2 keeps dirtiness in
+    // the dirty bitset), as cache_check requires.
+    let allowed = if sb.version >= 2 { 1 } else { 3 };
     let n = walk_array(
         &mut w,
         "mapping array",
@@ -232,7 +235,7 @@ pub fn check<IO: BlockIo>(io: IO) -> Report {
         &mut |r, i, v| {
             let v = le64_at(v, 0);
             let flags = v & 0xffff;
-            if flags & !3 != 0 {
+            if flags & !allowed != 0 {
                 r.error(format!(
                     "mapping array: cache block {i}: unknown flags {flags:#x}"
                 ));
