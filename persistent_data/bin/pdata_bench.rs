@@ -15,7 +15,8 @@
 //! The writers commit every 10000 operations (a full commit: space maps,
 //! flush, superblock), so most operations shadow (copy-on-write) their
 //! path, as in a running pool; commits are part of the time measured.
-//! Prints one tab-separated line per measurement:
+//! `PDATA_BENCH_CACHE_BLOCKS` sets the block manager's cache size
+//! (default 1024 blocks). Prints one tab-separated line per measurement:
 //! `op<TAB>size<TAB>seconds<TAB>ops_per_second`.
 //! Each operation's loop is its own `bench_op_*` function, so
 //! `callgrind_annotate --inclusive=yes` gives its instruction count
@@ -37,7 +38,15 @@ static SB: CsumValidator = CsumValidator {
 };
 
 const COMMIT_EVERY: u64 = 10_000;
-const CACHE_BLOCKS: usize = 1024;
+
+/// Block manager cache size: `PDATA_BENCH_CACHE_BLOCKS`, default the
+/// engine's `DEFAULT_CACHE_BLOCKS` (1024 blocks, 4 MiB).
+fn cache_blocks() -> usize {
+    std::env::var("PDATA_BENCH_CACHE_BLOCKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(persistent_data::block_manager::DEFAULT_CACHE_BLOCKS)
+}
 
 /// A bijection on u64 (the splitmix64 finaliser): distinct, scattered keys.
 fn mix(mut x: u64) -> u64 {
@@ -74,7 +83,7 @@ struct Pool {
 impl Pool {
     fn new(nr_meta: u64) -> Result<Pool> {
         let io = MemIo::new(nr_meta);
-        let tm = TransactionManager::create(BlockManager::new(io, CACHE_BLOCKS), 0)?;
+        let tm = TransactionManager::create(BlockManager::new(io, cache_blocks()), 0)?;
         Ok(Pool { tm, data: None })
     }
 

@@ -98,9 +98,10 @@ impl CacheSuperblock {
     }
 }
 
-/// Walks the dm-array at `root` (values of `vsize` bytes), counting its
-/// btree nodes and array blocks; calls `f(index, value)` for each entry.
-/// Returns the number of entries, `None` if damaged (reported).
+/// Walks the dm-array at `root` (values of `vsize` bytes; `0`: whatever
+/// size its array blocks say), counting its btree nodes and array blocks;
+/// calls `f(index, value)` for each entry. Returns the number of entries,
+/// `None` if damaged (reported).
 pub(crate) fn walk_array<IO: BlockIo>(
     w: &mut Walker<'_, IO>,
     what: &str,
@@ -108,12 +109,13 @@ pub(crate) fn walk_array<IO: BlockIo>(
     vsize: usize,
     f: &mut dyn FnMut(&mut Report, u64, &[u8]),
 ) -> Option<u64> {
-    if vsize == 0 || vsize > BLOCK_SIZE - ARRAY_HEADER_SIZE {
+    let mut vsize = vsize;
+    if vsize > BLOCK_SIZE - ARRAY_HEADER_SIZE {
         w.report
             .error(format!("{what}: impossible value size {vsize}"));
         return None;
     }
-    let max = ((BLOCK_SIZE - ARRAY_HEADER_SIZE) / vsize) as u64;
+    let mut max = ((BLOCK_SIZE - ARRAY_HEADER_SIZE) / vsize.max(1)) as u64;
     let mut blocks: Vec<(u64, u64)> = Vec::new();
     let walked = w.tree(what, root, 8, &mut |_, k, v| {
         blocks.push((k, le64_at(v, 0)))
@@ -141,6 +143,17 @@ pub(crate) fn walk_array<IO: BlockIo>(
             damaged = true;
             continue;
         };
+        if vsize == 0 {
+            // Self-describing: take the first block's value size.
+            let vs = le32_at(&d[..], 12) as usize;
+            if vs == 0 || vs > BLOCK_SIZE - ARRAY_HEADER_SIZE {
+                w.report
+                    .error(format!("{what}: array block {ab}: value size {vs}"));
+                return None;
+            }
+            vsize = vs;
+            max = ((BLOCK_SIZE - ARRAY_HEADER_SIZE) / vs) as u64;
+        }
         let (bmax, bnr, bvs) = (le32_at(&d[..], 4), le32_at(&d[..], 8), le32_at(&d[..], 12));
         if bvs as usize != vsize || u64::from(bmax) != max || bnr > bmax {
             w.report.error(format!(
@@ -255,7 +268,11 @@ pub fn check<IO: BlockIo>(io: IO) -> Report {
     w.report
         .notes
         .push(format!("{valid} of {cache_blocks} cache blocks mapped"));
-    if sb.hint_root != 0 && sb.policy_hint_size != 0 {
+    if sb.hint_root != 0 {
+        // Upstream's seed and cache_restore leave policy_hint_size at 0
+        // while writing a hint array (the kernel then ignores the hints);
+        // its blocks still hold references, so walk it with the value size
+        // its blocks record.
         let n = walk_array(
             &mut w,
             "hint array",
@@ -270,9 +287,6 @@ pub fn check<IO: BlockIo>(io: IO) -> Report {
                 ));
             }
         }
-    } else if sb.hint_root != 0 {
-        w.report
-            .error("superblock: hint array present but hint size is 0".into());
     }
     for (what, root, bits) in [
         ("discard bitset", sb.discard_root, sb.discard_nr_blocks),
