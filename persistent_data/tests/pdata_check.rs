@@ -657,3 +657,38 @@ fn cache_restore_images() {
         assert_eq!((code, out), (want_code, want_out), "{name}");
     }
 }
+
+/// Thin metadata written by upstream's userspace `thin_restore` (when
+/// installed) from the thin_dump XML in thinp-testdata: clean.
+#[test]
+fn thin_restore_images_are_clean() {
+    let Some(tool) = ["/usr/sbin/thin_restore", "/sbin/thin_restore"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("skipping: thin_restore not installed");
+        return;
+    };
+    for xml in [
+        "tmeta_with_deleted_snapshot.xml",
+        "tmeta_device_id_reuse_with_corrupted_thins.xml",
+    ] {
+        let src = Path::new(TESTDATA).join(xml);
+        if !src.exists() {
+            continue;
+        }
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{xml}.bin"));
+        std::fs::write(&out, vec![0u8; 8 << 20]).unwrap();
+        let st = Command::new(tool)
+            .arg("-i")
+            .arg(&src)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "thin_restore {xml}");
+        let (code, stdout) = run(&out, &[]);
+        std::fs::remove_file(&out).ok();
+        assert_eq!(code, 0, "{xml}: {stdout}");
+    }
+}
