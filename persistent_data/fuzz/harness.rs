@@ -501,9 +501,42 @@ fn block_validator(img: &[u8], b: u64) -> Option<&'static dyn Validator> {
         .find(|v| v.check(b, blk).is_ok())
 }
 
-/// Fuzz input: `flags` byte, then 4-byte records `block, offset lo,
-/// offset hi, xor`. Flag bit 0: re-stamp the checksums of the blocks
-/// changed; bits 1-3 pick the engine operations.
+/// Values a record can write into a field: boundaries of the on-disk
+/// formats (node capacities, entries per bitmap and array block, device
+/// size) and integer extremes.
+const INTERESTING: [u64; 24] = [
+    0,
+    1,
+    2,
+    3,
+    125,
+    126,
+    127,
+    167,
+    168,
+    251,
+    252,
+    253,
+    336,
+    337,
+    509,
+    510,
+    1018,
+    16319,
+    16320,
+    SEED_BLOCKS - 1,
+    SEED_BLOCKS,
+    0x7fff_ffff,
+    0xffff_ffff,
+    u64::MAX,
+];
+
+/// Fuzz input: `flags` byte, then 5-byte records `block, offset lo,
+/// offset hi, kind, value` (at most 64). Kind 0 XORs the byte at the
+/// offset with `value`, 1 sets it, 2 and 3 write an [`INTERESTING`] value
+/// as a u32 or u64 there. Flag bit 0: re-stamp the checksums of the
+/// blocks changed; bit 7: the cache seed instead of the thin one; bits
+/// 1-6 pick the engine operations.
 pub fn image(data: &[u8]) {
     let Some((&flags, recs)) = data.split_first() else {
         return;
@@ -516,14 +549,23 @@ pub fn image(data: &[u8]) {
     }
     let nr = SEED_BLOCKS;
     let mut touched = Vec::new();
-    for r in recs.chunks_exact(4).take(64) {
-        let (b, o, x) = (
-            u64::from(r[0]) % nr,
-            usize::from(u16::from_le_bytes([r[1], r[2]])) % BLOCK_SIZE,
-            r[3],
-        );
-        if let Some(byte) = img.get_mut(b as usize * BLOCK_SIZE + o) {
-            *byte ^= x;
+    for r in recs.chunks_exact(5).take(64) {
+        let b = u64::from(r[0]) % nr;
+        let o =
+            b as usize * BLOCK_SIZE + usize::from(u16::from_le_bytes([r[1], r[2]])) % BLOCK_SIZE;
+        let (kind, val) = (r[3] % 4, r[4]);
+        let iv = INTERESTING[usize::from(val) % INTERESTING.len()];
+        match kind {
+            0 => img[o] ^= val,
+            1 => img[o] = val,
+            2 => {
+                let o = o.min(img.len() - 4);
+                img[o..o + 4].copy_from_slice(&(iv as u32).to_le_bytes());
+            }
+            _ => {
+                let o = o.min(img.len() - 8);
+                img[o..o + 8].copy_from_slice(&iv.to_le_bytes());
+            }
         }
         if !touched.contains(&b) {
             touched.push(b);

@@ -22,7 +22,7 @@ fn harness_runs_on_simple_inputs() {
     let t = std::time::Instant::now();
     for ops in 0..128u8 {
         harness::image(&[ops << 1]);
-        harness::image(&[ops << 1 | 1, 5, 0x10, 0, 0xff, 7, 0, 1, 0x80]);
+        harness::image(&[ops << 1 | 1, 5, 0x10, 0, 0, 0xff, 7, 0, 1, 2, 9]);
     }
     eprintln!("image: {:?} per run", t.elapsed() / 256);
     let t = std::time::Instant::now();
@@ -57,4 +57,47 @@ fn saved_crashes_do_not_panic() {
             harness::blocks(&data);
         }
     }
+}
+
+/// The checker sized a disk space map's index by its largest key: a
+/// re-checksummed index leaf with key `u64::MAX` and a superblock claiming
+/// `u64::MAX` data blocks made it allocate petabytes (abort). It must
+/// report the damage instead.
+#[test]
+fn huge_index_key_and_data_size() {
+    let seed = harness::seed();
+    let index_root = u64::from_le_bytes(seed[64 + 16..64 + 24].try_into().unwrap());
+    assert!(index_root < 96);
+    // INTERESTING[23] is u64::MAX; kind 3 writes it as a u64.
+    let input = [
+        1u8, // re-stamp, thin, no extra operations
+        0,
+        64,
+        0,
+        3,
+        23, // superblock: data space map nr_blocks
+        index_root as u8,
+        40,
+        0,
+        3,
+        23, // index leaf: key 1
+    ];
+    harness::image(&input);
+    let mut img = seed.to_vec();
+    img[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
+    let o = index_root as usize * 4096 + 40;
+    img[o..o + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    use persistent_data::block_manager::Validator;
+    let (a, b) = img.split_at_mut(4096);
+    persistent_data::checker::thin::THIN_SB_VALIDATOR
+        .prepare_for_write(0, (&mut a[..4096]).try_into().unwrap());
+    let blk = &mut b[(index_root as usize - 1) * 4096..index_root as usize * 4096];
+    persistent_data::btree::node::BTREE_NODE_VALIDATOR
+        .prepare_for_write(index_root, blk.try_into().unwrap());
+    let r = persistent_data::checker::check(persistent_data::io::mem::MemIo::from_image(img), None);
+    assert!(
+        r.mentions("data space map index: 2 entries for 18446744073709551615 blocks"),
+        "{:?}",
+        r.problems
+    );
 }

@@ -424,7 +424,12 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
             .keys()
             .next_back()
             .map_or(0, |k| k.saturating_add(1));
-        let n = nr_bitmaps.min(have);
+        let mut n = nr_bitmaps.min(have);
+        // A stray huge key (reported above) must not size the index
+        // either: beyond a few missing entries, keep only what exists.
+        if n > entries.len() as u64 + 1024 {
+            n = entries.len() as u64;
+        }
         f.index = (0..n).map(|i| entries.get(&i).copied()).collect();
         for (i, e) in f.index.iter().enumerate() {
             if e.is_none() {
