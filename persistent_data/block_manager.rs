@@ -483,11 +483,32 @@ impl<IO: BlockIo> BlockManager<IO> {
         self.io.flush()
     }
 
-    /// Releases `sb` and flushes: the superblock goes out with (after) the
-    /// rest of the transaction.
+    /// Commits with `sb` as the new superblock: writes and flushes every
+    /// other dirty block first, and only then releases `sb`, writes it and
+    /// flushes again. The device may reorder writes between flushes, so the
+    /// superblock must never share a batch with the blocks it references.
+    ///
+    /// If the first flush fails, `sb`'s changes are dropped (and its cache
+    /// entry with them, so a later read sees the device's copy): it is
+    /// never written.
     pub fn flush_and_unlock(&mut self, sb: WriteBlock) -> Result<()> {
+        if let Err(e) = self.flush() {
+            self.discard(sb);
+            return Err(e);
+        }
         self.unlock(sb);
         self.flush()
+    }
+
+    /// Releases a write lock throwing its changes away: the block is
+    /// dropped from the cache (its previous contents went into the lock),
+    /// so the next lock reads it from the device again.
+    pub fn discard(&mut self, wb: WriteBlock) {
+        if let Ok(i) = self.find(wb.loc) {
+            if self.entries.get(i).is_some_and(|e| e.data.is_none()) {
+                self.entries.remove(i);
+            }
+        }
     }
 
     /// Writes back dirty blocks (even when read-only, as dm-bufio does) and
@@ -601,6 +622,35 @@ mod tests {
         assert_eq!(bm.read_lock(64, None).err(), Some(Error::Io));
         bm.flush().unwrap();
         assert_eq!(io.unflushed_blocks().len(), 0);
+    }
+
+    #[test]
+    fn flush_and_unlock_orders_superblock_last() {
+        use crate::persistent_data::io::mem::IoEvent;
+        let (io, mut bm) = bm(8);
+        for b in [3, 1] {
+            let w = bm.write_lock_zero(b, Some(&V1)).unwrap();
+            bm.unlock(w);
+        }
+        let mut sb = bm.write_lock_zero(0, Some(&V2)).unwrap();
+        sb[100] = 1;
+        io.start_log();
+        bm.flush_and_unlock(sb).unwrap();
+        use IoEvent::*;
+        assert_eq!(io.take_log(), [Write(1), Write(3), Flush, Write(0), Flush]);
+        // A failed first flush never writes the superblock, and forgets
+        // its changes.
+        let w = bm.write_lock_zero(2, Some(&V1)).unwrap();
+        bm.unlock(w);
+        let mut sb = bm.write_lock(0, Some(&V2)).unwrap();
+        sb[100] = 2;
+        io.fail_flush(true);
+        io.start_log();
+        assert_eq!(bm.flush_and_unlock(sb).err(), Some(Error::Io));
+        assert_eq!(io.take_log(), [Write(2)]);
+        io.clear_faults();
+        assert_eq!(bm.nr_write_locks(), 0);
+        assert_eq!(bm.read_lock(0, Some(&V2)).unwrap()[100], 1);
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! change such a block it is *shadowed*: copied to a freshly allocated
 //! block, with the original's reference dropped. Blocks allocated or
 //! shadowed in this transaction (the shadow set) may be changed in place.
-//! A commit flushes everything, then writes the superblock (the only
-//! in-place update), then flushes again, so a crash at any moment leaves
-//! either the old or the new transaction on disk.
+//! A commit writes and flushes every other block, only then writes the
+//! superblock (the only in-place update), then flushes again, so a crash
+//! at any moment leaves either the old or the new transaction on disk.
 //!
 //! The transaction manager owns the metadata space map (which stores its
 //! own structures through this transaction manager; see
@@ -210,12 +210,14 @@ impl<IO: BlockIo> TransactionManager<IO> {
         self.bm.flush()
     }
 
-    /// Ends the transaction: releases the (already updated) superblock and
-    /// flushes, so it reaches the disk after everything it references.
+    /// Ends the transaction with `sb`, the already updated superblock:
+    /// writes and flushes every other dirty block (normally none are left
+    /// after [`Self::pre_commit`]), then writes the superblock and flushes
+    /// again, so it never reaches the disk before what it references. If
+    /// the first flush fails the superblock is not written.
     pub fn commit(&mut self, sb: WriteBlock) -> Result<()> {
         self.shadows.clear();
-        self.bm.unlock(sb);
-        self.bm.flush()
+        self.bm.flush_and_unlock(sb)
     }
 
     /// A view that only reads cached blocks (for lookups that must not

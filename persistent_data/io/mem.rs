@@ -34,6 +34,16 @@ struct State {
     reads: u64,
     writes: u64,
     flushes: u64,
+    log: Option<Vec<IoEvent>>,
+}
+
+/// One entry of a [`MemIo`]'s I/O log (see [`MemIo::start_log`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoEvent {
+    /// A successful write of this block.
+    Write(u64),
+    /// A successful flush.
+    Flush,
 }
 
 /// Counters of the I/O a [`MemIo`] has served.
@@ -164,6 +174,17 @@ impl MemIo {
         }
     }
 
+    /// Starts (or restarts, emptying it) a log of successful writes and
+    /// flushes, in the order they happen.
+    pub fn start_log(&self) {
+        self.st().log = Some(Vec::new());
+    }
+
+    /// Stops logging and returns the log.
+    pub fn take_log(&self) -> Vec<IoEvent> {
+        self.st().log.take().unwrap_or_default()
+    }
+
     /// Overwrites part of block `b` in both images (corruption tests).
     pub fn poke(&self, b: u64, offset: usize, bytes: &[u8]) {
         let mut s = self.st();
@@ -221,6 +242,9 @@ impl BlockIo for MemIo {
         s.unflushed[b as usize] = true;
         s.cached[b as usize] = true;
         s.writes += 1;
+        if let Some(l) = s.log.as_mut() {
+            l.push(IoEvent::Write(b));
+        }
         Ok(())
     }
 
@@ -238,6 +262,9 @@ impl BlockIo for MemIo {
             }
         }
         st.flushes += 1;
+        if let Some(l) = st.log.as_mut() {
+            l.push(IoEvent::Flush);
+        }
         Ok(())
     }
 }

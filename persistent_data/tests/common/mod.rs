@@ -106,13 +106,33 @@ impl Pool {
     pub fn commit(&mut self) -> Result<()> {
         SpaceMap::commit(&mut self.data, &mut self.tm)?;
         self.tm.pre_commit()?;
-        let mut sb: WriteBlock = self.tm.bm_mut().write_lock_zero(0, Some(&SB_VALIDATOR))?;
-        self.tm
-            .sm_copy_root(&mut sb[OFF_META_SM..OFF_META_SM + 32])?;
-        self.data
-            .copy_root(&self.tm, &mut sb[OFF_DATA_SM..OFF_DATA_SM + 32])?;
-        sb[OFF_ROOT..OFF_ROOT + 8].copy_from_slice(&self.root.to_le_bytes());
+        let sb = self.new_superblock()?;
         self.tm.commit(sb)
+    }
+
+    /// Like [`Self::commit`] but without `pre_commit`'s flush: every block
+    /// of the transaction is still dirty when `commit` gets the superblock.
+    pub fn commit_without_pre_flush(&mut self) -> Result<()> {
+        SpaceMap::commit(&mut self.data, &mut self.tm)?;
+        self.tm.sm_commit()?;
+        let sb = self.new_superblock()?;
+        self.tm.commit(sb)
+    }
+
+    fn new_superblock(&mut self) -> Result<WriteBlock> {
+        let mut sb: WriteBlock = self.tm.bm_mut().write_lock_zero(0, Some(&SB_VALIDATOR))?;
+        let r = (|| {
+            self.tm
+                .sm_copy_root(&mut sb[OFF_META_SM..OFF_META_SM + 32])?;
+            self.data
+                .copy_root(&self.tm, &mut sb[OFF_DATA_SM..OFF_DATA_SM + 32])
+        })();
+        if let Err(e) = r {
+            self.tm.unlock(sb);
+            return Err(e);
+        }
+        sb[OFF_ROOT..OFF_ROOT + 8].copy_from_slice(&self.root.to_le_bytes());
+        Ok(sb)
     }
 
     /// Maps `[dev, vb]` to a fresh data block; returns it.
