@@ -151,8 +151,9 @@ impl<IO: BlockIo> TransactionManager<IO> {
         if self.is_shadow(orig) && !inc_children {
             return Ok((self.bm.write_lock(orig, Some(v))?, false));
         }
+        let orig_end = orig.checked_add(1).ok_or(Error::Invalid)?;
         let new = self.sm_new_block()?;
-        self.sm_dec_range(orig, orig + 1)?;
+        self.sm_dec_range(orig, orig_end)?;
         let copy = self.bm.read_copy(orig, Some(v))?;
         let wb = self.bm.write_lock_with(new, Some(v), copy)?;
         self.insert_shadow(new);

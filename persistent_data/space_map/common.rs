@@ -512,6 +512,10 @@ fn shadow_bitmap<IO: BlockIo, C: LlCtx<IO>>(
 /// Applies `op` to the counts of `[b, e)`; returns the change in the number
 /// of allocated blocks.
 fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> Result<i64> {
+    // The whole range must be covered: nothing is applied otherwise.
+    if e > c.ll().nr_blocks {
+        return Err(Error::Invalid);
+    }
     let mut nr_allocations = 0i64;
     while b < e {
         let index = b / ENTRIES_PER_BLOCK;
@@ -522,6 +526,7 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
         }
         let mut ie = load_ie(tm, ll, index)?;
         let mut held = Some(shadow_bitmap(c, &mut ie)?);
+        // `bit <= b`, so this is at most `e`.
         let bit_end = (bit + (e - b)).min(ENTRIES_PER_BLOCK);
         let r = (|| -> Result<()> {
             while bit < bit_end {
@@ -537,7 +542,8 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
                     (Op::Inc, 0) => {
                         bitmap_set(&mut wb, bit, 1);
                         nr_allocations += 1;
-                        c.ll().nr_allocated += 1;
+                        let ll = c.ll();
+                        ll.nr_allocated = ll.nr_allocated.checked_add(1).ok_or(Error::Invalid)?;
                         ie.nr_free = ie.nr_free.checked_sub(1).ok_or(Error::Invalid)?;
                         if u64::from(ie.none_free_before) == bit {
                             ie.none_free_before = (bit + 1) as u32;
@@ -644,7 +650,8 @@ pub(crate) fn insert<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, count: u32) -
     }
     let delta = match (old, count) {
         (0, n) if n > 0 => {
-            c.ll().nr_allocated += 1;
+            let ll = c.ll();
+            ll.nr_allocated = ll.nr_allocated.checked_add(1).ok_or(Error::Invalid)?;
             ie.nr_free = ie.nr_free.checked_sub(1).ok_or(Error::Invalid)?;
             if u64::from(ie.none_free_before) == bit {
                 ie.none_free_before = (bit + 1) as u32;
