@@ -141,6 +141,33 @@ impl<const N: usize> PBox<[u8; N]> {
     }
 }
 
+impl<T: Copy, const N: usize> PBox<[T; N]> {
+    /// An array of `N` copies of `v` on the heap, built in place (never
+    /// as a whole on the stack).
+    pub fn try_new_array(v: T) -> Result<Self> {
+        let mut vec = Vec::new();
+        vec.try_reserve_exact(N).map_err(|_| Error::NoMem)?;
+        vec.resize(N, v);
+        let b: Box<[T; N]> = vec
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|_| Error::NoMem)?;
+        Ok(PBox(b))
+    }
+
+    /// A heap copy of `src`, copied straight from slice to heap.
+    pub fn try_copy_of(src: &[T; N]) -> Result<Self> {
+        let mut vec = Vec::new();
+        vec.try_reserve_exact(N).map_err(|_| Error::NoMem)?;
+        vec.extend_from_slice(src);
+        let b: Box<[T; N]> = vec
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|_| Error::NoMem)?;
+        Ok(PBox(b))
+    }
+}
+
 impl<T> Deref for PBox<T> {
     type Target = T;
     fn deref(&self) -> &T {

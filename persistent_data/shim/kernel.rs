@@ -194,6 +194,42 @@ impl<const N: usize> PBox<[u8; N]> {
     }
 }
 
+impl<T: Copy, const N: usize> PBox<[T; N]> {
+    /// An array of `N` copies of `v` on the heap, built in place (never
+    /// as a whole on the kernel stack).
+    pub fn try_new_array(v: T) -> Result<Self> {
+        let mut b: KBox<MaybeUninit<[T; N]>> = KBox::new_uninit(GFP).map_err(|_| Error::NoMem)?;
+        let p = b.as_mut_ptr().cast::<T>();
+        // SAFETY: the allocation holds an `[T; N]`, i.e. `N` contiguous,
+        // suitably aligned `T` slots starting at `p`; we write each slot
+        // `0..N` exactly once (`T: Copy`, so nothing needs dropping), which
+        // fully initialises the array before `assume_init`.
+        let b = unsafe {
+            for i in 0..N {
+                p.add(i).write(v);
+            }
+            b.assume_init()
+        };
+        Ok(PBox(b))
+    }
+
+    /// A heap copy of `src`, copied straight from `src` into the new
+    /// allocation (never through the stack).
+    pub fn try_copy_of(src: &[T; N]) -> Result<Self> {
+        let mut b: KBox<MaybeUninit<[T; N]>> = KBox::new_uninit(GFP).map_err(|_| Error::NoMem)?;
+        // SAFETY: `src` and the fresh allocation are distinct `[T; N]`s, so
+        // copying one whole array into the other is in bounds and does not
+        // overlap; `T: Copy` makes the bitwise copy a valid value and leaves
+        // `src` usable, and it fully initialises the array before
+        // `assume_init`.
+        let b = unsafe {
+            core::ptr::copy_nonoverlapping(src, b.as_mut_ptr(), 1);
+            b.assume_init()
+        };
+        Ok(PBox(b))
+    }
+}
+
 impl<T> Deref for PBox<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -13,7 +13,10 @@
 //!   `pop`, `truncate`, `clear`, `len`, `is_empty`, `try_insert`, `remove`,
 //!   `try_resize` / `try_extend_from_slice` / `try_clone` (for `T: Clone`),
 //!   and `Deref`/`DerefMut` to `[T]`.
-//! * `PBox<T>`: `try_new`, `Deref`/`DerefMut`; `PBox::<[u8; N]>::try_zeroed`.
+//! * `PBox<T>`: `try_new`, `Deref`/`DerefMut`; `PBox::<[u8; N]>::try_zeroed`;
+//!   for `T: Copy`, `PBox::<[T; N]>::try_new_array` (N copies of a value)
+//!   and `try_copy_of` (a copy of an array), both built in place so large
+//!   arrays never sit on the (kernel) stack.
 
 #[cfg(not(MODULE))]
 mod host;
@@ -61,5 +64,15 @@ mod tests {
         assert!(b.iter().all(|&x| x == 0));
         let c = PBox::try_new(5u64).unwrap();
         assert_eq!(*c, 5);
+    }
+
+    #[test]
+    fn pbox_arrays_in_place() {
+        let a = PBox::<[(u64, bool); 300]>::try_new_array((7, true)).unwrap();
+        assert!(a.iter().all(|&x| x == (7, true)));
+        let mut src = [0u32; 100];
+        src.iter_mut().enumerate().for_each(|(i, x)| *x = i as u32);
+        let c = PBox::try_copy_of(&src).unwrap();
+        assert_eq!(*c, src);
     }
 }

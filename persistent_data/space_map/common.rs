@@ -173,17 +173,20 @@ impl LlDisk {
         }
     }
 
+    // The index arrays are 4 KiB and 2.5 KiB: they are built on the heap
+    // in place, never on the (kernel) stack.
+
     /// An empty metadata ll (no blocks yet).
     pub fn new_meta() -> Result<LlDisk> {
-        Ok(LlDisk::new(Index::Meta(PBox::try_new(
-            [IndexEntry::default(); MAX_METADATA_BITMAPS],
+        Ok(LlDisk::new(Index::Meta(PBox::try_new_array(
+            IndexEntry::default(),
         )?)))
     }
 
     /// An empty disk ll.
     pub fn new_disk() -> Result<LlDisk> {
-        Ok(LlDisk::new(Index::Disk(PBox::try_new(
-            [IeSlot::default(); IE_CACHE_SIZE],
+        Ok(LlDisk::new(Index::Disk(PBox::try_new_array(
+            IeSlot::default(),
         )?)))
     }
 
@@ -191,8 +194,8 @@ impl LlDisk {
     /// commit, so the copy starts with an empty one.
     pub fn try_clone(&self) -> Result<LlDisk> {
         let index = match &self.index {
-            Index::Meta(m) => Index::Meta(PBox::try_new(**m)?),
-            Index::Disk(_) => Index::Disk(PBox::try_new([IeSlot::default(); IE_CACHE_SIZE])?),
+            Index::Meta(m) => Index::Meta(PBox::try_copy_of(m)?),
+            Index::Disk(_) => Index::Disk(PBox::try_new_array(IeSlot::default())?),
         };
         Ok(LlDisk {
             index,
