@@ -299,10 +299,14 @@ impl<IO: BlockIo> BlockManager<IO> {
     }
 
     /// Like [`Self::read_lock`] but never blocks: `WouldBlock` if the block
-    /// would have to be read from the device.
+    /// would have to be read from the device or is write-locked (where a
+    /// blocking reader would wait, as upstream's try-lock does).
     pub fn read_try_lock(&self, b: u64, v: Option<ValidatorRef>) -> Result<ReadRef<'_>> {
-        if let Some(d) = self.lookup_cached(b, v)? {
-            return Ok(ReadRef::Cached(d));
+        match self.lookup_cached(b, v) {
+            Ok(Some(d)) => return Ok(ReadRef::Cached(d)),
+            Ok(None) => {}
+            Err(Error::Busy) => return Err(Error::WouldBlock),
+            Err(e) => return Err(e),
         }
         Ok(ReadRef::Owned(self.read_new(b, v, true)?))
     }
@@ -589,6 +593,14 @@ mod tests {
         assert_eq!(bm.nr_write_locks(), 1);
         bm.unlock(w);
         assert_eq!(bm.nr_write_locks(), 0);
+        // The non-blocking reader would have to wait: WouldBlock, not Busy.
+        let w = bm.write_lock(1, Some(&V1)).unwrap();
+        assert_eq!(
+            bm.read_try_lock(1, Some(&V1)).err(),
+            Some(Error::WouldBlock)
+        );
+        bm.unlock(w);
+        assert!(bm.read_try_lock(1, Some(&V1)).is_ok());
         // Validator mismatch on a cached dirty block.
         assert_eq!(bm.read_lock(1, Some(&V2)).err(), Some(Error::Invalid));
         assert!(bm.read_lock(1, Some(&V1)).is_ok());
