@@ -113,11 +113,14 @@ impl<IO: BlockIo> TransactionManager<IO> {
         self.shadows.binary_search(&b).is_ok()
     }
 
-    fn insert_shadow(&mut self, b: u64) {
+    /// Adds `b` to the shadow set. Fails only for lack of memory: an entry
+    /// must not be lost, or re-locking the block in place later (as
+    /// [`Self::write_lock_shadowed`] does) would be refused.
+    fn insert_shadow(&mut self, b: u64) -> Result<()> {
         if let Err(pos) = self.shadows.binary_search(&b) {
-            // Losing an entry only costs a redundant shadow later.
-            let _ = self.shadows.try_insert(pos, b);
+            self.shadows.try_insert(pos, b)?;
         }
+        Ok(())
     }
 
     /// Read-locks `b`.
@@ -128,12 +131,14 @@ impl<IO: BlockIo> TransactionManager<IO> {
     /// Allocates a block (count 1), zeroes and write-locks it.
     pub fn new_block(&mut self, v: ValidatorRef) -> Result<WriteBlock> {
         let b = self.sm_new_block()?;
-        match self.bm.write_lock_zero(b, Some(v)) {
-            Ok(wb) => {
-                // New blocks need no further shadowing this transaction.
-                self.insert_shadow(b);
-                Ok(wb)
-            }
+        // New blocks need no further shadowing this transaction. (Should
+        // the lock fail, `b` stays in the set harmlessly: it is free again,
+        // so nothing refers to it.)
+        match self
+            .insert_shadow(b)
+            .and_then(|()| self.bm.write_lock_zero(b, Some(v)))
+        {
+            Ok(wb) => Ok(wb),
             Err(e) => {
                 let _ = self.sm_dec_range(b, b + 1);
                 Err(e)
@@ -153,10 +158,13 @@ impl<IO: BlockIo> TransactionManager<IO> {
         }
         let orig_end = orig.checked_add(1).ok_or(Error::Invalid)?;
         let new = self.sm_new_block()?;
+        if let Err(e) = self.insert_shadow(new) {
+            let _ = self.sm_dec_range(new, new + 1);
+            return Err(e);
+        }
         self.sm_dec_range(orig, orig_end)?;
         let copy = self.bm.read_copy(orig, Some(v))?;
         let wb = self.bm.write_lock_with(new, Some(v), copy)?;
-        self.insert_shadow(new);
         Ok((wb, inc_children))
     }
 
