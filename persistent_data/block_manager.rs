@@ -33,7 +33,7 @@ use core::ops::{Deref, DerefMut};
 
 /// Checks a block read from disk and stamps one about to be written.
 pub trait Validator: Sync {
-    /// Name, used to tell validators apart.
+    /// Name, for diagnostics.
     fn name(&self) -> &'static str;
     /// Verifies `data`, read from block `b`.
     fn check(&self, b: u64, data: &Block) -> Result<()>;
@@ -44,10 +44,14 @@ pub trait Validator: Sync {
 /// How validators are passed around: they are all statics.
 pub type ValidatorRef = &'static dyn Validator;
 
+/// Validators are told apart by identity: they are statics, so the same
+/// validator is the same address. Two with the same name (say, the thin
+/// and cache superblocks') are different. The name is compared too because
+/// distinct zero-sized statics may share an address.
 fn same_validator(a: Option<ValidatorRef>, b: Option<ValidatorRef>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(x), Some(y)) => x.name() == y.name(),
+        (Some(x), Some(y)) => core::ptr::addr_eq(x, y) && x.name() == y.name(),
         _ => false,
     }
 }
@@ -604,6 +608,32 @@ mod tests {
         // Validator mismatch on a cached dirty block.
         assert_eq!(bm.read_lock(1, Some(&V2)).err(), Some(Error::Invalid));
         assert!(bm.read_lock(1, Some(&V1)).is_ok());
+    }
+
+    #[test]
+    fn validators_compared_by_identity_not_name() {
+        // Same name as V1, another salt (like two targets' superblocks).
+        static V1_TWIN: CsumValidator = CsumValidator {
+            name: "test1",
+            xor: 99,
+            blocknr_offset: 8,
+        };
+        assert!(same_validator(Some(&V1), Some(&V1)));
+        assert!(!same_validator(Some(&V1), Some(&V1_TWIN)));
+        let (_io, mut bm) = bm(8);
+        let w = bm.write_lock_zero(2, Some(&V1)).unwrap();
+        bm.unlock(w);
+        // A cached dirty block locked with a different validator.
+        assert_eq!(bm.read_lock(2, Some(&V1_TWIN)).err(), Some(Error::Invalid));
+        assert_eq!(bm.write_lock(2, Some(&V1_TWIN)).err(), Some(Error::Invalid));
+        // Once clean, the twin checks it (and rejects V1's checksum).
+        bm.flush().unwrap();
+        assert_eq!(bm.read_lock(2, Some(&V1_TWIN)).err(), Some(Error::Invalid));
+        assert_eq!(
+            bm.write_lock(2, Some(&V1_TWIN)).err(),
+            Some(Error::BadChecksum)
+        );
+        assert!(bm.read_lock(2, Some(&V1)).is_ok());
     }
 
     #[test]
