@@ -14,8 +14,8 @@
 //!   is out, reading or re-locking that block fails with [`Error::Busy`]
 //!   (this is also how lock recursion is detected). A write block that is
 //!   dropped instead of unlocked loses its changes and leaves the block
-//!   locked until [`BlockManager::reset`]; the engine only lets that happen
-//!   on error paths, after which the transaction is aborted anyway.
+//!   locked until [`BlockManager::reset`]. That is a bug, and is counted:
+//!   [`BlockManager::leaked_write_locks`] (tests assert it stays zero).
 //!
 //! Validators stamp a block when it is written out and check it when it is
 //! read from the device. A cached block remembers its validator; locking it
@@ -147,11 +147,66 @@ impl Deref for ReadRef<'_> {
 }
 
 /// A write-locked block. Hand it back with [`BlockManager::unlock`] (or the
-/// transaction manager's `unlock`).
+/// transaction manager's `unlock`); dropping it instead is counted as a
+/// leaked lock.
 pub struct WriteBlock {
     loc: u64,
     data: PBox<Block>,
     validator: Option<ValidatorRef>,
+    guard: LeakGuard,
+}
+
+/// Write locks dropped without being handed back: per thread on the host
+/// (so parallel tests do not see each other's), module-wide in the kernel.
+#[cfg(not(MODULE))]
+mod leaks {
+    use core::cell::Cell;
+
+    std::thread_local! {
+        static LEAKED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(super) fn count() -> u64 {
+        LEAKED.with(|c| c.get())
+    }
+
+    pub(super) fn record() {
+        LEAKED.with(|c| c.set(c.get().wrapping_add(1)));
+    }
+}
+
+/// Write locks dropped without being handed back: per thread on the host
+/// (so parallel tests do not see each other's), module-wide in the kernel.
+#[cfg(MODULE)]
+mod leaks {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    static LEAKED: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn count() -> u64 {
+        LEAKED.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn record() {
+        LEAKED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Part of every [`WriteBlock`]: dropping it (the write block going away
+/// without an unlock) records a leaked lock. Never panics.
+struct LeakGuard;
+
+impl LeakGuard {
+    /// The lock was handed back properly.
+    fn release(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for LeakGuard {
+    fn drop(&mut self) {
+        leaks::record();
+    }
 }
 
 impl WriteBlock {
@@ -204,6 +259,8 @@ pub struct BlockManager<IO: BlockIo> {
     /// An error from a write-back that had nobody to report to; returned by
     /// the next flush.
     deferred: Option<Error>,
+    /// The leaked-lock count when this manager was created.
+    leaks_at_start: u64,
 }
 
 impl<IO: BlockIo> BlockManager<IO> {
@@ -216,6 +273,7 @@ impl<IO: BlockIo> BlockManager<IO> {
             read_only: false,
             clock: 0,
             deferred: None,
+            leaks_at_start: leaks::count(),
         }
     }
 
@@ -247,6 +305,14 @@ impl<IO: BlockIo> BlockManager<IO> {
     /// Allows writes again.
     pub fn set_read_write(&mut self) {
         self.read_only = false;
+    }
+
+    /// Write locks dropped without [`Self::unlock`] (or [`Self::discard`])
+    /// since this manager was created: always a bug (their changes are lost
+    /// and the blocks stay locked). Counted per thread on the host; in the
+    /// kernel module-wide, so other managers' leaks show up too.
+    pub fn leaked_write_locks(&self) -> u64 {
+        leaks::count().wrapping_sub(self.leaks_at_start)
     }
 
     /// Number of write locks currently held.
@@ -377,6 +443,7 @@ impl<IO: BlockIo> BlockManager<IO> {
                     loc: b,
                     data,
                     validator: v,
+                    guard: LeakGuard,
                 })
             }
             Err(_) => {
@@ -402,6 +469,7 @@ impl<IO: BlockIo> BlockManager<IO> {
                     loc: b,
                     data,
                     validator: v,
+                    guard: LeakGuard,
                 })
             }
         }
@@ -442,24 +510,31 @@ impl<IO: BlockIo> BlockManager<IO> {
 
     /// Releases a write lock; the block becomes dirty.
     pub fn unlock(&mut self, wb: WriteBlock) {
+        let WriteBlock {
+            loc,
+            data,
+            validator,
+            guard,
+        } = wb;
+        guard.release();
         self.clock += 1;
         let stamp = self.clock;
-        match self.find(wb.loc) {
+        match self.find(loc) {
             Ok(i) => {
                 if let Some(e) = self.entries.get_mut(i) {
-                    e.data = Some(wb.data);
+                    e.data = Some(data);
                     e.dirty = true;
-                    e.validator = wb.validator;
+                    e.validator = validator;
                     e.stamp = stamp;
                 }
             }
             Err(_) => {
                 // Only after a reset dropped the slot: write it through.
                 let mut e = Entry {
-                    b: wb.loc,
-                    data: Some(wb.data),
+                    b: loc,
+                    data: Some(data),
                     dirty: true,
-                    validator: wb.validator,
+                    validator,
                     stamp,
                 };
                 if let Err(err) = Self::write_back(&self.io, &mut e) {
@@ -512,7 +587,9 @@ impl<IO: BlockIo> BlockManager<IO> {
     /// dropped from the cache (its previous contents went into the lock),
     /// so the next lock reads it from the device again.
     pub fn discard(&mut self, wb: WriteBlock) {
-        if let Ok(i) = self.find(wb.loc) {
+        let WriteBlock { loc, guard, .. } = wb;
+        guard.release();
+        if let Ok(i) = self.find(loc) {
             if self.entries.get(i).is_some_and(|e| e.data.is_none()) {
                 self.entries.remove(i);
             }
@@ -634,6 +711,23 @@ mod tests {
             Some(Error::BadChecksum)
         );
         assert!(bm.read_lock(2, Some(&V1)).is_ok());
+    }
+
+    #[test]
+    fn dropped_write_lock_is_counted() {
+        let (_io, mut bm) = bm(8);
+        let w = bm.write_lock_zero(1, None).unwrap();
+        bm.unlock(w);
+        let w = bm.write_lock(1, None).unwrap();
+        bm.discard(w);
+        assert_eq!(bm.leaked_write_locks(), 0);
+        let w = bm.write_lock_zero(2, None).unwrap();
+        drop(w);
+        assert_eq!(bm.leaked_write_locks(), 1);
+        assert_eq!(bm.read_lock(2, None).err(), Some(Error::Busy));
+        // A new manager starts from zero.
+        let (_io2, bm2) = super::tests::bm(8);
+        assert_eq!(bm2.leaked_write_locks(), 0);
     }
 
     #[test]

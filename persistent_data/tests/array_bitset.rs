@@ -253,6 +253,9 @@ fn check_counts(e: &Env, kinds: &[Kind], held: &[u64]) -> std::result::Result<()
     if e.tm.bm().nr_write_locks() != 0 {
         return Err("write locks leaked".into());
     }
+    if e.tm.bm().leaked_write_locks() != 0 {
+        return Err("write locks dropped without unlock".into());
+    }
     Ok(())
 }
 

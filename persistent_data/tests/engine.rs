@@ -161,6 +161,7 @@ fn lookup_next_highest_lowest_remove_leaves() {
         .collect();
     assert_eq!(seen, want);
     assert_eq!(tm.bm().nr_write_locks(), 0);
+    assert_eq!(tm.bm().leaked_write_locks(), 0);
 }
 
 #[test]

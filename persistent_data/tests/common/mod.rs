@@ -253,6 +253,9 @@ impl Pool {
         if self.tm.bm().nr_write_locks() != 0 {
             return Err("write locks leaked".into());
         }
+        if self.tm.bm().leaked_write_locks() != 0 {
+            return Err("write locks dropped without unlock".into());
+        }
         Ok(())
     }
 }
