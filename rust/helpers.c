@@ -2,6 +2,7 @@
 /*
  * C helpers for dm-rs; see helpers.h for why they exist.
  */
+#include <linux/sched/mm.h>
 #include "helpers.h"
 
 unsigned int dmrs_bio_op(const struct bio *bio)
@@ -52,4 +53,14 @@ blk_mode_t dmrs_blk_open_read(void)
 long dmrs_ptr_err_or_zero(const void *ptr)
 {
 	return PTR_ERR_OR_ZERO(ptr);
+}
+
+unsigned int dmrs_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void dmrs_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
 }

@@ -28,6 +28,10 @@ sector_t dmrs_bdev_nr_sectors(struct block_device *bdev);
 blk_mode_t dmrs_table_get_mode(struct dm_target *ti);
 blk_mode_t dmrs_blk_open_read(void);
 
+/* Scoped GFP_NOIO for the calling task (linux/sched/mm.h). */
+unsigned int dmrs_memalloc_noio_save(void);
+void dmrs_memalloc_noio_restore(unsigned int flags);
+
 /* ERR_PTR decoding: 0 for a valid pointer, else the negative errno. */
 long dmrs_ptr_err_or_zero(const void *ptr);
 

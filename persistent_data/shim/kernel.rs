@@ -14,8 +14,10 @@ use core::mem::MaybeUninit;
 use core::ops::{Deref, DerefMut};
 use kernel::alloc::{flags::GFP_KERNEL, Flags, KBox, KVec};
 
-/// Flags for every engine allocation, in one place so they can be tuned
-/// (e.g. to `GFP_NOIO`) for the I/O paths.
+/// Flags for every engine allocation. The 6.12 kernel crate has no
+/// `GFP_NOIO`: callers on an I/O path run the engine inside a
+/// `memalloc_noio` scope instead (`rust/dm/noio.rs`), which makes these
+/// allocations NOIO.
 const GFP: Flags = GFP_KERNEL;
 
 /// A growable vector whose allocations are fallible.

@@ -16,6 +16,7 @@ pub(crate) mod bindings;
 pub(crate) mod bio;
 pub(crate) mod bufio;
 pub(crate) mod device;
+pub(crate) mod noio;
 pub(crate) mod registration;
 pub(crate) mod status;
 pub(crate) mod target;
