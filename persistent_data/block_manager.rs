@@ -261,6 +261,8 @@ pub struct BlockManager<IO: BlockIo> {
     deferred: Option<Error>,
     /// The leaked-lock count when this manager was created.
     leaks_at_start: u64,
+    /// Scratch space for eviction (kept to avoid reallocating).
+    scratch: PVec<u64>,
 }
 
 impl<IO: BlockIo> BlockManager<IO> {
@@ -274,6 +276,7 @@ impl<IO: BlockIo> BlockManager<IO> {
             clock: 0,
             deferred: None,
             leaks_at_start: leaks::count(),
+            scratch: PVec::new(),
         }
     }
 
@@ -392,25 +395,65 @@ impl<IO: BlockIo> BlockManager<IO> {
         Ok(())
     }
 
-    /// Evicts the least recently written unlocked block if the cache is full.
+    /// Eviction order: clean before dirty, then least recently used.
+    fn evict_key(e: &Entry) -> u64 {
+        (u64::from(e.dirty) << 63) | (e.stamp & (u64::MAX >> 1))
+    }
+
+    /// When the cache is full, evicts a batch of unlocked blocks (clean
+    /// before dirty, least recently used first), writing back the dirty
+    /// ones. One pass over the cache frees a sixteenth of it, so adding a
+    /// block costs O(1) amortised instead of a scan each time.
     fn make_room(&mut self) -> Result<()> {
         if self.entries.len() < self.capacity {
             return Ok(());
         }
-        let victim = self
+        let batch = (self.capacity / 16).max(1);
+        self.scratch.clear();
+        let keys = self
             .entries
             .iter()
-            .enumerate()
-            .filter(|(_, e)| e.data.is_some())
-            .min_by_key(|(_, e)| (e.dirty, e.stamp))
-            .map(|(i, _)| i);
-        if let Some(i) = victim {
-            if let Some(e) = self.entries.get_mut(i) {
-                Self::write_back(&self.io, e)?;
+            .filter(|e| e.data.is_some())
+            .map(Self::evict_key);
+        let threshold = match self
+            .scratch
+            .try_reserve(self.entries.len())
+            .and_then(|()| keys.clone().try_for_each(|k| self.scratch.try_push(k)))
+        {
+            Ok(()) if self.scratch.len() > batch => {
+                // The batch'th smallest key: everything up to it goes.
+                let (_, kth, _) = self.scratch.select_nth_unstable(batch - 1);
+                *kth
             }
-            self.entries.remove(i);
+            Ok(()) => u64::MAX,
+            // No memory for the batch: evict just the single best victim.
+            Err(_) => keys.min().unwrap_or(0),
+        };
+        let mut first = None;
+        let mut kept = 0;
+        for i in 0..self.entries.len() {
+            let evict = match self.entries.get_mut(i) {
+                Some(e) if e.data.is_some() && Self::evict_key(e) <= threshold => {
+                    match Self::write_back(&self.io, e) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            first.get_or_insert(err);
+                            false
+                        }
+                    }
+                }
+                _ => false,
+            };
+            if !evict {
+                self.entries.swap(kept, i);
+                kept += 1;
+            }
         }
-        Ok(())
+        self.entries.truncate(kept);
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn lock_entry(&mut self, b: u64, v: Option<ValidatorRef>, fill: Fill) -> Result<WriteBlock> {

@@ -56,12 +56,118 @@ impl PrefetchSet {
     }
 }
 
+/// A set of block numbers: open addressing with linear probing in a
+/// power-of-two table kept at most half full, so lookups and insertions are
+/// O(1) on average (a sorted vector made big transactions quadratic).
+/// Growth is fallible; clearing keeps the table unless it is mostly empty
+/// and large, so one huge transaction does not tax every later commit.
+struct BlockSet {
+    /// `EMPTY` or a member.
+    slots: PVec<u64>,
+    len: usize,
+}
+
+impl BlockSet {
+    /// No block has this number (it is past any device's last block).
+    const EMPTY: u64 = u64::MAX;
+    const MIN_SLOTS: usize = 64;
+    /// Tables larger than this are freed by `clear` when mostly unused.
+    const KEEP_SLOTS: usize = 4096;
+
+    const fn new() -> Self {
+        BlockSet {
+            slots: PVec::new(),
+            len: 0,
+        }
+    }
+
+    fn home(b: u64, mask: usize) -> usize {
+        // Fibonacci hashing; the high half of the product is well mixed.
+        (b.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+    }
+
+    fn contains(&self, b: u64) -> bool {
+        let mask = self.slots.len().wrapping_sub(1);
+        if self.slots.is_empty() || b == Self::EMPTY {
+            return false;
+        }
+        let mut i = Self::home(b, mask);
+        loop {
+            match self.slots.get(i) {
+                Some(&x) if x == b => return true,
+                Some(&x) if x != Self::EMPTY => i = (i + 1) & mask,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Places `b` (not a member, table has room) without growing.
+    fn place(slots: &mut [u64], b: u64) -> bool {
+        let mask = slots.len().wrapping_sub(1);
+        let mut i = Self::home(b, mask);
+        // At most half full, so an empty slot is always found.
+        for _ in 0..slots.len() {
+            match slots.get_mut(i) {
+                Some(x) if *x == Self::EMPTY => {
+                    *x = b;
+                    return true;
+                }
+                Some(x) if *x == b => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        false
+    }
+
+    fn grow(&mut self) -> Result<()> {
+        let n = self
+            .slots
+            .len()
+            .checked_mul(2)
+            .ok_or(Error::NoMem)?
+            .max(Self::MIN_SLOTS);
+        let mut slots = PVec::try_with_capacity(n)?;
+        slots.try_resize(n, Self::EMPTY)?;
+        for &b in self.slots.iter().filter(|&&b| b != Self::EMPTY) {
+            Self::place(&mut slots, b);
+        }
+        self.slots = slots;
+        Ok(())
+    }
+
+    /// Adds `b`; fails only for lack of memory (then `b` is not added).
+    fn insert(&mut self, b: u64) -> Result<()> {
+        if b == Self::EMPTY {
+            return Err(Error::Invalid);
+        }
+        if self.len.saturating_add(1).saturating_mul(2) > self.slots.len() {
+            if self.contains(b) {
+                return Ok(());
+            }
+            self.grow()?;
+        }
+        if Self::place(&mut self.slots, b) {
+            self.len += 1;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        if self.slots.len() > Self::KEEP_SLOTS && self.len.saturating_mul(8) < self.slots.len() {
+            self.slots = PVec::new();
+        } else {
+            self.slots.iter_mut().for_each(|x| *x = Self::EMPTY);
+        }
+        self.len = 0;
+    }
+}
+
 /// Copy-on-write transactions over a block manager.
 pub struct TransactionManager<IO: BlockIo> {
     pub(crate) bm: BlockManager<IO>,
     pub(crate) sm: MetadataSm,
-    /// Blocks allocated or shadowed in this transaction, sorted.
-    shadows: PVec<u64>,
+    /// Blocks allocated or shadowed in this transaction.
+    shadows: BlockSet,
     prefetches: PrefetchSet,
 }
 
@@ -70,7 +176,7 @@ impl<IO: BlockIo> TransactionManager<IO> {
         TransactionManager {
             bm,
             sm,
-            shadows: PVec::new(),
+            shadows: BlockSet::new(),
             prefetches: PrefetchSet::new(),
         }
     }
@@ -110,17 +216,14 @@ impl<IO: BlockIo> TransactionManager<IO> {
     }
 
     fn is_shadow(&self, b: u64) -> bool {
-        self.shadows.binary_search(&b).is_ok()
+        self.shadows.contains(b)
     }
 
     /// Adds `b` to the shadow set. Fails only for lack of memory: an entry
     /// must not be lost, or re-locking the block in place later (as
     /// [`Self::write_lock_shadowed`] does) would be refused.
     fn insert_shadow(&mut self, b: u64) -> Result<()> {
-        if let Err(pos) = self.shadows.binary_search(&b) {
-            self.shadows.try_insert(pos, b)?;
-        }
-        Ok(())
+        self.shadows.insert(b)
     }
 
     /// Read-locks `b`.
@@ -285,5 +388,41 @@ impl<IO: BlockIo> BlockReader for NonBlocking<'_, IO> {
             self.tm.prefetches.add(b);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BlockSet;
+
+    #[test]
+    fn block_set_matches_a_model() {
+        let mut set = BlockSet::new();
+        let mut model = std::collections::BTreeSet::new();
+        assert!(!set.contains(0));
+        let mut x = 12345u64;
+        for round in 0..3 {
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Clustered and sparse block numbers, with repeats.
+                let b = if x % 3 == 0 { x % 5000 } else { x >> (x % 40) };
+                set.insert(b).unwrap();
+                model.insert(b);
+            }
+            assert_eq!(set.len, model.len());
+            for &b in &model {
+                assert!(set.contains(b));
+            }
+            for b in 5000..6000u64 {
+                assert_eq!(set.contains(b), model.contains(&b), "round {round}");
+            }
+            assert!(!set.contains(u64::MAX));
+            assert!(set.insert(u64::MAX).is_err());
+            set.clear();
+            model.clear();
+            assert!(!set.contains(1));
+        }
     }
 }
