@@ -221,6 +221,18 @@ impl LlDisk {
         self.ref_count_root = r.ref_count_root;
     }
 
+    /// The disk index cache's entry for `index`, if cached.
+    #[cfg(test)]
+    pub(crate) fn cached_ie(&self, index: u64) -> Option<IndexEntry> {
+        match &self.index {
+            Index::Disk(c) => c
+                .get(cache_slot(index))
+                .filter(|s| s.valid && s.index == index)
+                .map(|s| s.ie),
+            Index::Meta(_) => None,
+        }
+    }
+
     fn max_index_entries(&self) -> u64 {
         match self.index {
             Index::Meta(_) => MAX_METADATA_BITMAPS as u64,
@@ -357,14 +369,69 @@ pub(crate) fn save_ie<IO: BlockIo, C: LlCtx<IO>>(
     Ok(())
 }
 
-/// Count of `b` in the bitmap (3 means "see the ref-count tree").
-pub fn lookup_bitmap<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
-    if b >= ll.nr_blocks {
+/// Index entry `index` of `ll`, remembering it in the disk space map's
+/// cache (as upstream's `disk_ll_load_ie` does) when it had to be read from
+/// the index btree. A slot holding a dirty entry is left alone: writing
+/// that back needs the transaction manager, and this is a read path.
+pub fn load_ie_caching<R: BlockReader>(r: &R, ll: &mut LlDisk, index: u64) -> Result<IndexEntry> {
+    let ie = load_ie(r, ll, index)?;
+    if let Index::Disk(c) = &mut ll.index {
+        if let Some(s) = c.get_mut(cache_slot(index)) {
+            if !s.valid || !s.dirty {
+                *s = IeSlot {
+                    valid: true,
+                    dirty: false,
+                    index,
+                    ie,
+                };
+            }
+        }
+    }
+    Ok(ie)
+}
+
+/// Where index entries come from: an ll borrowed shared (looked up only)
+/// or exclusively (entries read from the index btree are cached).
+pub trait IeSource {
+    /// The ll.
+    fn ll(&self) -> &LlDisk;
+    /// Index entry `index`.
+    fn ie<R: BlockReader>(&mut self, r: &R, index: u64) -> Result<IndexEntry>;
+}
+
+/// A shared ll: lookups do not touch its cache.
+pub struct Shared<'a>(pub &'a LlDisk);
+
+impl IeSource for Shared<'_> {
+    fn ll(&self) -> &LlDisk {
+        self.0
+    }
+    fn ie<R: BlockReader>(&mut self, r: &R, index: u64) -> Result<IndexEntry> {
+        load_ie(r, self.0, index)
+    }
+}
+
+impl IeSource for LlDisk {
+    fn ll(&self) -> &LlDisk {
+        self
+    }
+    fn ie<R: BlockReader>(&mut self, r: &R, index: u64) -> Result<IndexEntry> {
+        load_ie_caching(r, self, index)
+    }
+}
+
+fn lookup_bitmap_in<R: BlockReader, L: IeSource>(r: &R, ll: &mut L, b: u64) -> Result<u32> {
+    if b >= ll.ll().nr_blocks {
         return Err(Error::Invalid);
     }
-    let ie = load_ie(r, ll, b / ENTRIES_PER_BLOCK)?;
+    let ie = ll.ie(r, b / ENTRIES_PER_BLOCK)?;
     let d = r.read_lock(ie.blocknr, bitmap_v())?;
     Ok(bitmap_lookup(&d, b % ENTRIES_PER_BLOCK))
+}
+
+/// Count of `b` in the bitmap (3 means "see the ref-count tree").
+pub fn lookup_bitmap<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
+    lookup_bitmap_in(r, &mut Shared(ll), b)
 }
 
 fn lookup_big<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
@@ -373,25 +440,33 @@ fn lookup_big<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
     Ok(u32::from_le_bytes(v))
 }
 
-/// Reference count of `b`.
-pub fn lookup<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
-    let c = lookup_bitmap(r, ll, b)?;
+fn lookup_in<R: BlockReader, L: IeSource>(r: &R, ll: &mut L, b: u64) -> Result<u32> {
+    let c = lookup_bitmap_in(r, ll, b)?;
     if c < 3 {
         return Ok(c);
     }
-    lookup_big(r, ll, b)
+    lookup_big(r, ll.ll(), b)
 }
 
-/// First block with a zero count in `[begin, end)`, or `NoSpace`.
-pub fn find_free_block<R: BlockReader>(r: &R, ll: &LlDisk, begin: u64, end: u64) -> Result<u64> {
-    let end = end.min(ll.nr_blocks);
+/// Reference count of `b`.
+pub fn lookup<R: BlockReader>(r: &R, ll: &LlDisk, b: u64) -> Result<u32> {
+    lookup_in(r, &mut Shared(ll), b)
+}
+
+fn find_free_block_in<R: BlockReader, L: IeSource>(
+    r: &R,
+    ll: &mut L,
+    begin: u64,
+    end: u64,
+) -> Result<u64> {
+    let end = end.min(ll.ll().nr_blocks);
     if begin >= end {
         return Err(Error::NoSpace);
     }
     let first = begin / ENTRIES_PER_BLOCK;
     let last = end.div_ceil(ENTRIES_PER_BLOCK);
     for i in first..last {
-        let ie = load_ie(r, ll, i)?;
+        let ie = ll.ie(r, i)?;
         if ie.nr_free == 0 {
             continue;
         }
@@ -408,21 +483,38 @@ pub fn find_free_block<R: BlockReader>(r: &R, ll: &LlDisk, begin: u64, end: u64)
     Err(Error::NoSpace)
 }
 
+/// First block with a zero count in `[begin, end)`, or `NoSpace`.
+pub fn find_free_block<R: BlockReader>(r: &R, ll: &LlDisk, begin: u64, end: u64) -> Result<u64> {
+    find_free_block_in(r, &mut Shared(ll), begin, end)
+}
+
+/// A block free in both the committed (`old`) and current (`new`) views,
+/// index entries coming from (and, for exclusive lls, cached in) each.
+pub fn find_common_free_block_in<R: BlockReader, O: IeSource, N: IeSource>(
+    r: &R,
+    old: &mut O,
+    new: &mut N,
+    mut begin: u64,
+    end: u64,
+) -> Result<u64> {
+    loop {
+        let b = find_free_block_in(r, new, begin, end)?;
+        if b >= old.ll().nr_blocks || lookup_in(r, old, b)? == 0 {
+            return Ok(b);
+        }
+        begin = b + 1;
+    }
+}
+
 /// A block free in both the committed (`old`) and current (`new`) views.
 pub fn find_common_free_block<R: BlockReader>(
     r: &R,
     old: &LlDisk,
     new: &LlDisk,
-    mut begin: u64,
+    begin: u64,
     end: u64,
 ) -> Result<u64> {
-    loop {
-        let b = find_free_block(r, new, begin, end)?;
-        if b >= old.nr_blocks || lookup(r, old, b)? == 0 {
-            return Ok(b);
-        }
-        begin = b + 1;
-    }
+    find_common_free_block_in(r, &mut Shared(old), &mut Shared(new), begin, end)
 }
 
 /// Grows the ll by `extra` blocks, creating bitmaps as needed.

@@ -100,10 +100,10 @@ impl<IO: BlockIo> SpaceMap<IO> for DiskSpaceMap {
 
     fn new_block(&mut self, tm: &mut TransactionManager<IO>) -> Result<u64> {
         let nr = self.ll.nr_blocks;
-        let b = match common::find_common_free_block(tm, &self.old_ll, &self.ll, self.begin, nr) {
-            Err(Error::NoSpace) => {
-                common::find_common_free_block(tm, &self.old_ll, &self.ll, 0, self.begin)
-            }
+        // Both lls are ours here: index entries read on the way are cached.
+        let (old, ll) = (&mut self.old_ll, &mut self.ll);
+        let b = match common::find_common_free_block_in(&*tm, old, ll, self.begin, nr) {
+            Err(Error::NoSpace) => common::find_common_free_block_in(&*tm, old, ll, 0, self.begin),
             r => r,
         }?;
         self.begin = b + 1;
@@ -124,5 +124,39 @@ impl<IO: BlockIo> SpaceMap<IO> for DiskSpaceMap {
 
     fn root(&self, _tm: &TransactionManager<IO>) -> SmRoot {
         self.ll.root()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistent_data::block_manager::BlockManager;
+    use crate::persistent_data::io::mem::MemIo;
+
+    #[test]
+    fn allocation_caches_index_entries() {
+        let bm = BlockManager::new(MemIo::new(256), 64);
+        let mut tm = TransactionManager::create(bm, 0).unwrap();
+        let sm = DiskSpaceMap::create(&mut tm, 3 * common::ENTRIES_PER_BLOCK).unwrap();
+        let mut root = [0u8; 32];
+        SpaceMap::copy_root(&sm, &tm, &mut root).unwrap();
+        let mut sm = DiskSpaceMap::open(&root).unwrap();
+        assert_eq!(sm.ll.cached_ie(0), None);
+        let b = sm.new_block(&mut tm).unwrap();
+        assert_eq!(b, 0);
+        // Read from the index btree once, then served from the cache, in
+        // both the current and the committed view.
+        assert!(sm.old_ll.cached_ie(0).is_some());
+        let ie = sm.ll.cached_ie(0).unwrap();
+        assert_eq!(ie.nr_free as u64, common::ENTRIES_PER_BLOCK - 1);
+        assert_eq!(sm.ll.cached_ie(1), None);
+        // Skipping a full bitmap's worth reaches the next index entry.
+        sm.begin = common::ENTRIES_PER_BLOCK + 5;
+        assert_eq!(
+            sm.new_block(&mut tm).unwrap(),
+            common::ENTRIES_PER_BLOCK + 5
+        );
+        assert!(sm.ll.cached_ie(1).is_some());
+        assert_eq!(sm.count(&tm, b).unwrap(), 1);
     }
 }
