@@ -30,8 +30,13 @@ fn testdata(name: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Writes `bytes` to a fresh file; tests run in parallel, so every call gets
+/// its own name.
 fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("pdata-check-{}-{n}-{name}", std::process::id()));
     std::fs::write(&p, bytes).unwrap();
     p
 }
