@@ -27,15 +27,18 @@ fn testdata(name: &str) -> PathBuf {
     PathBuf::from("/work/shared/reference/thinp-testdata").join(name)
 }
 
-fn read_maybe_xz(name: &str) -> Option<Vec<u8>> {
+/// A file of thinp-testdata (xz-decompressed if need be). The data is part
+/// of the project's shared references, always beside the checkout: a
+/// missing file fails the test instead of skipping it.
+fn read_testdata(name: &str) -> Vec<u8> {
     let p = testdata(name);
-    let raw = std::fs::read(&p).ok()?;
+    let raw = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     if name.ends_with(".xz") {
         let mut out = Vec::new();
         lzma_rs::xz_decompress(&mut &raw[..], &mut out).expect("xz");
-        Some(out)
+        out
     } else {
-        Some(raw)
+        raw
     }
 }
 
@@ -267,11 +270,8 @@ fn check_counts(io: &MemIo, tm: &TransactionManager<MemIo>, data_sm: &DiskSpaceM
 }
 
 fn golden(image: &str, xml: &str) {
-    let Some(img) = read_maybe_xz(image) else {
-        eprintln!("skipping {image}: not found");
-        return;
-    };
-    let dump = parse_dump(&String::from_utf8(read_maybe_xz(xml).unwrap()).unwrap());
+    let img = read_testdata(image);
+    let dump = parse_dump(&String::from_utf8(read_testdata(xml)).unwrap());
     let (io, tm, sb) = open_image(img);
     let data_sm = DiskSpaceMap::open(&sb.data_sm_root).unwrap();
     assert_eq!(sb.time, num::<u32>(&dump.attrs, "time"));
@@ -324,13 +324,12 @@ fn golden_with_metadata_snap() {
         "tmeta_with_metadata_snap.xml.xz",
     );
     // The held root: a superblock copy with wiped space map roots.
-    let (_io, tm, sb) = open_image(read_maybe_xz("tmeta_with_metadata_snap.bin.xz").unwrap());
+    let (_io, tm, sb) = open_image(read_testdata("tmeta_with_metadata_snap.bin.xz"));
     assert_ne!(sb.held_root, 0);
     let held = tm.bm().read_copy(sb.held_root, Some(&THIN_SB)).unwrap();
     assert!(held[64..320].iter().all(|&b| b == 0));
     let want = parse_dump(
-        &String::from_utf8(read_maybe_xz("tmeta_with_metadata_snap.metasnap.xml.xz").unwrap())
-            .unwrap(),
+        &String::from_utf8(read_testdata("tmeta_with_metadata_snap.metasnap.xml.xz")).unwrap(),
     );
     let devs = read_devices(&tm, le64_at(&held[..], 320), le64_at(&held[..], 328)).unwrap();
     assert_eq!(devs.len(), want.devs.len());
@@ -371,9 +370,7 @@ fn corrupted_images_error_cleanly() {
         "corrupted_tmeta_with_metadata_snap.bin.xz",
         "tmeta_device_id_reuse_with_corrupted_thins.bin.xz",
     ] {
-        let Some(img) = read_maybe_xz(name) else {
-            continue;
-        };
+        let img = read_testdata(name);
         let io = MemIo::from_image(img);
         let bm = BlockManager::new(io.clone(), 64);
         let Ok(sbd) = bm.read_copy(0, Some(&THIN_SB)) else {
@@ -458,9 +455,7 @@ impl<IO: BlockIo> ValueType<IO> for ThinDevTrees<'_> {
 /// a device delete), commits like thin does, reopens and rechecks.
 #[test]
 fn modify_kernel_image_and_recheck() {
-    let Some(img) = read_maybe_xz("tmeta.bin.xz") else {
-        return;
-    };
+    let img = read_testdata("tmeta.bin.xz");
     let (io, mut tm, sb) = open_image(img);
     let mut data = DiskSpaceMap::open(&sb.data_sm_root).unwrap();
     let mut devs = read_devices(&tm, sb.mapping_root, sb.details_root).unwrap();

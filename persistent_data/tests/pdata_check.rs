@@ -61,15 +61,27 @@ fn check_bytes(name: &str, image: &[u8]) -> (i32, String) {
     r
 }
 
-/// Runs an installed upstream checker (`thin_check`, `cache_check`);
-/// `None` if it is not installed.
-fn upstream(tool: &str, image: &[u8]) -> Option<i32> {
-    let bin = ["/usr/sbin/", "/sbin/", "/usr/bin/"]
+/// An upstream thin-provisioning-tools program. `scripts/setup` installs
+/// them, so a missing one fails the test rather than skipping the check.
+fn upstream_tool(tool: &str) -> PathBuf {
+    ["/usr/sbin/", "/sbin/", "/usr/bin/"]
         .iter()
         .map(|d| PathBuf::from(d).join(tool))
-        .find(|p| p.exists())?;
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{tool} not installed (scripts/setup installs thin-provisioning-tools)")
+        })
+}
+
+/// Runs an upstream checker (`thin_check`, `cache_check`) on `image`; its
+/// exit code (-1 if a signal killed it).
+fn upstream(tool: &str, image: &[u8]) -> i32 {
+    let bin = upstream_tool(tool);
     let p = tmp(&format!("{tool}.img"), image);
-    let st = Command::new(bin).arg(&p).output().ok()?;
+    let st = Command::new(bin)
+        .arg(&p)
+        .output()
+        .expect("run upstream checker");
     std::fs::remove_file(&p).ok();
     if st.status.code() != Some(0) {
         eprintln!(
@@ -78,7 +90,7 @@ fn upstream(tool: &str, image: &[u8]) -> Option<i32> {
             String::from_utf8_lossy(&st.stderr)
         );
     }
-    st.status.code()
+    st.status.code().unwrap_or(-1)
 }
 
 fn block(img: &[u8], b: u64) -> Block {
@@ -262,27 +274,7 @@ fn dropped_reference_count_is_an_error() {
 
 // ---- thin metadata written by this engine ----
 
-/// Thin's mapping values: `data_block << 24 | time`, one data reference
-/// each.
-struct BlockTime<'a>(&'a mut DiskSpaceMap);
-
-impl<IO: BlockIo> ValueType<IO> for BlockTime<'_> {
-    fn size(&self) -> usize {
-        8
-    }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.inc(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.dec(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-}
+use harness::BlockTime;
 
 /// Thin's top level: device subtree roots.
 struct DevTrees;
@@ -397,9 +389,11 @@ fn engine_written_thin_metadata_is_clean() {
     let img = t.io.image();
     let (code, out) = check_bytes("engine-thin.img", &img);
     assert_eq!(code, 0, "{out}");
-    if let Some(code) = upstream("thin_check", &img) {
-        assert_eq!(code, 0, "thin_check rejects engine-written metadata");
-    }
+    assert_eq!(
+        upstream("thin_check", &img),
+        0,
+        "thin_check rejects engine-written metadata"
+    );
 }
 
 #[test]
@@ -540,9 +534,11 @@ fn engine_written_cache_metadata_is_clean_and_damage_is_found() {
     std::fs::remove_file(&p).ok();
     assert_eq!(code, 1);
     assert!(out.contains("superblock: block 0"), "{out}");
-    if let Some(code) = upstream("cache_check", &img) {
-        assert_eq!(code, 0, "cache_check rejects engine-written metadata");
-    }
+    assert_eq!(
+        upstream("cache_check", &img),
+        0,
+        "cache_check rejects engine-written metadata"
+    );
 
     let mut bad = img.clone();
     bad[first_ab as usize * BLOCK_SIZE + 100] ^= 1;
@@ -627,13 +623,17 @@ fn engine_array_and_bitset_cache_metadata_is_clean() {
     assert!(!img.is_empty());
     let (code, out) = check_bytes("engine-arrays.img", img);
     assert_eq!(code, 0, "{out}");
-    if let Some(code) = upstream("cache_check", img) {
-        assert_eq!(code, 0, "cache_check rejects engine-written arrays");
-    }
+    assert_eq!(
+        upstream("cache_check", img),
+        0,
+        "cache_check rejects engine-written arrays"
+    );
     // And the thin seed, for thin_check.
-    if let Some(code) = upstream("thin_check", harness::seed()) {
-        assert_eq!(code, 0, "thin_check rejects the fuzz seed");
-    }
+    assert_eq!(
+        upstream("thin_check", harness::seed()),
+        0,
+        "thin_check rejects the fuzz seed"
+    );
 }
 
 /// Cache metadata written by upstream's `cache_restore` (the images
@@ -667,24 +667,16 @@ fn cache_restore_images() {
 /// installed) from the thin_dump XML in thinp-testdata: clean.
 #[test]
 fn thin_restore_images_are_clean() {
-    let Some(tool) = ["/usr/sbin/thin_restore", "/sbin/thin_restore"]
-        .iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        eprintln!("skipping: thin_restore not installed");
-        return;
-    };
+    let tool = upstream_tool("thin_restore");
     for xml in [
         "tmeta_with_deleted_snapshot.xml",
         "tmeta_device_id_reuse_with_corrupted_thins.xml",
     ] {
         let src = Path::new(TESTDATA).join(xml);
-        if !src.exists() {
-            continue;
-        }
+        assert!(src.exists(), "{} missing", src.display());
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{xml}.bin"));
         std::fs::write(&out, vec![0u8; 8 << 20]).unwrap();
-        let st = Command::new(tool)
+        let st = Command::new(&tool)
             .arg("-i")
             .arg(&src)
             .arg("-o")
