@@ -12,7 +12,6 @@ use persistent_data::space_map::{DiskSpaceMap, MetadataSpaceMap, SpaceMap};
 use persistent_data::transaction_manager::{with_runs, TransactionManager};
 use persistent_data::{Error, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 const THIN_SB_XOR: u32 = 160774;
 const THIN_MAGIC: u64 = 27022010;
@@ -23,24 +22,10 @@ static THIN_SB: CsumValidator = CsumValidator {
     blocknr_offset: 8,
 };
 
-fn testdata(name: &str) -> PathBuf {
-    PathBuf::from("/work/shared/reference/thinp-testdata").join(name)
-}
+#[path = "common/testdata.rs"]
+mod testdata;
 
-/// A file of thinp-testdata (xz-decompressed if need be). The data is part
-/// of the project's shared references, always beside the checkout: a
-/// missing file fails the test instead of skipping it.
-fn read_testdata(name: &str) -> Vec<u8> {
-    let p = testdata(name);
-    let raw = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    if name.ends_with(".xz") {
-        let mut out = Vec::new();
-        lzma_rs::xz_decompress(&mut &raw[..], &mut out).expect("xz");
-        out
-    } else {
-        raw
-    }
-}
+use testdata::read as read_testdata;
 
 /// Thin superblock fields we use (digest §3.2).
 #[derive(Debug)]

@@ -21,14 +21,8 @@ use persistent_data::Result;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TESTDATA: &str = "/work/shared/reference/thinp-testdata";
-
-fn testdata(name: &str) -> Option<Vec<u8>> {
-    let raw = std::fs::read(Path::new(TESTDATA).join(name)).ok()?;
-    let mut out = Vec::new();
-    lzma_rs::xz_decompress(&mut &raw[..], &mut out).expect("xz");
-    Some(out)
-}
+#[path = "common/testdata.rs"]
+mod testdata;
 
 /// Writes `bytes` to a fresh file; tests run in parallel, so every call gets
 /// its own name.
@@ -118,10 +112,7 @@ const CLEAN: [&str; 5] = [
 #[test]
 fn kernel_images_are_clean() {
     for name in CLEAN {
-        let Some(img) = testdata(name) else {
-            eprintln!("skipping {name}: not found");
-            continue;
-        };
+        let img = testdata::read(name);
         let (code, out) = check_bytes(name, &img);
         assert_eq!(code, 0, "{name}: {out}");
         assert!(out.is_empty(), "{name}: {out}");
@@ -144,10 +135,7 @@ fn corrupted_kernel_images_are_reported() {
             "error: metadata snapshot: device 1 mappings: btree node",
         ),
     ] {
-        let Some(img) = testdata(name) else {
-            eprintln!("skipping {name}: not found");
-            continue;
-        };
+        let img = testdata::read(name);
         let (code, out) = check_bytes(name, &img);
         assert_eq!(code, 1, "{name}: {out}");
         assert!(out.contains(want), "{name}: want {want:?} in:\n{out}");
@@ -160,8 +148,8 @@ fn corrupted_kernel_images_are_reported() {
 }
 
 /// A small kernel image to damage.
-fn victim() -> Option<Vec<u8>> {
-    testdata("tmeta_with_shared_internals_and_leaves.bin.xz")
+fn victim() -> Vec<u8> {
+    testdata::read("tmeta_with_shared_internals_and_leaves.bin.xz")
 }
 
 /// The first leaf of the single-level tree at `root`.
@@ -178,7 +166,7 @@ fn first_leaf(img: &[u8], mut root: u64) -> u64 {
 
 #[test]
 fn flipped_byte_in_a_btree_node_is_reported() {
-    let Some(img) = victim() else { return };
+    let img = victim();
     let root = sb_u64(&img, off::MAPPING_ROOT);
     // The top level's first leaf holds device 0's subtree root.
     let top_leaf = first_leaf(&img, root);
@@ -205,7 +193,7 @@ fn flipped_byte_in_a_btree_node_is_reported() {
 
 #[test]
 fn keys_out_of_order_are_reported() {
-    let Some(img) = victim() else { return };
+    let img = victim();
     let root = sb_u64(&img, off::MAPPING_ROOT);
     let d = block(&img, first_leaf(&img, root));
     let dev_root = le64_at(&d, 32 + 8 * 252);
@@ -244,7 +232,7 @@ fn set_meta_count(img: &mut [u8], b: u64, count: u32) -> u32 {
 
 #[test]
 fn bumped_reference_count_is_a_leak() {
-    let Some(mut img) = victim() else { return };
+    let mut img = victim();
     let b = sb_u64(&img, off::DETAILS_ROOT);
     assert_eq!(set_meta_count(&mut img, b, 2), 1);
     let (code, out) = check_bytes("leak.img", &img);
@@ -257,7 +245,7 @@ fn bumped_reference_count_is_a_leak() {
 
 #[test]
 fn dropped_reference_count_is_an_error() {
-    let Some(mut img) = victim() else { return };
+    let mut img = victim();
     let b = sb_u64(&img, off::DETAILS_ROOT);
     assert_eq!(set_meta_count(&mut img, b, 0), 1);
     let (code, out) = check_bytes("drop.img", &img);
@@ -652,10 +640,7 @@ fn cache_restore_images() {
             "leak: metadata space map: leaked block 6: count 1, no references\n".to_string(),
         ),
     ] {
-        let Ok(raw) = std::fs::read(dir.join(name)) else {
-            eprintln!("skipping {name}: not found");
-            continue;
-        };
+        let raw = std::fs::read(dir.join(name)).expect("stored cache_restore image");
         let mut img = Vec::new();
         lzma_rs::xz_decompress(&mut &raw[..], &mut img).unwrap();
         let (code, out) = check_bytes(name, &img);
@@ -672,7 +657,7 @@ fn thin_restore_images_are_clean() {
         "tmeta_with_deleted_snapshot.xml",
         "tmeta_device_id_reuse_with_corrupted_thins.xml",
     ] {
-        let src = Path::new(TESTDATA).join(xml);
+        let src = testdata::dir().join(xml);
         assert!(src.exists(), "{} missing", src.display());
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{xml}.bin"));
         std::fs::write(&out, vec![0u8; 8 << 20]).unwrap();
