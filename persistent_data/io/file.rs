@@ -5,6 +5,7 @@
 use super::{Block, BlockIo, BLOCK_SIZE};
 use crate::persistent_data::error::{Error, Result};
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -22,7 +23,9 @@ impl FileIo {
             .write(writable)
             .open(path)
             .map_err(|_| Error::Io)?;
-        let len = file.metadata().map_err(|_| Error::Io)?.len();
+        // Seeking to the end sizes block devices too (their metadata length
+        // is zero).
+        let len = (&file).seek(SeekFrom::End(0)).map_err(|_| Error::Io)?;
         Ok(FileIo {
             file,
             nr_blocks: len / BLOCK_SIZE as u64,
