@@ -5,11 +5,11 @@
 //! and check it again.
 
 use persistent_data::block_manager::{le32_at, le64_at, BlockManager, CsumValidator};
-use persistent_data::btree::{self, ValueType};
+use persistent_data::btree;
 use persistent_data::io::mem::MemIo;
 use persistent_data::io::BlockIo;
 use persistent_data::space_map::{DiskSpaceMap, MetadataSpaceMap, SpaceMap};
-use persistent_data::transaction_manager::{with_runs, TransactionManager};
+use persistent_data::transaction_manager::TransactionManager;
 use persistent_data::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -392,49 +392,10 @@ fn corrupted_images_error_cleanly() {
     }
 }
 
-/// Thin's value type for mappings: packed block/time, refcounted in the
-/// data space map by block; equal ignores time.
-struct BlockTime<'a>(&'a mut DiskSpaceMap);
+#[path = "../fuzz/harness.rs"]
+mod harness;
 
-impl<IO: BlockIo> ValueType<IO> for BlockTime<'_> {
-    fn size(&self) -> usize {
-        8
-    }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.inc(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.dec(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-    fn equal(&self, a: &[u8], b: &[u8]) -> bool {
-        le64_at(a, 0) >> 24 == le64_at(b, 0) >> 24
-    }
-}
-
-/// Thin's top-level value type: device tree roots; dropping one deletes
-/// the device's mapping tree.
-struct ThinDevTrees<'a>(&'a mut DiskSpaceMap);
-
-impl<IO: BlockIo> ValueType<IO> for ThinDevTrees<'_> {
-    fn size(&self) -> usize {
-        8
-    }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        with_runs(v, |b, e| tm.inc_range(b, e))
-    }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            btree::del(tm, &mut BlockTime(self.0), le64_at(c, 0), 1)?;
-        }
-        Ok(())
-    }
-}
+use harness::{BlockTime, DevTrees as ThinDevTrees};
 
 /// Writes to kernel metadata with our engine (remaps, unmaps, a snapshot,
 /// a device delete), commits like thin does, reopens and rechecks.
