@@ -4,7 +4,7 @@
  * parameters, so they live here and Rust reads them through accessors.
  */
 #include <linux/moduleparam.h>
-#include "../rust/helpers.h"
+#include "../rust/helpers/params.h"
 
 static char *prefix = "";
 module_param(prefix, charp, 0444);

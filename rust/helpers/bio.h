@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* bio accessors: static inlines and macros of linux/bio.h. */
+#ifndef DMRS_HELPERS_BIO_H
+#define DMRS_HELPERS_BIO_H
+
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+
+unsigned int dmrs_bio_op(const struct bio *bio);
+bool dmrs_bio_is_write(const struct bio *bio);
+unsigned int dmrs_bio_sectors(const struct bio *bio);
+void dmrs_bio_set_dev(struct bio *bio, struct block_device *bdev);
+void dmrs_bio_io_error(struct bio *bio);
+void dmrs_zero_fill_bio(struct bio *bio);
+
+#endif

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Scoped GFP_NOIO (linux/sched/mm.h) and ERR_PTR decoding. */
+#ifndef DMRS_HELPERS_MM_H
+#define DMRS_HELPERS_MM_H
+
+unsigned int dmrs_memalloc_noio_save(void);
+void dmrs_memalloc_noio_restore(unsigned int flags);
+
+/* 0 for a valid pointer, else the negative errno. */
+long dmrs_ptr_err_or_zero(const void *ptr);
+
+#endif

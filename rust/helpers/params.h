@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Module parameters (declared in src/params.c). */
+#ifndef DMRS_HELPERS_PARAMS_H
+#define DMRS_HELPERS_PARAMS_H
+
+const char *dmrs_param_prefix(void);
+const char *dmrs_param_targets(void);
+
+#endif
