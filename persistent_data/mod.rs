@@ -51,10 +51,12 @@ pub mod block_manager;
 pub mod btree;
 pub mod check;
 pub mod checksum;
+pub mod endian;
 pub mod error;
 pub mod io;
 pub mod shim;
 pub mod space_map;
 pub mod transaction_manager;
+pub mod validator;
 
 pub use error::{Error, Result};

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Read-only btree queries. They take any [`BlockReader`], so they also run
-//! on the non-blocking view (returning `WouldBlock` on a cache miss).
+//! on the non-blocking view (returning `WouldBlock` on a cache miss). None
+//! of them allocates or recurses: each holds one node at a time and walks
+//! at most [`MAX_DEPTH`] levels, so a corrupt (even cyclic) tree ends in an
+//! error, not an exhausted stack.
 
 use super::node::{self, header, BTREE_NODE_VALIDATOR};
 use super::MAX_DEPTH;
@@ -24,13 +27,13 @@ fn lookup_raw<R: BlockReader>(
     r: &R,
     mut block: u64,
     key: u64,
-    search: fn(&[u8], u64) -> isize,
+    search: fn(&[u8], u64) -> Result<isize>,
     out: &mut [u8],
 ) -> Result<u64> {
     for _ in 0..MAX_DEPTH {
         let d = r.read_lock(block, &BTREE_NODE_VALIDATOR)?;
         let h = header(&d[..])?;
-        let i = search(&d[..], key);
+        let i = search(&d[..], key)?;
         if i < 0 || i >= h.nr_entries as isize {
             return Err(Error::NoData);
         }
@@ -62,38 +65,56 @@ pub fn lookup<R: BlockReader>(r: &R, mut root: u64, keys: &[u64], out: &mut [u8]
     Ok(())
 }
 
-fn lookup_next_single<R: BlockReader>(
-    r: &R,
-    root: u64,
-    key: u64,
-    out: &mut [u8],
-    depth: usize,
-) -> Result<u64> {
-    if depth >= MAX_DEPTH {
-        return Err(Error::Invalid);
-    }
-    let d = r.read_lock(root, &BTREE_NODE_VALIDATOR)?;
-    let h = header(&d[..])?;
-    let nr = h.nr_entries as usize;
-    if h.is_internal() {
-        // All keys may be above `key`: then the first child holds the answer.
-        let i = node::lower_bound(&d[..], key).max(0) as usize;
-        if i >= nr {
-            return Err(Error::NoData);
+/// The lowest key `>= key` in one level's tree, copying its value.
+///
+/// Descends choosing the child whose range holds `key`; on the way it
+/// remembers the deepest right sibling of the path. If the leaf reached
+/// has nothing `>= key`, the answer is the lowest entry of that sibling's
+/// subtree (every key there is above `key`, and nothing between the leaf
+/// and it is), reached by one more leftmost descent. Upstream recurses and
+/// retries siblings at each level; on a valid tree both find the same
+/// entry, and here a corrupt one costs at most two descents, not
+/// exponential time.
+fn lookup_next_single<R: BlockReader>(r: &R, root: u64, key: u64, out: &mut [u8]) -> Result<u64> {
+    let mut block = root;
+    // The subtree to try when the path runs out of keys.
+    let mut next: Option<u64> = None;
+    let mut retried = false;
+    let mut depth = 0;
+    loop {
+        depth += 1;
+        if depth > 2 * MAX_DEPTH {
+            return Err(Error::Invalid);
         }
-        match lookup_next_single(r, node::value64(&d[..], i)?, key, out, depth + 1) {
-            Err(Error::NoData) if i + 1 < nr => {
-                lookup_next_single(r, node::value64(&d[..], i + 1)?, key, out, depth + 1)
+        let d = r.read_lock(block, &BTREE_NODE_VALIDATOR)?;
+        let h = header(&d[..])?;
+        let nr = h.nr_entries as usize;
+        if h.is_internal() {
+            // All keys may be above `key`: then the first child holds it.
+            let i = node::lower_bound(&d[..], key)?.max(0) as usize;
+            if i >= nr {
+                return Err(Error::NoData);
             }
-            res => res,
+            if i + 1 < nr {
+                next = Some(node::value64(&d[..], i + 1)?);
+            }
+            block = node::value64(&d[..], i)?;
+            continue;
         }
-    } else {
-        let i = node::upper_bound(&d[..], key);
-        if i < 0 || i as usize >= nr {
-            return Err(Error::NoData);
+        let i = node::upper_bound(&d[..], key)?;
+        if i >= 0 && (i as usize) < nr {
+            copy_value(&d[..], i as usize, out)?;
+            return node::key(&d[..], i as usize);
         }
-        copy_value(&d[..], i as usize, out)?;
-        node::key(&d[..], i as usize)
+        match next.take() {
+            // Only a root leaf is ever empty: a second miss is corruption.
+            Some(_) if retried => return Err(Error::Invalid),
+            Some(b) => {
+                block = b;
+                retried = true;
+            }
+            None => return Err(Error::NoData),
+        }
     }
 }
 
@@ -113,7 +134,7 @@ pub fn lookup_next<R: BlockReader>(
         }
         root = u64::from_le_bytes(v);
     }
-    lookup_next_single(r, root, *last, out, 0)
+    lookup_next_single(r, root, *last, out)
 }
 
 /// Key at the highest (or lowest) end of one level's tree, and the value

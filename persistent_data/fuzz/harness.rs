@@ -143,9 +143,10 @@ pub fn blocks(data: &[u8]) {
         }
         let loc = FUZZ_BASE + i as u64;
         if let Some(v) = vs.get(i).copied().flatten() {
-            v.prepare_for_write(loc, &mut b);
+            let _ = v.prepare_for_write(loc, &mut b);
         }
-        let _ = io.write(loc, &b);
+        // The fuzz block is what the device holds.
+        io.poke(loc, 0, &b);
         raws.push(b);
     }
     let Some(first) = raws.first().copied() else {
@@ -320,7 +321,7 @@ pub fn blocks(data: &[u8]) {
             put_le32(&mut sb, 236, 8);
             put_le32(&mut sb, 240, (k1 % 100_000) as u32);
             put_le64(&mut sb, 284, FUZZ_BASE + 2);
-            CACHE_SB_VALIDATOR.prepare_for_write(0, &mut sb);
+            let _ = CACHE_SB_VALIDATOR.prepare_for_write(0, &mut sb);
         } else {
             put_le64(&mut sb, off::MAGIC, THIN_MAGIC);
             put_le32(&mut sb, off::VERSION, 2);
@@ -335,9 +336,9 @@ pub fn blocks(data: &[u8]) {
             put_le64(&mut sb, off::DETAILS_ROOT, FUZZ_BASE + 2);
             put_le32(&mut sb, off::DATA_BLOCK_SIZE, 128);
             put_le32(&mut sb, off::META_BLOCK_SIZE, 8);
-            THIN_SB_VALIDATOR.prepare_for_write(0, &mut sb);
+            let _ = THIN_SB_VALIDATOR.prepare_for_write(0, &mut sb);
         }
-        let _ = io.write(0, &sb);
+        io.poke(0, 0, &sb);
         let fmt = if cache { Format::Cache } else { Format::Thin };
         let _ = checker::check(io.clone(), Some(fmt));
     }
@@ -581,7 +582,7 @@ pub fn image(data: &[u8]) {
                 let o = b as usize * BLOCK_SIZE;
                 if let Some(blk) = img.get_mut(o..o + BLOCK_SIZE) {
                     if let Ok(blk) = <&mut Block>::try_from(blk) {
-                        v.prepare_for_write(b, blk);
+                        let _ = v.prepare_for_write(b, blk);
                     }
                 }
             }

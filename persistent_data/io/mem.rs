@@ -9,24 +9,29 @@
 //! Handles are cheap clones sharing one device, so a test can keep one
 //! while the engine owns another.
 //!
+//! Reads go through a [`HostCache`] (the model of dm-bufio): a block is
+//! loaded from `current` once, checked by a validator once, and handed
+//! out without a copy. [`MemIo::stats`] counts loads as reads.
+//!
 //! Host-only test double: it indexes its own images directly (after
 //! range-checking block numbers).
 
 #![allow(clippy::indexing_slicing)]
 
+use super::cache::{HostBuf, HostCache};
 use super::{Block, BlockIo, BLOCK_SIZE};
 use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::validator::ValidatorRef;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use std::sync::{Mutex, MutexGuard};
 
-#[derive(Default)]
 struct State {
     current: Vec<u8>,
     durable: Vec<u8>,
     unflushed: Vec<bool>,
-    cached: Vec<bool>,
+    cache: HostCache,
     model_cache: bool,
     fail_writes_after: Option<u64>,
     fail_flush: bool,
@@ -57,6 +62,10 @@ pub struct IoStats {
     pub flushes: u64,
 }
 
+/// Blocks a [`MemIo`] caches by default (256 MiB, far more than the
+/// tests' working sets; [`MemIo::set_cache_blocks`] changes it).
+pub const DEFAULT_MEM_CACHE_BLOCKS: usize = 65536;
+
 /// A shared in-memory block device.
 #[derive(Clone)]
 pub struct MemIo(Arc<Mutex<State>>);
@@ -77,8 +86,15 @@ impl MemIo {
             durable: image.clone(),
             current: image,
             unflushed: vec![false; n],
-            cached: vec![false; n],
-            ..State::default()
+            cache: HostCache::new(DEFAULT_MEM_CACHE_BLOCKS),
+            model_cache: false,
+            fail_writes_after: None,
+            fail_flush: false,
+            fail_reads: Vec::new(),
+            reads: 0,
+            writes: 0,
+            flushes: 0,
+            log: None,
         })))
     }
 
@@ -119,7 +135,8 @@ impl MemIo {
             }
             s.unflushed[i] = false;
         }
-        s.cached.iter_mut().for_each(|c| *c = false);
+        // After a power cut nothing is cached.
+        s.cache.clear();
     }
 
     /// Blocks written since the last flush.
@@ -153,15 +170,27 @@ impl MemIo {
         s.fail_reads.clear();
     }
 
-    /// Models a cache for `try_read`: when on, only blocks read or written
-    /// since the last [`MemIo::drop_cache`] are "cached".
+    /// Makes `try_read` behave as dm-bufio's does: when on, it returns only
+    /// blocks in the cache (read, written or prefetched since the last
+    /// [`MemIo::drop_cache`]) and `WouldBlock` for the others. When off (the
+    /// default), `try_read` loads a missing block like `read`.
     pub fn model_cache(&self, on: bool) {
         self.st().model_cache = on;
     }
 
-    /// Forgets which blocks are cached.
+    /// Empties the cache (buffers still held stay valid).
     pub fn drop_cache(&self) {
-        self.st().cached.iter_mut().for_each(|c| *c = false);
+        self.st().cache.clear();
+    }
+
+    /// Sets how many blocks the cache keeps (held ones are never evicted).
+    pub fn set_cache_blocks(&self, n: usize) {
+        self.st().cache.set_capacity(n);
+    }
+
+    /// True if block `b` is cached.
+    pub fn is_cached(&self, b: u64) -> bool {
+        self.st().cache.contains(b)
     }
 
     /// I/O counters.
@@ -185,12 +214,60 @@ impl MemIo {
         self.st().log.take().unwrap_or_default()
     }
 
-    /// Overwrites part of block `b` in both images (corruption tests).
+    /// Overwrites part of block `b` in both images (corruption tests) and
+    /// drops it from the cache, so the next read sees the change.
     pub fn poke(&self, b: u64, offset: usize, bytes: &[u8]) {
         let mut s = self.st();
         let at = b as usize * BLOCK_SIZE + offset;
         s.current[at..at + bytes.len()].copy_from_slice(bytes);
         s.durable[at..at + bytes.len()].copy_from_slice(bytes);
+        s.cache.forget(b);
+    }
+}
+
+/// The device side of a [`State`], borrowed apart from its cache.
+struct Device<'a> {
+    current: &'a [u8],
+    fail_reads: &'a [u64],
+    reads: &'a mut u64,
+}
+
+impl Device<'_> {
+    /// A device read of block `b` (range-checked by the caller).
+    fn load(&mut self, b: u64, buf: &mut Block) -> Result<()> {
+        if self.fail_reads.contains(&b) {
+            return Err(Error::Io);
+        }
+        let i = b as usize * BLOCK_SIZE;
+        buf.copy_from_slice(&self.current[i..i + BLOCK_SIZE]);
+        *self.reads += 1;
+        Ok(())
+    }
+}
+
+impl State {
+    /// The cache and the device it loads from, borrowed apart.
+    fn split(&mut self) -> (&mut HostCache, Device<'_>) {
+        let dev = Device {
+            current: &self.current,
+            fail_reads: &self.fail_reads,
+            reads: &mut self.reads,
+        };
+        (&mut self.cache, dev)
+    }
+
+    /// Block `b` through the cache.
+    fn read(&mut self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
+        range(self, b)?;
+        let (cache, mut dev) = self.split();
+        cache.read(b, v, |buf| dev.load(b, buf))
+    }
+
+    fn prefetch(&mut self, b: u64) {
+        if range(self, b).is_ok() {
+            let (cache, mut dev) = self.split();
+            cache.prefetch(b, |buf| dev.load(b, buf));
+        }
     }
 }
 
@@ -203,34 +280,27 @@ fn range(s: &State, b: u64) -> Result<core::ops::Range<usize>> {
 }
 
 impl BlockIo for MemIo {
+    type Held<'a> = HostBuf;
+
     fn nr_blocks(&self) -> u64 {
         self.st().unflushed.len() as u64
     }
 
-    fn read(&self, b: u64, buf: &mut Block) -> Result<()> {
+    fn read(&self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
+        self.st().read(b, v)
+    }
+
+    fn try_read(&self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
         let mut s = self.st();
-        if s.fail_reads.contains(&b) {
-            return Err(Error::Io);
+        range(&s, b)?;
+        if s.model_cache {
+            s.cache.try_read(b, v)
+        } else {
+            s.read(b, v)
         }
-        let r = range(&s, b)?;
-        buf.copy_from_slice(&s.current[r]);
-        s.cached[b as usize] = true;
-        s.reads += 1;
-        Ok(())
     }
 
-    fn try_read(&self, b: u64, buf: &mut Block) -> Result<()> {
-        {
-            let s = self.st();
-            range(&s, b)?;
-            if s.model_cache && !s.cached[b as usize] {
-                return Err(Error::WouldBlock);
-            }
-        }
-        self.read(b, buf)
-    }
-
-    fn write(&self, b: u64, buf: &Block) -> Result<()> {
+    fn write(&mut self, b: u64, buf: &Block, v: Option<ValidatorRef>) -> Result<()> {
         let mut s = self.st();
         let r = range(&s, b)?;
         match s.fail_writes_after {
@@ -240,7 +310,7 @@ impl BlockIo for MemIo {
         }
         s.current[r].copy_from_slice(buf);
         s.unflushed[b as usize] = true;
-        s.cached[b as usize] = true;
+        s.cache.written(b, buf, v);
         s.writes += 1;
         if let Some(l) = s.log.as_mut() {
             l.push(IoEvent::Write(b));
@@ -248,7 +318,7 @@ impl BlockIo for MemIo {
         Ok(())
     }
 
-    fn flush(&self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         let mut s = self.st();
         if s.fail_flush {
             return Err(Error::Io);
@@ -266,5 +336,9 @@ impl BlockIo for MemIo {
             l.push(IoEvent::Flush);
         }
         Ok(())
+    }
+
+    fn prefetch(&self, b: u64) {
+        self.st().prefetch(b);
     }
 }

@@ -204,7 +204,9 @@ fn keys_out_of_order_are_reported() {
     let (k0, k1) = (le64_at(&d, 32), le64_at(&d, 40));
     put_le64(&mut d, 32, k1);
     put_le64(&mut d, 40, k0);
-    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    BTREE_NODE_VALIDATOR
+        .prepare_for_write(leaf, &mut d)
+        .unwrap();
     let mut bad = img.clone();
     put_block(&mut bad, leaf, &d);
     let (code, out) = check_bytes("order.img", &bad);
@@ -223,9 +225,9 @@ fn set_meta_count(img: &mut [u8], b: u64, count: u32) -> u32 {
     let i = (b / ENTRIES_PER_BLOCK) as usize;
     let bitmap = le64_at(&idx, 16 + 16 * i);
     let mut d = block(img, bitmap);
-    let old = bitmap_lookup(&d, b % ENTRIES_PER_BLOCK);
-    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count);
-    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d);
+    let old = bitmap_lookup(&d, b % ENTRIES_PER_BLOCK).unwrap();
+    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count).unwrap();
+    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d).unwrap();
     put_block(img, bitmap, &d);
     old
 }
@@ -544,7 +546,9 @@ fn engine_written_cache_metadata_is_clean_and_damage_is_found() {
     let mut bad = img.clone();
     let mut d = block(&bad, first_ab);
     d[24 + 8] |= 2;
-    ARRAY_BLOCK_VALIDATOR.prepare_for_write(first_ab, &mut d);
+    ARRAY_BLOCK_VALIDATOR
+        .prepare_for_write(first_ab, &mut d)
+        .unwrap();
     put_block(&mut bad, first_ab, &d);
     let (code, out) = check_bytes("cache-dirty.img", &bad);
     assert_eq!(code, 1, "{out}");
@@ -570,8 +574,8 @@ fn set_meta_count_cache(img: &mut [u8], b: u64, count: u32) {
     let idx = block(img, index);
     let bitmap = le64_at(&idx, 16 + 16 * (b / ENTRIES_PER_BLOCK) as usize);
     let mut d = block(img, bitmap);
-    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count);
-    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d);
+    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count).unwrap();
+    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d).unwrap();
     put_block(img, bitmap, &d);
 }
 

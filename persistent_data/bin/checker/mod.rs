@@ -136,13 +136,10 @@ pub fn detect(d: &Block) -> Format {
 pub fn check<IO: BlockIo>(io: IO, format: Option<Format>) -> Report {
     let format = match format {
         Some(f) => f,
-        None => {
-            let mut b = [0u8; crate::io::BLOCK_SIZE];
-            match io.read(0, &mut b) {
-                Ok(()) => detect(&b),
-                Err(_) => Format::Thin,
-            }
-        }
+        None => match io.read(0, None) {
+            Ok(b) => detect(&b),
+            Err(_) => Format::Thin,
+        },
     };
     match format {
         Format::Thin => thin::check(io),
@@ -382,9 +379,9 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
         if let Some(d) = index {
             for (i, slot) in f.index.iter_mut().enumerate() {
                 let o = 16 + INDEX_ENTRY_SIZE * i;
-                if let Some(e) = d.get(o..o + INDEX_ENTRY_SIZE) {
-                    *slot = Some(IndexEntry::unpack(e));
-                }
+                *slot = d
+                    .get(o..o + INDEX_ENTRY_SIZE)
+                    .and_then(|e| IndexEntry::unpack(e).ok());
             }
         }
         self.count_bitmaps(&mut f);
@@ -404,7 +401,9 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
         let what = format!("{name} space map index");
         let mut entries: BTreeMap<u64, IndexEntry> = BTreeMap::new();
         let walked = self.tree(&what, root.bitmap_root, INDEX_ENTRY_SIZE, &mut |_, k, v| {
-            entries.insert(k, IndexEntry::unpack(v));
+            if let Ok(e) = IndexEntry::unpack(v) {
+                entries.insert(k, e);
+            }
         });
         let nr_bitmaps = root.nr_blocks.div_ceil(ENTRIES_PER_BLOCK);
         if walked.is_some() && entries.len() as u64 != nr_bitmaps {
@@ -525,7 +524,8 @@ fn compare<IO: BlockIo>(
             let mut free = 0u32;
             let mut first_free: Option<u64> = None;
             for bit in 0..ENTRIES_PER_BLOCK {
-                let raw = bitmap_lookup(&d, bit);
+                // `bit` is inside the bitmap: the lookup cannot fail.
+                let raw = bitmap_lookup(&d, bit).unwrap_or(0);
                 if raw == 0 {
                     free += 1;
                     first_free.get_or_insert(bit);

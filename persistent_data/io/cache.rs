@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host's model of dm-bufio: a bounded cache of blocks handed out as
+//! shared, reference-counted buffers, each remembering the validator that
+//! checked it. [`super::mem::MemIo`] and [`super::file::FileIo`] put it in
+//! front of their storage (under their own lock).
+
+use super::{Block, BLOCK_SIZE};
+use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::validator::{check_once, ValidatorRef};
+use alloc::sync::Arc;
+use core::hash::{BuildHasherDefault, Hasher};
+use core::ops::Deref;
+use std::collections::HashMap;
+
+/// A block held in a [`HostCache`]: it stays valid (and unchanged) while
+/// held, even if the cache drops or replaces the block meanwhile.
+pub struct HostBuf(Arc<Block>);
+
+impl Deref for HostBuf {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        &self.0
+    }
+}
+
+/// Block numbers hash well with a multiply (and `SipHash` would dominate
+/// the cost of a cached read).
+#[derive(Default)]
+struct BlockHasher(u64);
+
+impl Hasher for BlockHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+struct Slot {
+    data: Arc<Block>,
+    checked: Option<ValidatorRef>,
+}
+
+/// Counters of a [`HostCache`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads that found the block cached.
+    pub hits: u64,
+    /// Blocks loaded from storage.
+    pub loads: u64,
+}
+
+/// A bounded block cache; see the module documentation.
+pub struct HostCache {
+    slots: HashMap<u64, Slot, BuildHasherDefault<BlockHasher>>,
+    capacity: usize,
+    stats: CacheStats,
+}
+
+impl HostCache {
+    /// A cache of at most `capacity` unheld blocks (at least 16).
+    pub fn new(capacity: usize) -> Self {
+        HostCache {
+            slots: HashMap::default(),
+            capacity: capacity.max(16),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Changes the capacity (evicting down to it when next needed).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(16);
+    }
+
+    /// Hit and load counters.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// True if block `b` is cached.
+    pub fn contains(&self, b: u64) -> bool {
+        self.slots.contains_key(&b)
+    }
+
+    fn hand_out(slot: &mut Slot, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
+        if let Some(r) = check_once(b, &slot.data, slot.checked, v)? {
+            slot.checked = Some(r);
+        }
+        Ok(HostBuf(Arc::clone(&slot.data)))
+    }
+
+    /// When full, drops a batch of unheld blocks (an eighth of the cache)
+    /// so inserting stays O(1) amortised.
+    fn make_room(&mut self) {
+        if self.slots.len() < self.capacity {
+            return;
+        }
+        let mut excess = self.slots.len() - self.capacity + self.capacity / 8 + 1;
+        self.slots.retain(|_, s| {
+            if excess > 0 && Arc::strong_count(&s.data) == 1 {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn load(&mut self, b: u64, load: impl FnOnce(&mut Block) -> Result<()>) -> Result<&mut Slot> {
+        self.make_room();
+        let mut data = Arc::new([0u8; BLOCK_SIZE]);
+        // A fresh `Arc` is never shared.
+        load(Arc::get_mut(&mut data).ok_or(Error::NoMem)?)?;
+        self.stats.loads += 1;
+        Ok(self.slots.entry(b).or_insert(Slot {
+            data,
+            checked: None,
+        }))
+    }
+
+    /// Block `b`, loaded with `load` on a miss, checked as
+    /// [`check_once`] says.
+    pub fn read(
+        &mut self,
+        b: u64,
+        v: Option<ValidatorRef>,
+        load: impl FnOnce(&mut Block) -> Result<()>,
+    ) -> Result<HostBuf> {
+        if let Some(slot) = self.slots.get_mut(&b) {
+            self.stats.hits += 1;
+            return Self::hand_out(slot, b, v);
+        }
+        let slot = self.load(b, load)?;
+        Self::hand_out(slot, b, v)
+    }
+
+    /// Block `b` only if cached; else `WouldBlock`.
+    pub fn try_read(&mut self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
+        let slot = self.slots.get_mut(&b).ok_or(Error::WouldBlock)?;
+        self.stats.hits += 1;
+        Self::hand_out(slot, b, v)
+    }
+
+    /// Loads block `b` if it is not cached (a prefetch); errors are
+    /// dropped, as a prefetch has nobody to report to.
+    pub fn prefetch(&mut self, b: u64, load: impl FnOnce(&mut Block) -> Result<()>) {
+        if !self.contains(b) {
+            let _ = self.load(b, load);
+        }
+    }
+
+    /// Block `b` was written with `data`, stamped by `v`: the cache holds
+    /// the new contents, already validated. Buffers still held keep the
+    /// old contents.
+    pub fn written(&mut self, b: u64, data: &Block, v: Option<ValidatorRef>) {
+        if !self.contains(b) {
+            self.make_room();
+        }
+        let slot = self.slots.entry(b).or_insert_with(|| Slot {
+            data: Arc::new([0u8; BLOCK_SIZE]),
+            checked: None,
+        });
+        match Arc::get_mut(&mut slot.data) {
+            Some(d) => d.copy_from_slice(data),
+            None => slot.data = Arc::new(*data),
+        }
+        slot.checked = v;
+    }
+
+    /// Drops block `b` (its next read loads it again).
+    pub fn forget(&mut self, b: u64) {
+        self.slots.remove(&b);
+    }
+
+    /// Drops every block.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistent_data::validator::{CsumValidator, Validator};
+
+    static V: CsumValidator = CsumValidator {
+        name: "cache_test",
+        xor: 7,
+        blocknr_offset: 8,
+    };
+
+    #[test]
+    fn loads_once_and_evicts_only_unheld_blocks() {
+        let mut c = HostCache::new(16);
+        let mut stamped = [0u8; BLOCK_SIZE];
+        V.prepare_for_write(0, &mut stamped).unwrap();
+        let held = c
+            .read(0, Some(&V), |d| {
+                d.copy_from_slice(&stamped);
+                Ok(())
+            })
+            .unwrap();
+        let again = c.read(0, Some(&V), |_| Err(Error::Io)).unwrap();
+        assert!(core::ptr::eq(&*held, &*again));
+        for b in 1..100 {
+            c.read(b, None, |_| Ok(())).unwrap();
+        }
+        assert!(c.slots.len() <= 17);
+        assert!(c.contains(0), "a held block is never evicted");
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 1,
+                loads: 100
+            }
+        );
+        assert_eq!(c.try_read(5000, None).err(), Some(Error::WouldBlock));
+        // A failed load caches nothing.
+        assert_eq!(
+            c.read(7000, None, |_| Err(Error::Io)).err(),
+            Some(Error::Io)
+        );
+        assert!(!c.contains(7000));
+    }
+
+    #[test]
+    fn written_blocks_replace_the_cached_copy_not_held_ones() {
+        let mut c = HostCache::new(16);
+        let old = c
+            .read(3, None, |d| {
+                d.fill(1);
+                Ok(())
+            })
+            .unwrap();
+        let mut new = [0u8; BLOCK_SIZE];
+        V.prepare_for_write(3, &mut new).unwrap();
+        c.written(3, &new, Some(&V));
+        assert_eq!(old[100], 1);
+        // Recorded as checked by V: no load, no check failure.
+        let r = c.try_read(3, Some(&V)).unwrap();
+        assert_eq!(r[100], 0);
+    }
+}
