@@ -83,11 +83,18 @@ impl Header {
     /// Decodes the header of `d` (not checked: see [`header`]).
     #[inline]
     pub fn read(d: &[u8]) -> Result<Header> {
+        // The layout, spelt out as a pattern: nothing to get out of range.
+        let Some(
+            &[_, _, _, _, f0, f1, f2, f3, _, _, _, _, _, _, _, _, n0, n1, n2, n3, m0, m1, m2, m3, v0, v1, v2, v3, _, _, _, _],
+        ) = d.first_chunk::<NODE_HEADER_SIZE>()
+        else {
+            return Err(Error::Invalid);
+        };
         Ok(Header {
-            flags: le32(d, OFF_FLAGS)?,
-            nr_entries: le32(d, OFF_NR)?,
-            max_entries: le32(d, OFF_MAX)?,
-            value_size: le32(d, OFF_VSIZE)?,
+            flags: u32::from_le_bytes([f0, f1, f2, f3]),
+            nr_entries: u32::from_le_bytes([n0, n1, n2, n3]),
+            max_entries: u32::from_le_bytes([m0, m1, m2, m3]),
+            value_size: u32::from_le_bytes([v0, v1, v2, v3]),
         })
     }
 
@@ -141,6 +148,112 @@ pub fn header(d: &[u8]) -> Result<Header> {
     let h = Header::read(d)?;
     h.check()?;
     Ok(h)
+}
+
+/// A read-only view of a node whose header was read and checked once, for
+/// the read paths (a lookup touches a node a handful of times; re-reading
+/// the header each time was a large share of its cost).
+#[derive(Clone, Copy)]
+pub struct Node<'a> {
+    h: Header,
+    /// The keys of the entries in use.
+    keys: &'a [[u8; 8]],
+    /// The values of the entries in use.
+    values: &'a [u8],
+}
+
+impl<'a> Node<'a> {
+    /// Checks `d`'s header and that its entries lie inside `d`.
+    #[inline]
+    // `as_chunks` is newer than the kernel's minimum Rust (1.78), but the
+    // module is built with the pinned toolchain (rust-toolchain.toml), as
+    // the kernel's own metadata requires; it saves half of a lookup's key
+    // comparisons' cost.
+    #[allow(clippy::incompatible_msrv)]
+    pub fn new(d: &'a [u8]) -> Result<Self> {
+        let h = header(d)?;
+        let nr = h.nr_entries as usize;
+        // `check` bounds `max_entries` and the value size so that every
+        // entry lies inside a block: these cannot overflow.
+        let keys = d
+            .get(NODE_HEADER_SIZE..NODE_HEADER_SIZE + 8 * nr)
+            .ok_or(Error::Invalid)?
+            .as_chunks::<8>()
+            .0;
+        let v0 = h.val_off(0);
+        let values = d.get(v0..v0 + h.vs() * nr).ok_or(Error::Invalid)?;
+        Ok(Node { h, keys, values })
+    }
+
+    /// The checked header.
+    #[inline]
+    pub fn header(&self) -> Header {
+        self.h
+    }
+
+    /// Entries in use.
+    #[inline]
+    pub fn nr_entries(&self) -> usize {
+        self.h.nr_entries as usize
+    }
+
+    /// True for internal nodes.
+    #[inline]
+    pub fn is_internal(&self) -> bool {
+        self.h.is_internal()
+    }
+
+    /// Key `i` (an entry in use).
+    #[inline]
+    pub fn key(&self, i: usize) -> Result<u64> {
+        self.keys
+            .get(i)
+            .map(|k| u64::from_le_bytes(*k))
+            .ok_or(Error::Invalid)
+    }
+
+    /// Value `i` (an entry in use).
+    #[inline]
+    pub fn value(&self, i: usize) -> Result<&'a [u8]> {
+        let vs = self.h.vs();
+        self.values.get(vs * i..vs * i + vs).ok_or(Error::Invalid)
+    }
+
+    /// Value `i` as a little-endian u64 (child block or subtree root).
+    #[inline]
+    pub fn value64(&self, i: usize) -> Result<u64> {
+        self.value(i)?
+            .get(..8)
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or(Error::Invalid)
+    }
+
+    /// Binary search, assuming sorted keys without duplicates: `Ok` with
+    /// the index of `key`, else `Err` with the index of the first larger
+    /// key (possibly `nr_entries`).
+    #[inline]
+    pub fn search(&self, key: u64) -> core::result::Result<usize, usize> {
+        self.keys
+            .binary_search_by(|k| u64::from_le_bytes(*k).cmp(&key))
+    }
+
+    /// Index of the largest key `<= key`, or -1.
+    #[inline]
+    pub fn lower_bound(&self, key: u64) -> isize {
+        match self.search(key) {
+            Ok(i) => i as isize,
+            Err(i) => i as isize - 1,
+        }
+    }
+
+    /// Index of the smallest key `>= key`, or `nr_entries`.
+    #[inline]
+    pub fn upper_bound(&self, key: u64) -> isize {
+        match self.search(key) {
+            Ok(i) | Err(i) => i as isize,
+        }
+    }
 }
 
 /// Initialises an empty node header.
@@ -246,50 +359,16 @@ pub fn set_value(d: &mut [u8], i: usize, v: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Binary search over the entries' keys, assuming no duplicates: `Ok` with
-/// the index of `key`, else `Err` with the index of the first larger key
-/// (possibly `nr_entries`).
-#[inline]
-fn bsearch(d: &[u8], key: u64) -> Result<core::result::Result<usize, usize>> {
-    let nr = nr_entries(d)?;
-    if nr > le32(d, OFF_MAX)? as usize {
-        return Err(Error::Invalid);
-    }
-    let keys = d
-        .get(NODE_HEADER_SIZE..NODE_HEADER_SIZE + 8 * nr)
-        .ok_or(Error::Invalid)?;
-    let (mut lo, mut hi) = (0, nr);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let k = keys
-            .get(8 * mid..8 * mid + 8)
-            .and_then(|k| k.try_into().ok())
-            .map(u64::from_le_bytes)
-            .ok_or(Error::Invalid)?;
-        match k.cmp(&key) {
-            core::cmp::Ordering::Less => lo = mid + 1,
-            core::cmp::Ordering::Greater => hi = mid,
-            core::cmp::Ordering::Equal => return Ok(Ok(mid)),
-        }
-    }
-    Ok(Err(lo))
-}
-
 /// Index of the largest key `<= key`, or -1.
 #[inline]
 pub fn lower_bound(d: &[u8], key: u64) -> Result<isize> {
-    Ok(match bsearch(d, key)? {
-        Ok(i) => i as isize,
-        Err(i) => i as isize - 1,
-    })
+    Ok(Node::new(d)?.lower_bound(key))
 }
 
 /// Index of the smallest key `>= key`, or `nr_entries`.
 #[inline]
 pub fn upper_bound(d: &[u8], key: u64) -> Result<isize> {
-    Ok(match bsearch(d, key)? {
-        Ok(i) | Err(i) => i as isize,
-    })
+    Ok(Node::new(d)?.upper_bound(key))
 }
 
 /// Moves `count` entries inside one node from `src` to `dst` (overlap ok).

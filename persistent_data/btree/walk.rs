@@ -2,7 +2,7 @@
 
 //! In-order traversal of single-level trees: a callback walk and a cursor.
 
-use super::node::{self, header, BTREE_NODE_VALIDATOR};
+use super::node::{self, header, Node, BTREE_NODE_VALIDATOR};
 use super::MAX_DEPTH;
 use crate::persistent_data::block_manager::ReadRef;
 use crate::persistent_data::error::{Error, Result};
@@ -34,27 +34,27 @@ pub fn walk<R: BlockReader>(
         next: 0,
     })?;
     while let Some(top) = path.last_mut() {
-        let h = header(&top.node[..])?;
+        let n = Node::new(&top.node[..])?;
         let i = top.next;
-        if i >= h.nr_entries as usize {
+        if i >= n.nr_entries() {
             path.pop();
             continue;
         }
         top.next += 1;
-        if h.is_internal() {
-            let child = node::value64(&top.node[..], i)?;
+        if n.is_internal() {
+            let child = n.value64(i)?;
             if path.len() >= MAX_DEPTH {
                 return Err(Error::Invalid);
             }
             let node = r.read_lock(child, &BTREE_NODE_VALIDATOR)?;
             path.try_push(Frame { node, next: 0 })?;
         } else {
-            let k = node::key(&top.node[..], i)?;
+            let k = n.key(i)?;
             if last.is_some_and(|l| k <= l) {
                 return Err(Error::Invalid);
             }
             last = Some(k);
-            f(k, node::value(&top.node[..], i)?)?;
+            f(k, n.value(i)?)?;
         }
     }
     Ok(())

@@ -8,10 +8,10 @@
 use super::{Block, BLOCK_SIZE};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::validator::{check_once, ValidatorRef};
+use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::hash::{BuildHasherDefault, Hasher};
+use alloc::vec::Vec;
 use core::ops::Deref;
-use std::collections::HashMap;
 
 /// A block held in a [`HostCache`]: it stays valid (and unchanged) while
 /// held, even if the cache drops or replaces the block meanwhile.
@@ -24,26 +24,6 @@ impl Deref for HostBuf {
     }
 }
 
-/// Block numbers hash well with a multiply (and `SipHash` would dominate
-/// the cost of a cached read).
-#[derive(Default)]
-struct BlockHasher(u64);
-
-impl Hasher for BlockHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 29);
-    }
-}
-
 struct Slot {
     data: Arc<Block>,
     checked: Option<ValidatorRef>,
@@ -52,15 +32,92 @@ struct Slot {
 /// Counters of a [`HostCache`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Reads that found the block cached.
-    pub hits: u64,
     /// Blocks loaded from storage.
     pub loads: u64,
 }
 
+/// Slots per chunk of the table.
+const CHUNK: usize = 1024;
+
+type Chunk = Box<[Option<Slot>; CHUNK]>;
+
+/// Slots by block number, in chunks allocated on first use: a lookup is
+/// two indexings (a hash map's probing would dominate the cost of a
+/// cached read), and a large, sparsely read device costs little.
+#[derive(Default)]
+struct Table {
+    chunks: Vec<Option<Chunk>>,
+    len: usize,
+}
+
+impl Table {
+    fn split(b: u64) -> Option<(usize, usize)> {
+        let b = usize::try_from(b).ok()?;
+        Some((b / CHUNK, b % CHUNK))
+    }
+
+    #[inline]
+    fn get_mut(&mut self, b: u64) -> Option<&mut Slot> {
+        let (c, i) = Self::split(b)?;
+        self.chunks.get_mut(c)?.as_mut()?.get_mut(i)?.as_mut()
+    }
+
+    fn contains(&self, b: u64) -> bool {
+        Self::split(b)
+            .and_then(|(c, i)| self.chunks.get(c)?.as_ref()?.get(i))
+            .is_some_and(Option::is_some)
+    }
+
+    /// The (empty or full) slot for `b`, creating its chunk.
+    fn entry(chunks: &mut Vec<Option<Chunk>>, b: u64) -> Result<&mut Option<Slot>> {
+        let (c, i) = Self::split(b).ok_or(Error::Invalid)?;
+        if chunks.len() <= c {
+            chunks.resize_with(c + 1, || None);
+        }
+        let chunk = chunks.get_mut(c).ok_or(Error::Invalid)?;
+        let chunk = chunk.get_or_insert_with(|| Box::new(core::array::from_fn(|_| None)));
+        chunk.get_mut(i).ok_or(Error::Invalid)
+    }
+
+    fn insert(&mut self, b: u64, slot: Slot) -> Result<&mut Slot> {
+        let e = Self::entry(&mut self.chunks, b)?;
+        if e.is_none() {
+            self.len += 1;
+        }
+        Ok(e.insert(slot))
+    }
+
+    fn remove(&mut self, b: u64) {
+        if let Some((c, i)) = Self::split(b) {
+            let e = self.chunks.get_mut(c).and_then(|c| c.as_mut()?.get_mut(i));
+            if let Some(e) = e {
+                if e.take().is_some() {
+                    self.len -= 1;
+                }
+            }
+        }
+    }
+
+    /// Drops slots `keep` says no to, up to `limit` of them.
+    fn evict(&mut self, mut limit: usize, keep: impl Fn(&Slot) -> bool) {
+        for chunk in self.chunks.iter_mut().flatten() {
+            for e in chunk.iter_mut() {
+                if limit == 0 {
+                    return;
+                }
+                if e.as_ref().is_some_and(|s| !keep(s)) {
+                    *e = None;
+                    self.len -= 1;
+                    limit -= 1;
+                }
+            }
+        }
+    }
+}
+
 /// A bounded block cache; see the module documentation.
 pub struct HostCache {
-    slots: HashMap<u64, Slot, BuildHasherDefault<BlockHasher>>,
+    slots: Table,
     capacity: usize,
     stats: CacheStats,
 }
@@ -69,7 +126,7 @@ impl HostCache {
     /// A cache of at most `capacity` unheld blocks (at least 16).
     pub fn new(capacity: usize) -> Self {
         HostCache {
-            slots: HashMap::default(),
+            slots: Table::default(),
             capacity: capacity.max(16),
             stats: CacheStats::default(),
         }
@@ -87,9 +144,10 @@ impl HostCache {
 
     /// True if block `b` is cached.
     pub fn contains(&self, b: u64) -> bool {
-        self.slots.contains_key(&b)
+        self.slots.contains(b)
     }
 
+    #[inline]
     fn hand_out(slot: &mut Slot, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
         if let Some(r) = check_once(b, &slot.data, slot.checked, v)? {
             slot.checked = Some(r);
@@ -100,42 +158,39 @@ impl HostCache {
     /// When full, drops a batch of unheld blocks (an eighth of the cache)
     /// so inserting stays O(1) amortised.
     fn make_room(&mut self) {
-        if self.slots.len() < self.capacity {
+        if self.slots.len < self.capacity {
             return;
         }
-        let mut excess = self.slots.len() - self.capacity + self.capacity / 8 + 1;
-        self.slots.retain(|_, s| {
-            if excess > 0 && Arc::strong_count(&s.data) == 1 {
-                excess -= 1;
-                false
-            } else {
-                true
-            }
-        });
+        let excess = self.slots.len - self.capacity + self.capacity / 8 + 1;
+        self.slots.evict(excess, |s| Arc::strong_count(&s.data) > 1);
     }
 
+    #[cold]
     fn load(&mut self, b: u64, load: impl FnOnce(&mut Block) -> Result<()>) -> Result<&mut Slot> {
         self.make_room();
         let mut data = Arc::new([0u8; BLOCK_SIZE]);
         // A fresh `Arc` is never shared.
         load(Arc::get_mut(&mut data).ok_or(Error::NoMem)?)?;
         self.stats.loads += 1;
-        Ok(self.slots.entry(b).or_insert(Slot {
-            data,
-            checked: None,
-        }))
+        self.slots.insert(
+            b,
+            Slot {
+                data,
+                checked: None,
+            },
+        )
     }
 
     /// Block `b`, loaded with `load` on a miss, checked as
     /// [`check_once`] says.
+    #[inline]
     pub fn read(
         &mut self,
         b: u64,
         v: Option<ValidatorRef>,
         load: impl FnOnce(&mut Block) -> Result<()>,
     ) -> Result<HostBuf> {
-        if let Some(slot) = self.slots.get_mut(&b) {
-            self.stats.hits += 1;
+        if let Some(slot) = self.slots.get_mut(b) {
             return Self::hand_out(slot, b, v);
         }
         let slot = self.load(b, load)?;
@@ -144,8 +199,7 @@ impl HostCache {
 
     /// Block `b` only if cached; else `WouldBlock`.
     pub fn try_read(&mut self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
-        let slot = self.slots.get_mut(&b).ok_or(Error::WouldBlock)?;
-        self.stats.hits += 1;
+        let slot = self.slots.get_mut(b).ok_or(Error::WouldBlock)?;
         Self::hand_out(slot, b, v)
     }
 
@@ -161,28 +215,32 @@ impl HostCache {
     /// the new contents, already validated. Buffers still held keep the
     /// old contents.
     pub fn written(&mut self, b: u64, data: &Block, v: Option<ValidatorRef>) {
-        if !self.contains(b) {
-            self.make_room();
+        if let Some(slot) = self.slots.get_mut(b) {
+            match Arc::get_mut(&mut slot.data) {
+                Some(d) => d.copy_from_slice(data),
+                None => slot.data = Arc::new(*data),
+            }
+            slot.checked = v;
+            return;
         }
-        let slot = self.slots.entry(b).or_insert_with(|| Slot {
-            data: Arc::new([0u8; BLOCK_SIZE]),
-            checked: None,
-        });
-        match Arc::get_mut(&mut slot.data) {
-            Some(d) => d.copy_from_slice(data),
-            None => slot.data = Arc::new(*data),
-        }
-        slot.checked = v;
+        self.make_room();
+        let slot = Slot {
+            data: Arc::new(*data),
+            checked: v,
+        };
+        // Only a block number past `usize` fails, and a block that cannot
+        // be cached is simply read from storage next time.
+        let _ = self.slots.insert(b, slot);
     }
 
     /// Drops block `b` (its next read loads it again).
     pub fn forget(&mut self, b: u64) {
-        self.slots.remove(&b);
+        self.slots.remove(b);
     }
 
     /// Drops every block.
     pub fn clear(&mut self) {
-        self.slots.clear();
+        self.slots = Table::default();
     }
 }
 
@@ -213,15 +271,9 @@ mod tests {
         for b in 1..100 {
             c.read(b, None, |_| Ok(())).unwrap();
         }
-        assert!(c.slots.len() <= 17);
+        assert!(c.slots.len <= 17);
         assert!(c.contains(0), "a held block is never evicted");
-        assert_eq!(
-            c.stats(),
-            CacheStats {
-                hits: 1,
-                loads: 100
-            }
-        );
+        assert_eq!(c.stats(), CacheStats { loads: 100 });
         assert_eq!(c.try_read(5000, None).err(), Some(Error::WouldBlock));
         // A failed load caches nothing.
         assert_eq!(

@@ -6,21 +6,21 @@ use super::cache::{HostBuf, HostCache};
 use super::{Block, BlockIo, BLOCK_SIZE};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::validator::ValidatorRef;
+use core::cell::{RefCell, RefMut};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 /// Blocks a [`FileIo`] caches (64 MiB).
 pub const FILE_CACHE_BLOCKS: usize = 16384;
 
-/// Block I/O on a file through `pread`/`pwrite` behind a [`HostCache`];
-/// `flush` is `fdatasync`.
+/// Block I/O on a file through `pread`/`pwrite` behind a [`HostCache`]
+/// (a `RefCell`: a handle is `Send`, not `Sync`); `flush` is `fdatasync`.
 pub struct FileIo {
     file: File,
     nr_blocks: u64,
-    cache: Mutex<HostCache>,
+    cache: RefCell<HostCache>,
 }
 
 impl FileIo {
@@ -28,7 +28,7 @@ impl FileIo {
         FileIo {
             file,
             nr_blocks,
-            cache: Mutex::new(HostCache::new(FILE_CACHE_BLOCKS)),
+            cache: RefCell::new(HostCache::new(FILE_CACHE_BLOCKS)),
         }
     }
 
@@ -66,12 +66,8 @@ impl FileIo {
         Ok(b * BLOCK_SIZE as u64)
     }
 
-    fn cache(&self) -> MutexGuard<'_, HostCache> {
-        // A poisoned lock only means another thread panicked.
-        match self.cache.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn cache(&self) -> RefMut<'_, HostCache> {
+        self.cache.borrow_mut()
     }
 }
 

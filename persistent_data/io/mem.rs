@@ -9,9 +9,14 @@
 //! Handles are cheap clones sharing one device, so a test can keep one
 //! while the engine owns another.
 //!
-//! Reads go through a [`HostCache`] (the model of dm-bufio): a block is
-//! loaded from `current` once, checked by a validator once, and handed
-//! out without a copy. [`MemIo::stats`] counts loads as reads.
+//! Each handle reads through its own [`HostCache`], as each dm-bufio client
+//! has its own: a block is loaded from `current` once, checked by a
+//! validator once, and handed out without a copy ([`MemIo::stats`] counts
+//! loads as reads). A clone starts with an empty cache. Caches stay
+//! coherent: a write through any handle, [`MemIo::poke`],
+//! [`MemIo::crash`] and [`MemIo::drop_cache`] empty every other handle's
+//! cache. The per-handle cache is a `RefCell` (no lock on a cached read),
+//! so a handle is `Send` but not `Sync`.
 //!
 //! Host-only test double: it indexes its own images directly (after
 //! range-checking block numbers).
@@ -25,14 +30,14 @@ use crate::persistent_data::validator::ValidatorRef;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 struct State {
     current: Vec<u8>,
     durable: Vec<u8>,
     unflushed: Vec<bool>,
-    cache: HostCache,
-    model_cache: bool,
     fail_writes_after: Option<u64>,
     fail_flush: bool,
     fail_reads: Vec<u64>,
@@ -66,9 +71,45 @@ pub struct IoStats {
 /// tests' working sets; [`MemIo::set_cache_blocks`] changes it).
 pub const DEFAULT_MEM_CACHE_BLOCKS: usize = 65536;
 
-/// A shared in-memory block device.
-#[derive(Clone)]
-pub struct MemIo(Arc<Mutex<State>>);
+/// What the handles of one device share.
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped whenever cached blocks may have gone stale.
+    generation: AtomicU64,
+    model_cache: AtomicBool,
+}
+
+/// One handle's cache, valid while `generation` is the device's.
+struct LocalCache {
+    cache: HostCache,
+    generation: u64,
+}
+
+impl LocalCache {
+    /// The cache, emptied first if the device changed under it.
+    #[inline]
+    fn current(&mut self, shared: &Shared) -> &mut HostCache {
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.cache.clear();
+            self.generation = g;
+        }
+        &mut self.cache
+    }
+}
+
+/// A handle on a shared in-memory block device.
+pub struct MemIo {
+    shared: Arc<Shared>,
+    local: RefCell<LocalCache>,
+}
+
+impl Clone for MemIo {
+    /// Another handle on the same device, with an empty cache.
+    fn clone(&self) -> Self {
+        Self::handle(Arc::clone(&self.shared))
+    }
+}
 
 impl MemIo {
     /// A zero-filled device of `nr_blocks` blocks.
@@ -82,12 +123,10 @@ impl MemIo {
     pub fn from_image(mut image: Vec<u8>) -> Self {
         let n = image.len() / BLOCK_SIZE;
         image.truncate(n * BLOCK_SIZE);
-        MemIo(Arc::new(Mutex::new(State {
+        let state = State {
             durable: image.clone(),
             current: image,
             unflushed: vec![false; n],
-            cache: HostCache::new(DEFAULT_MEM_CACHE_BLOCKS),
-            model_cache: false,
             fail_writes_after: None,
             fail_flush: false,
             fail_reads: Vec::new(),
@@ -95,15 +134,36 @@ impl MemIo {
             writes: 0,
             flushes: 0,
             log: None,
-        })))
+        };
+        Self::handle(Arc::new(Shared {
+            state: Mutex::new(state),
+            generation: AtomicU64::new(0),
+            model_cache: AtomicBool::new(false),
+        }))
+    }
+
+    fn handle(shared: Arc<Shared>) -> Self {
+        let generation = shared.generation.load(Ordering::Acquire);
+        MemIo {
+            shared,
+            local: RefCell::new(LocalCache {
+                cache: HostCache::new(DEFAULT_MEM_CACHE_BLOCKS),
+                generation,
+            }),
+        }
     }
 
     fn st(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another test thread panicked.
-        match self.0.lock() {
+        match self.shared.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    /// Every handle's cache is stale from now on.
+    fn invalidate(&self) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// What a reader sees now.
@@ -136,7 +196,7 @@ impl MemIo {
             s.unflushed[i] = false;
         }
         // After a power cut nothing is cached.
-        s.cache.clear();
+        self.invalidate();
     }
 
     /// Blocks written since the last flush.
@@ -175,22 +235,18 @@ impl MemIo {
     /// [`MemIo::drop_cache`]) and `WouldBlock` for the others. When off (the
     /// default), `try_read` loads a missing block like `read`.
     pub fn model_cache(&self, on: bool) {
-        self.st().model_cache = on;
+        self.shared.model_cache.store(on, Ordering::Relaxed);
     }
 
-    /// Empties the cache (buffers still held stay valid).
+    /// Empties every handle's cache (buffers still held stay valid).
     pub fn drop_cache(&self) {
-        self.st().cache.clear();
+        self.invalidate();
     }
 
-    /// Sets how many blocks the cache keeps (held ones are never evicted).
+    /// Sets how many blocks this handle's cache keeps (held ones are never
+    /// evicted).
     pub fn set_cache_blocks(&self, n: usize) {
-        self.st().cache.set_capacity(n);
-    }
-
-    /// True if block `b` is cached.
-    pub fn is_cached(&self, b: u64) -> bool {
-        self.st().cache.contains(b)
+        self.local.borrow_mut().cache.set_capacity(n);
     }
 
     /// I/O counters.
@@ -221,53 +277,31 @@ impl MemIo {
         let at = b as usize * BLOCK_SIZE + offset;
         s.current[at..at + bytes.len()].copy_from_slice(bytes);
         s.durable[at..at + bytes.len()].copy_from_slice(bytes);
-        s.cache.forget(b);
+        self.invalidate();
     }
-}
 
-/// The device side of a [`State`], borrowed apart from its cache.
-struct Device<'a> {
-    current: &'a [u8],
-    fail_reads: &'a [u64],
-    reads: &'a mut u64,
-}
-
-impl Device<'_> {
-    /// A device read of block `b` (range-checked by the caller).
-    fn load(&mut self, b: u64, buf: &mut Block) -> Result<()> {
-        if self.fail_reads.contains(&b) {
-            return Err(Error::Io);
+    /// Block `b` through this handle's cache; `try_only`: only if cached.
+    #[inline]
+    fn cached(&self, b: u64, v: Option<ValidatorRef>, try_only: bool) -> Result<HostBuf> {
+        let mut local = self.local.borrow_mut();
+        let cache = local.current(&self.shared);
+        if try_only {
+            return cache.try_read(b, v);
         }
-        let i = b as usize * BLOCK_SIZE;
-        buf.copy_from_slice(&self.current[i..i + BLOCK_SIZE]);
-        *self.reads += 1;
-        Ok(())
+        cache.read(b, v, |buf| self.st().load(b, buf))
     }
 }
 
 impl State {
-    /// The cache and the device it loads from, borrowed apart.
-    fn split(&mut self) -> (&mut HostCache, Device<'_>) {
-        let dev = Device {
-            current: &self.current,
-            fail_reads: &self.fail_reads,
-            reads: &mut self.reads,
-        };
-        (&mut self.cache, dev)
-    }
-
-    /// Block `b` through the cache.
-    fn read(&mut self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
-        range(self, b)?;
-        let (cache, mut dev) = self.split();
-        cache.read(b, v, |buf| dev.load(b, buf))
-    }
-
-    fn prefetch(&mut self, b: u64) {
-        if range(self, b).is_ok() {
-            let (cache, mut dev) = self.split();
-            cache.prefetch(b, |buf| dev.load(b, buf));
+    /// A device read of block `b` into `buf`.
+    fn load(&mut self, b: u64, buf: &mut Block) -> Result<()> {
+        let r = range(self, b)?;
+        if self.fail_reads.contains(&b) {
+            return Err(Error::Io);
         }
+        buf.copy_from_slice(&self.current[r]);
+        self.reads += 1;
+        Ok(())
     }
 }
 
@@ -286,35 +320,37 @@ impl BlockIo for MemIo {
         self.st().unflushed.len() as u64
     }
 
+    #[inline]
     fn read(&self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
-        self.st().read(b, v)
+        self.cached(b, v, false)
     }
 
     fn try_read(&self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
-        let mut s = self.st();
-        range(&s, b)?;
-        if s.model_cache {
-            s.cache.try_read(b, v)
-        } else {
-            s.read(b, v)
-        }
+        let model = self.shared.model_cache.load(Ordering::Relaxed);
+        self.cached(b, v, model)
     }
 
     fn write(&mut self, b: u64, buf: &Block, v: Option<ValidatorRef>) -> Result<()> {
-        let mut s = self.st();
-        let r = range(&s, b)?;
-        match s.fail_writes_after {
-            Some(0) => return Err(Error::Io),
-            Some(n) => s.fail_writes_after = Some(n - 1),
-            None => {}
+        {
+            let mut s = self.st();
+            let r = range(&s, b)?;
+            match s.fail_writes_after {
+                Some(0) => return Err(Error::Io),
+                Some(n) => s.fail_writes_after = Some(n - 1),
+                None => {}
+            }
+            s.current[r].copy_from_slice(buf);
+            s.unflushed[b as usize] = true;
+            s.writes += 1;
+            if let Some(l) = s.log.as_mut() {
+                l.push(IoEvent::Write(b));
+            }
         }
-        s.current[r].copy_from_slice(buf);
-        s.unflushed[b as usize] = true;
-        s.cache.written(b, buf, v);
-        s.writes += 1;
-        if let Some(l) = s.log.as_mut() {
-            l.push(IoEvent::Write(b));
-        }
+        // Other handles' copies are stale; this one's gets the new block.
+        let shared = &self.shared;
+        let local = self.local.get_mut();
+        local.current(shared).written(b, buf, v);
+        local.generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
         Ok(())
     }
 
@@ -339,6 +375,9 @@ impl BlockIo for MemIo {
     }
 
     fn prefetch(&self, b: u64) {
-        self.st().prefetch(b);
+        let mut local = self.local.borrow_mut();
+        local
+            .current(&self.shared)
+            .prefetch(b, |buf| self.st().load(b, buf));
     }
 }
