@@ -501,7 +501,175 @@ impl<IO: BlockIo> BlockReader for NonBlocking<'_, IO> {
 
 #[cfg(test)]
 mod tests {
-    use super::BlockSet;
+    use super::{BlockSet, TransactionManager};
+    use crate::persistent_data::block_manager::BlockManager;
+    use crate::persistent_data::btree::{self, PlainValues};
+    use crate::persistent_data::check::{Mismatch, RefCounts};
+    use crate::persistent_data::endian::le64;
+    use crate::persistent_data::error::{Error, Result};
+    use crate::persistent_data::io::mem::{IoEvent, MemIo};
+    use crate::persistent_data::shim::PVec;
+    use crate::persistent_data::space_map::MetadataSpaceMap;
+    use crate::persistent_data::validator::test_validators::V1 as SB;
+
+    /// A btree of u64 values and its superblock at block 0: the metadata
+    /// space map root at 16, the tree's root at 48.
+    struct Tiny {
+        io: MemIo,
+        tm: TransactionManager<MemIo>,
+        root: u64,
+    }
+
+    impl Tiny {
+        fn format(nr_blocks: u64) -> Tiny {
+            let io = MemIo::new(nr_blocks);
+            let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0).unwrap();
+            let root = btree::empty(&mut tm, 8).unwrap();
+            let mut t = Tiny { io, tm, root };
+            t.commit().unwrap();
+            t
+        }
+
+        fn insert(&mut self, k: u64) -> Result<()> {
+            self.root = btree::insert(
+                &mut self.tm,
+                &mut PlainValues(8),
+                self.root,
+                &[k],
+                &k.to_le_bytes(),
+            )?;
+            Ok(())
+        }
+
+        fn commit(&mut self) -> Result<()> {
+            self.tm.pre_commit()?;
+            let mut sb = self.tm.bm_mut().write_lock_zero(0, Some(&SB))?;
+            if let Err(e) = self.tm.sm_copy_root(&mut sb[16..48]) {
+                self.tm.unlock(sb);
+                return Err(e);
+            }
+            sb[48..56].copy_from_slice(&self.root.to_le_bytes());
+            self.tm.commit(sb)
+        }
+
+        fn abort(&mut self) -> Result<()> {
+            let mut root = 0;
+            self.tm.abort(|bm| {
+                let sb = bm.read_lock(0, Some(&SB))?;
+                root = le64(&sb[..], 48)?;
+                let mut sm = [0u8; 32];
+                sm.copy_from_slice(&sb[16..48]);
+                Ok(sm)
+            })?;
+            self.root = root;
+            Ok(())
+        }
+
+        /// Differences between the metadata space map and a recount.
+        fn recount(&self) -> PVec<Mismatch> {
+            let mut rc = RefCounts::new(self.tm.sm_nr_blocks()).unwrap();
+            rc.inc(0).unwrap();
+            rc.count_metadata_sm(&self.tm, &self.tm.sm_root()).unwrap();
+            rc.count_btree(&self.tm, self.root, 1, &mut |_, _| Ok(()))
+                .unwrap();
+            rc.verify(&self.tm, &MetadataSpaceMap).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_half_done_operation_poisons_the_transaction_until_abort() {
+        let mut t = Tiny::format(64);
+        for k in 0..300 {
+            t.insert(k * 7).unwrap();
+        }
+        t.commit().unwrap();
+        let committed = t.root;
+        // Failing before any change is harmless.
+        assert_eq!(
+            btree::remove(&mut t.tm, &mut PlainValues(8), t.root, &[1]),
+            Err(Error::NoData)
+        );
+        assert!(!t.tm.is_poisoned());
+        // Fill the device until an insert runs out of space half way (its
+        // path is already shadowed, the originals' references dropped).
+        let mut k = 1;
+        let err = loop {
+            if let Err(e) = t.insert(k) {
+                break e;
+            }
+            k += 7;
+        };
+        assert_eq!(err, Error::NoSpace);
+        assert!(t.tm.is_poisoned());
+        assert_eq!(t.tm.pre_commit(), Err(Error::Poisoned));
+        let sb = t.tm.bm_mut().write_lock_zero(0, Some(&SB)).unwrap();
+        t.io.start_log();
+        assert_eq!(t.tm.commit(sb), Err(Error::Poisoned));
+        assert_eq!(t.io.take_log(), [], "a refused commit writes nothing");
+        assert_eq!(t.insert(3), Err(Error::Poisoned));
+        // Abort: back to the last commit, counts intact, usable again.
+        t.abort().unwrap();
+        assert!(!t.tm.is_poisoned());
+        assert_eq!(t.root, committed);
+        assert_eq!(t.recount()[..], []);
+        let mut v = [0u8; 8];
+        btree::lookup(&t.tm, t.root, &[7], &mut v).unwrap();
+        assert_eq!(
+            btree::lookup(&t.tm, t.root, &[1], &mut v),
+            Err(Error::NoData)
+        );
+        t.insert(1).unwrap();
+        t.commit().unwrap();
+        assert_eq!(t.recount()[..], []);
+        assert_eq!(t.tm.bm().leaked_write_locks(), 0);
+    }
+
+    #[test]
+    fn non_blocking_lookups_never_read_the_device() {
+        let mut t = Tiny::format(1024);
+        for k in 0..3000 {
+            t.insert(k).unwrap();
+        }
+        t.commit().unwrap();
+        t.io.model_cache(true);
+        t.io.drop_cache();
+        let nb = t.tm.non_blocking();
+        let mut v = [0u8; 8];
+        let mut rounds = 0;
+        loop {
+            let reads = t.io.stats().reads;
+            match btree::lookup(&nb, t.root, &[2999], &mut v) {
+                Ok(()) => break,
+                Err(e) => assert_eq!(e, Error::WouldBlock),
+            }
+            assert_eq!(t.io.stats().reads, reads, "a miss must not read");
+            // The worker's part: read in what the lookup missed.
+            t.tm.issue_prefetches();
+            assert!(t.io.stats().reads > reads, "the miss was queued");
+            rounds += 1;
+            assert!(rounds < 4, "one round per level");
+        }
+        assert_eq!(u64::from_le_bytes(v), 2999);
+        assert!(rounds >= 2);
+    }
+
+    #[test]
+    fn a_commit_flushes_twice() {
+        let mut t = Tiny::format(1024);
+        for k in 0..2000 {
+            t.insert(k * 13).unwrap();
+        }
+        t.io.start_log();
+        t.commit().unwrap();
+        let log = t.io.take_log();
+        let flushes: std::vec::Vec<usize> = (0..log.len())
+            .filter(|&i| log[i] == IoEvent::Flush)
+            .collect();
+        assert_eq!(flushes.len(), 2, "{log:?}");
+        // Everything else, a flush, then the superblock alone, a flush.
+        assert!(flushes[0] > 0);
+        assert_eq!(log[flushes[0] + 1..], [IoEvent::Write(0), IoEvent::Flush]);
+    }
 
     #[test]
     fn block_set_matches_a_model() {

@@ -100,15 +100,13 @@ fn lookup_next_single<R: BlockReader>(r: &R, root: u64, key: u64, out: &mut [u8]
             copy_value(&n, i, out)?;
             return n.key(i);
         }
-        match next.take() {
-            // Only a root leaf is ever empty: a second miss is corruption.
-            Some(_) if retried => return Err(Error::Invalid),
-            Some(b) => {
-                block = b;
-                retried = true;
-            }
-            None => return Err(Error::NoData),
+        // The sibling subtree's leftmost leaf holds keys (only a root
+        // leaf is ever empty): missing there too is corruption.
+        if retried {
+            return Err(Error::Invalid);
         }
+        block = next.take().ok_or(Error::NoData)?;
+        retried = true;
     }
 }
 
