@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The only allocation interface the engine uses.
+//! What the engine takes from its environment: allocation, and in the
+//! kernel CRC32C.
 //!
-//! The kernel has no `alloc` crate, only `kernel::alloc::{KVec, KBox}` whose
+//! The kernel has no `alloc` crate, only `kernel::alloc::{KVVec, KBox}` whose
 //! every allocation may fail. [`PVec`] and [`PBox`] expose the small fallible
-//! API the engine needs; `host.rs` backs them with `std`, `kernel.rs` with
-//! `KVec`/`KBox` (the kernel passes `--cfg MODULE` when building modules).
+//! API the engine needs; `host.rs` backs them with `std`, `kernel.rs`
+//! re-exports their implementation over `KVVec`/`KBox` in
+//! `rust/dm/engine_alloc.rs` (the kernel passes `--cfg MODULE` when building
+//! modules), so the engine itself has no `unsafe`. In the module, `crc32c`
+//! is the kernel's (`rust/dm/crc32c.rs`); the host uses the engine's
+//! software table ([`crate::persistent_data::checksum`]).
 //!
 //! API (identical in both builds):
 //!
@@ -26,7 +31,7 @@ pub use host::{PBox, PVec};
 #[cfg(MODULE)]
 mod kernel;
 #[cfg(MODULE)]
-pub use kernel::{PBox, PVec};
+pub use kernel::{crc32c, PBox, PVec};
 
 #[cfg(test)]
 mod tests {
