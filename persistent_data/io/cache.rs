@@ -2,7 +2,9 @@
 
 //! The host's model of dm-bufio: a bounded cache of blocks handed out as
 //! shared, reference-counted buffers, each remembering the validator that
-//! checked it. [`super::mem::MemIo`] and [`super::file::FileIo`] put it in
+//! checked it. When full it evicts unheld blocks in CLOCK order (a block
+//! read since the hand last passed gets a second chance), an approximation
+//! of least recently used, as dm-bufio's is. [`super::mem::MemIo`] and [`super::file::FileIo`] put it in
 //! front of their storage (under their own lock).
 
 use super::{Block, BLOCK_SIZE};
@@ -27,6 +29,8 @@ impl Deref for HostBuf {
 struct Slot {
     data: Arc<Block>,
     checked: Option<ValidatorRef>,
+    /// Read since the clock hand last passed.
+    referenced: bool,
 }
 
 /// Counters of a [`HostCache`].
@@ -48,6 +52,8 @@ type Chunk = Box<[Option<Slot>; CHUNK]>;
 struct Table {
     chunks: Vec<Option<Chunk>>,
     len: usize,
+    /// The clock hand: the next slot eviction looks at.
+    hand: usize,
 }
 
 impl Table {
@@ -98,19 +104,33 @@ impl Table {
         }
     }
 
-    /// Drops slots `keep` says no to, up to `limit` of them.
-    fn evict(&mut self, mut limit: usize, keep: impl Fn(&Slot) -> bool) {
-        for chunk in self.chunks.iter_mut().flatten() {
-            for e in chunk.iter_mut() {
-                if limit == 0 {
-                    return;
-                }
-                if e.as_ref().is_some_and(|s| !keep(s)) {
-                    *e = None;
-                    self.len -= 1;
-                    limit -= 1;
-                }
+    /// Drops up to `limit` unheld slots in CLOCK order: a referenced slot
+    /// loses its mark and is passed over once.
+    fn evict(&mut self, mut limit: usize) {
+        let total = self.chunks.len() * CHUNK;
+        // Two turns of the hand clear every mark, so this ends.
+        for _ in 0..2 * total {
+            if limit == 0 || self.len == 0 {
+                return;
             }
+            let at = self.hand % total.max(1);
+            self.hand = at + 1;
+            let e = self
+                .chunks
+                .get_mut(at / CHUNK)
+                .and_then(|c| c.as_mut()?.get_mut(at % CHUNK));
+            let Some(e) = e else { continue };
+            let Some(slot) = e.as_mut() else { continue };
+            if Arc::strong_count(&slot.data) > 1 {
+                continue;
+            }
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            *e = None;
+            self.len -= 1;
+            limit -= 1;
         }
     }
 }
@@ -162,7 +182,7 @@ impl HostCache {
             return;
         }
         let excess = self.slots.len - self.capacity + self.capacity / 8 + 1;
-        self.slots.evict(excess, |s| Arc::strong_count(&s.data) > 1);
+        self.slots.evict(excess);
     }
 
     #[cold]
@@ -177,6 +197,7 @@ impl HostCache {
             Slot {
                 data,
                 checked: None,
+                referenced: false,
             },
         )
     }
@@ -191,6 +212,8 @@ impl HostCache {
         load: impl FnOnce(&mut Block) -> Result<()>,
     ) -> Result<HostBuf> {
         if let Some(slot) = self.slots.get_mut(b) {
+            // Read again: worth keeping (a fresh load is not, yet).
+            slot.referenced = true;
             return Self::hand_out(slot, b, v);
         }
         let slot = self.load(b, load)?;
@@ -200,6 +223,7 @@ impl HostCache {
     /// Block `b` only if cached; else `WouldBlock`.
     pub fn try_read(&mut self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
         let slot = self.slots.get_mut(b).ok_or(Error::WouldBlock)?;
+        slot.referenced = true;
         Self::hand_out(slot, b, v)
     }
 
@@ -221,12 +245,14 @@ impl HostCache {
                 None => slot.data = Arc::new(*data),
             }
             slot.checked = v;
+            slot.referenced = true;
             return;
         }
         self.make_room();
         let slot = Slot {
             data: Arc::new(*data),
             checked: v,
+            referenced: true,
         };
         // Only a block number past `usize` fails, and a block that cannot
         // be cached is simply read from storage next time.
@@ -281,6 +307,18 @@ mod tests {
             Some(Error::Io)
         );
         assert!(!c.contains(7000));
+    }
+
+    #[test]
+    fn eviction_gives_recently_read_blocks_a_second_chance() {
+        let mut c = HostCache::new(16);
+        for b in 0..1000u64 {
+            c.read(b, None, |_| Ok(())).unwrap();
+            // Block 0 is read all the time: it stays.
+            drop(c.read(0, None, |_| Err(Error::Io)).unwrap());
+        }
+        assert!(c.slots.len <= 17);
+        assert_eq!(c.stats(), CacheStats { loads: 1000 });
     }
 
     #[test]
