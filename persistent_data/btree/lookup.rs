@@ -16,7 +16,12 @@ fn copy_value(n: &Node<'_>, i: usize, out: &mut [u8]) -> Result<()> {
     if v.len() != out.len() {
         return Err(Error::Invalid);
     }
-    out.copy_from_slice(v);
+    // Most values are 8 bytes (mappings, roots): copy those inline rather
+    // than through a call to memcpy.
+    match (<&mut [u8; 8]>::try_from(&mut *out), <&[u8; 8]>::try_from(v)) {
+        (Ok(o), Ok(v)) => *o = *v,
+        _ => out.copy_from_slice(v),
+    }
     Ok(())
 }
 

@@ -253,9 +253,11 @@ impl BufioClient {
         let dst = decode_ptr(unsafe { bindings::dm_bufio_new(self.c.as_ptr(), b, &mut buf) })?;
         let held = self.held(dst, buf)?;
         // SAFETY: the buffer is held and has `block_size` bytes (type
-        // invariant of `HeldBuffer`), and nothing else reads or writes them:
-        // every other holder would borrow this client, which we hold
-        // exclusively.
+        // invariant of `HeldBuffer`), and no Rust code reads or writes them
+        // meanwhile: every other holder would borrow this client, which we
+        // hold exclusively. (dm-bufio may still be writing an earlier dirty
+        // copy to disk; as with upstream's block manager the buffer is dirty
+        // again and rewritten before the next flush completes.)
         unsafe {
             core::ptr::copy_nonoverlapping(data.as_ptr(), held.data.as_ptr(), data.len());
             bindings::dm_bufio_mark_buffer_dirty(held.buf.as_ptr());
@@ -361,6 +363,12 @@ impl Deref for HeldBlock<'_> {
         unsafe { &*self.0.data.as_ptr().cast::<Block>() }
     }
 }
+
+fn send_and_sync<T: Send + Sync>() {}
+// Thin shares its metadata between the map path's readers and the worker:
+// the engine over a bufio client must be usable from several threads.
+const _: fn() =
+    send_and_sync::<crate::persistent_data::transaction_manager::TransactionManager<BufioClient>>;
 
 /// The metadata engine's errors for a failed kernel call: anything the
 /// device reports is an I/O error, except running out of memory.
