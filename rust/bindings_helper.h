@@ -16,3 +16,4 @@
 #include "helpers/mm.h"
 #include "helpers/params.h"
 #include "helpers/table.h"
+#include "helpers/workqueue.h"

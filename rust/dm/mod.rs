@@ -15,11 +15,15 @@ pub(crate) mod args;
 pub(crate) mod bindings;
 pub(crate) mod bio;
 pub(crate) mod bufio;
+pub(crate) mod delayed_work;
 pub(crate) mod device;
+mod module_ref;
 pub(crate) mod noio;
 pub(crate) mod registration;
 pub(crate) mod status;
+pub(crate) mod sync;
 pub(crate) mod target;
+pub(crate) mod workqueue;
 
 pub(crate) use args::ArgSet;
 pub(crate) use bio::Bio;
