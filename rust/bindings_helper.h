@@ -13,6 +13,8 @@
 #include <linux/dm-io.h>
 #include <linux/dm-kcopyd.h>
 #include "helpers/bio.h"
+#include "helpers/completion.h"
+#include "helpers/dm_io.h"
 #include "helpers/mm.h"
 #include "helpers/params.h"
 #include "helpers/table.h"
