@@ -17,5 +17,6 @@
 #include "helpers/dm_io.h"
 #include "helpers/mm.h"
 #include "helpers/params.h"
+#include "helpers/registry.h"
 #include "helpers/table.h"
 #include "helpers/workqueue.h"

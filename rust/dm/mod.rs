@@ -23,6 +23,7 @@ mod module_ref;
 pub(crate) mod noio;
 pub(crate) mod region;
 pub(crate) mod registration;
+pub(crate) mod registry;
 pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod target;
