@@ -19,6 +19,7 @@ mod targets;
 
 use dm::Registration;
 use kernel::prelude::*;
+use targets::selftest::SelfTest;
 use targets::snapshot::origin::Origin;
 
 module! {
@@ -35,6 +36,7 @@ const TARGET_NAMES: &[&[u8]] = &[b"snapshot-origin"];
 
 struct DmRs {
     _origin: Option<Registration<Origin>>,
+    _selftest: Option<Registration<SelfTest>>,
 }
 
 impl kernel::Module for DmRs {
@@ -53,6 +55,15 @@ impl kernel::Module for DmRs {
         } else {
             None
         };
-        Ok(DmRs { _origin: origin })
+        // Test-only; never registered by a default load.
+        let selftest = if params::selftest() {
+            Registration::<SelfTest>::register(module, prefix)?
+        } else {
+            None
+        };
+        Ok(DmRs {
+            _origin: origin,
+            _selftest: selftest,
+        })
     }
 }

@@ -16,6 +16,11 @@ module_param(targets, charp, 0444);
 MODULE_PARM_DESC(targets,
 	"Comma-separated list of targets to register (default: all)");
 
+static bool selftest;
+module_param(selftest, bool, 0444);
+MODULE_PARM_DESC(selftest,
+	"Also register the test-only target dmrs-selftest, which exercises dm-rs's workqueue, kcopyd, dm-io, lock and registry wrappers for the guest tests (default: off)");
+
 const char *dmrs_param_prefix(void)
 {
 	return prefix ? prefix : "";
@@ -24,4 +29,9 @@ const char *dmrs_param_prefix(void)
 const char *dmrs_param_targets(void)
 {
 	return targets ? targets : "all";
+}
+
+bool dmrs_param_selftest(void)
+{
+	return selftest;
 }

@@ -19,6 +19,12 @@ pub(crate) fn targets() -> &'static CStr {
     unsafe { CStr::from_char_ptr(bindings::dmrs_param_targets()) }
 }
 
+/// The `selftest=` parameter: register the test-only self-test target.
+pub(crate) fn selftest() -> bool {
+    // SAFETY: reads a bool the module owns; it is read-only (0444) after load.
+    unsafe { bindings::dmrs_param_selftest() }
+}
+
 /// Whether `list` (the `targets=` value) selects the target `name`.
 pub(crate) fn selects(list: &[u8], name: &[u8]) -> bool {
     list == b"all" || list.split(|&b| b == b',').any(|w| w == name)
