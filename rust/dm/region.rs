@@ -39,16 +39,6 @@ impl Region {
         Ok(Region { dev, sector, count })
     }
 
-    /// The device.
-    pub(crate) fn dev(&self) -> &DmDev {
-        &self.dev
-    }
-
-    /// First sector.
-    pub(crate) fn sector(&self) -> u64 {
-        self.sector
-    }
-
     /// Length in sectors (never zero).
     pub(crate) fn count(&self) -> u64 {
         self.count

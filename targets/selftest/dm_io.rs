@@ -4,6 +4,8 @@
 //! and a flush, on the second device; the guest test checks the bytes there
 //! and the device's flush counter.
 
+use super::expect;
+use super::waiter::Waiter;
 use crate::dm::dm_io::{DmIoClient, IoBuffer, IoOp, PendingIo};
 use crate::dm::region::Region;
 use crate::dm::DmDev;
@@ -13,6 +15,7 @@ use kernel::sync::Arc;
 
 /// Background I/Os a range is split into.
 const PIECES: u64 = 4;
+const PATIENCE_MS: u32 = 20_000;
 
 fn filled(sectors: u64, byte: u8) -> Result<IoBuffer> {
     let mut buf = IoBuffer::new(u32::try_from(sectors).map_err(|_| EINVAL)?)?;
@@ -73,6 +76,16 @@ pub(super) fn background(
         at += n;
     }
     let pieces = pending.len();
+    // The last piece is seen to complete without anyone waiting on it.
+    if let Some(last) = pending.as_slice().last() {
+        let nap = Waiter::new()?;
+        let mut polls = 0;
+        while !last.is_done() && polls < PATIENCE_MS / 10 {
+            nap.wait_for(1, 10);
+            polls += 1;
+        }
+        expect(last.is_done(), "a background I/O reports its completion")?;
+    }
     let mut bad = 0;
     for io in pending {
         let (status, buf) = io.wait();

@@ -114,6 +114,9 @@ pub(super) fn wq() -> Result<CString> {
 /// many more times it re-arms itself.
 struct Probe {
     waiter: Arc<Waiter>,
+    /// If set, each run also queues a closure signalling it on the same
+    /// queue, as thin-pool's waker wakes its worker.
+    chained: Option<Arc<Waiter>>,
     rearm: AtomicU32,
     period: Jiffies,
     fired_ns: AtomicI64,
@@ -124,6 +127,15 @@ impl DelayedWorkItem for Probe {
         this.fired_ns
             .store(Ktime::ktime_get().to_ns(), Ordering::Relaxed);
         this.waiter.signal(true);
+        if let Some(w) = &this.chained {
+            let w = w.clone();
+            let queued = this
+                .workqueue()
+                .try_spawn(GFP_KERNEL, move || w.signal(true));
+            if queued.is_err() {
+                this.waiter.signal(false);
+            }
+        }
         let again = this
             .rearm
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -134,11 +146,17 @@ impl DelayedWorkItem for Probe {
     }
 }
 
-fn probe(wq: &Arc<WorkQueue>, rearm: u32, period_ms: u32) -> Result<DelayedWork<Probe>> {
+fn probe(
+    wq: &Arc<WorkQueue>,
+    rearm: u32,
+    period_ms: u32,
+    chained: Option<Arc<Waiter>>,
+) -> Result<DelayedWork<Probe>> {
     new_delayed_work!(
         wq.clone(),
         Probe {
             waiter: Waiter::new()?,
+            chained,
             rearm: AtomicU32::new(rearm),
             period: msecs_to_jiffies(period_ms),
             fired_ns: AtomicI64::new(0),
@@ -148,15 +166,16 @@ fn probe(wq: &Arc<WorkQueue>, rearm: u32, period_ms: u32) -> Result<DelayedWork<
 }
 
 /// Delayed work fires after its delay, not before; cancel, modify and a
-/// self-re-arming handler stopped by `cancel_sync`; dropping a handle with
-/// its timer pending (the guest test then waits past the deadline).
+/// self-re-arming handler (queueing work on its queue each time) stopped by
+/// `cancel_sync`; dropping a handle with its timer pending (the guest test
+/// then waits past the deadline).
 pub(super) fn delayed() -> Result<CString> {
     let wq = Arc::new(
         WorkQueue::new(c_str!("dmrs-st-delayed"), Concurrency::Ordered)?,
         GFP_KERNEL,
     )?;
 
-    let p = probe(&wq, 0, 0)?;
+    let p = probe(&wq, 0, 0, None)?;
     let t0 = Ktime::ktime_get().to_ns();
     expect(p.queue(msecs_to_jiffies(200)), "queue on an idle work")?;
     expect(!p.queue(1), "queue on a pending work reports it pending")?;
@@ -165,7 +184,7 @@ pub(super) fn delayed() -> Result<CString> {
     let fire_ms = (p.fired_ns.load(Ordering::Relaxed) - t0) / 1_000_000;
     expect(fire_ms >= 150, "delayed work waits for its delay")?;
 
-    let c = probe(&wq, 0, 0)?;
+    let c = probe(&wq, 0, 0, None)?;
     c.queue(msecs_to_jiffies(10_000));
     expect(c.cancel_sync(), "cancel_sync finds the work pending")?;
     expect(
@@ -181,7 +200,7 @@ pub(super) fn delayed() -> Result<CString> {
         "work runs after cancel_sync",
     )?;
 
-    let m = probe(&wq, 0, 0)?;
+    let m = probe(&wq, 0, 0, None)?;
     m.queue(msecs_to_jiffies(10_000));
     expect(
         m.modify(msecs_to_jiffies(20)),
@@ -192,7 +211,16 @@ pub(super) fn delayed() -> Result<CString> {
         "modify brings the deadline forward",
     )?;
 
-    let r = probe(&wq, u32::MAX, 10)?;
+    let x = probe(&wq, 0, 0, None)?;
+    x.queue(msecs_to_jiffies(10_000));
+    expect(x.cancel(), "cancel finds the work pending")?;
+    expect(
+        x.waiter.wait_for(1, 300).done == 0,
+        "a cancelled work does not run",
+    )?;
+
+    let chained = Waiter::new()?;
+    let r = probe(&wq, u32::MAX, 10, Some(chained.clone()))?;
     r.queue(0);
     expect(
         r.waiter.wait_for(5, PATIENCE_MS).done >= 5,
@@ -205,16 +233,23 @@ pub(super) fn delayed() -> Result<CString> {
         r.waiter.wait_for(stopped + 1, 200).done == stopped,
         "nothing runs after cancel_sync",
     )?;
+    expect(
+        r.waiter.tally().failed == 0,
+        "the handler queues work on its queue",
+    )?;
+    let chain = chained.wait_for(stopped, PATIENCE_MS).done;
+    expect(chain == stopped, "each run's queued work ran")?;
 
     // Dropped with its timer pending: the timer must never fire into freed memory.
-    let d = probe(&wq, 0, 0)?;
+    let d = probe(&wq, 0, 0, None)?;
     d.queue(msecs_to_jiffies(1_000));
     drop(d);
     drop(r);
     drop(wq);
     CString::try_from_fmt(kernel::fmt!(
-        "delayed ok fire_ms={} cancel=ok modify=ok periodic={}",
+        "delayed ok fire_ms={} cancel=ok modify=ok periodic={} chained={}",
         fire_ms,
-        stopped
+        stopped,
+        chain
     ))
 }

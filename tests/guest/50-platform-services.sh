@@ -36,7 +36,7 @@ check_fails "an unknown message fails" msg bogus
 check "wq: order, flush, re-queue, drain on destroy" msg wq
 check_match "wq result" '^wq ok ordered=64 misordered=0 requeued=8 drained=64$' "$(result)"
 check "delayed: fire, cancel, modify, periodic, drop while pending" msg delayed
-check_match "delayed result" '^delayed ok fire_ms=[0-9]+ cancel=ok modify=ok periodic=[0-9]+$' "$(result)"
+check_match "delayed result" '^delayed ok fire_ms=[0-9]+ cancel=ok modify=ok periodic=[0-9]+ chained=[0-9]+$' "$(result)"
 # The last check dropped a handle whose timer was due 1 s later: wait past
 # that, so a timer firing into freed memory would show in the log.
 sleep 2
