@@ -10,7 +10,10 @@
 //!
 //! - `wq`, `delayed`: workqueues and delayed work.
 //! - `kcopyd copy SRC DST [DST2] COUNT`, `kcopyd zero DST COUNT`,
-//!   `kcopyd drop JOBS SRC DST`: copy `<dev>` to `<dev2>`, zero `<dev2>`.
+//!   `kcopyd drop JOBS SRC DST`: copy `<dev>` to `<dev2>`, zero `<dev2>`;
+//!   `kcopyd detach SRC DST COUNT` leaves a copy in flight, which a device
+//!   whose `<dev>` is this one's `<dev2>` takes over with `kcopyd adopt` and
+//!   waits for with `kcopyd collect`.
 //! - `dmio write|fua|read|awrite|aread SECTOR COUNT BYTE`, `dmio flush`: on
 //!   `<dev2>`; reads check that every byte is BYTE.
 //! - `rwsem`: the read-write semaphore and mutex from work items.
@@ -57,6 +60,9 @@ pub(crate) struct SelfTest {
     /// What this device published with `registry publish`.
     #[pin]
     publication: Mutex<Option<registry::Publication>>,
+    /// Its share in a copy it detached or adopted.
+    #[pin]
+    handover: Mutex<Option<kcopyd::Handover>>,
 }
 
 impl SelfTest {
@@ -94,8 +100,30 @@ impl SelfTest {
             (b"drop", &[jobs, src, dst]) => {
                 kcopyd::drop_waits(&self.dev, self.dev2(), jobs, src, dst)
             }
+            (b"detach", &[src, dst, count]) => {
+                self.hand_over(|| kcopyd::detach(&self.dev, self.dev2(), src, dst, count))
+            }
+            (b"adopt", &[]) => self.hand_over(|| kcopyd::adopt(&self.dev)),
+            (b"collect", &[]) => {
+                let share = self.handover.lock().take().ok_or(ENOENT)?;
+                kcopyd::collect(share)
+            }
             _ => Err(EINVAL),
         }
+    }
+
+    /// Keeps the share `get` returns; one at a time.
+    fn hand_over(
+        &self,
+        get: impl FnOnce() -> Result<(kcopyd::Handover, CString)>,
+    ) -> Result<CString> {
+        let mut slot = self.handover.lock();
+        if slot.is_some() {
+            return Err(EBUSY);
+        }
+        let (share, text) = get()?;
+        *slot = Some(share);
+        Ok(text)
     }
 
     fn dmio(&self, args: &mut ArgSet<'_>) -> Result<CString> {
@@ -165,6 +193,7 @@ impl Target for SelfTest {
                 dev2,
                 last <- new_mutex!(None),
                 publication <- new_mutex!(None),
+                handover <- new_mutex!(None),
             }),
             GFP_KERNEL,
         )
