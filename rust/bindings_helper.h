@@ -13,6 +13,7 @@
 #include <linux/dm-io.h>
 #include <linux/dm-kcopyd.h>
 #include "helpers/bio.h"
+#include "helpers/irq_spinlock.h"
 #include "helpers/mm.h"
 #include "helpers/params.h"
 #include "helpers/table.h"

@@ -20,11 +20,14 @@ use core::marker::PhantomData;
 /// `saved` is what `memalloc_noio_save` returned on this task; scopes nest
 /// and are restored in reverse order, which holding the guard on the stack
 /// (it is neither `Send` nor `Sync`) guarantees.
+// Used by the engine's self-test target, which is next to land.
+#[allow(dead_code)]
 pub(crate) struct NoIo {
     saved: u32,
     _not_send: PhantomData<*mut ()>,
 }
 
+#[allow(dead_code)]
 impl NoIo {
     /// Enters the scope.
     pub(crate) fn enter() -> Self {

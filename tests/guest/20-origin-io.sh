@@ -5,7 +5,7 @@
 # under I/O; table and status lines match upstream's C target exactly.
 . "$(dirname "$0")/lib.sh"
 dm_reset
-modprobe dm_rs prefix=rs-
+modprobe dm_rs prefix=rs- targets=snapshot
 modprobe dm_snapshot
 size=$(sectors $DISK1)
 work=$(mktemp -d)

@@ -4,7 +4,7 @@
 # leave the module usable.
 . "$(dirname "$0")/lib.sh"
 dm_reset
-modprobe dm_rs
+modprobe dm_rs targets=snapshot
 size=$(sectors $DISK1)
 
 bad() { # DESC TABLE EXPECTED_LOG
