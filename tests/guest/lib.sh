@@ -146,3 +146,11 @@ unload_modules() {
 	done
 	return $rc
 }
+
+# attempt DESC CMD...: like check, and returns CMD's status, so a test can
+# leave out the steps that depend on it (the failure is already counted).
+attempt() {
+	local failed=$_tap_failed
+	check "$@"
+	((_tap_failed == failed))
+}
