@@ -15,6 +15,7 @@
 #include "helpers/bio.h"
 #include "helpers/completion.h"
 #include "helpers/dm_io.h"
+#include "helpers/irq_spinlock.h"
 #include "helpers/mm.h"
 #include "helpers/params.h"
 #include "helpers/registry.h"

@@ -19,7 +19,7 @@
 //!   keeps dm-rs loaded.
 //! - Submitting may sleep (kcopyd allocates with `GFP_NOIO` from a mempool) and
 //!   allocates the job with `GFP_KERNEL`: call it from a worker, under a
-//!   [`NoIo`](super::noio::NoIo) scope when on the I/O path.
+//!   [`noio_scope`](super::noio::noio_scope) when on the I/O path.
 //!
 //! C header: [`include/linux/dm-kcopyd.h`](srctree/include/linux/dm-kcopyd.h)
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # core
 # rust/'s platform services run in the kernel through the test-only
-# dmrs-selftest target (registered only with selftest=1): workqueues and
+# dmrs-services target (registered only with selftest=1): workqueues and
 # delayed work, kcopyd copy/zero (bytes checked on the disks), dm-io
 # synchronous and background reads/writes and a flush (bytes and the disk's
 # flush counter checked), the rw_semaphore and mutex from work items, and the
@@ -18,15 +18,15 @@ read_sectors() {
 }
 
 modprobe dm_rs
-check "a default load does not register dmrs-selftest" \
-	bash -c '! dmsetup targets | grep -q "^dmrs-selftest"'
-check_fails "a default load refuses a dmrs-selftest table" \
-	dmsetup create st-none --table "0 8 dmrs-selftest $DISK1"
+check "a default load does not register dmrs-services" \
+	bash -c '! dmsetup targets | grep -q "^dmrs-services"'
+check_fails "a default load refuses a dmrs-services table" \
+	dmsetup create st-none --table "0 8 dmrs-services $DISK1"
 rmmod dm_rs
 
 require "load with selftest=1" modprobe dm_rs selftest=1
-check_match "dmrs-selftest registered" '(^|'$'\n'')dmrs-selftest +v1\.0\.0' "$(dmsetup targets)"
-require "create the self-test device" dmsetup create st --table "0 $size dmrs-selftest $DISK1 $DISK2"
+check_match "dmrs-services registered" '(^|'$'\n'')dmrs-services +v1\.0\.0' "$(dmsetup targets)"
+require "create the self-test device" dmsetup create st --table "0 $size dmrs-services $DISK1 $DISK2"
 check_eq "dm_rs serves it (one table reference)" 1 "$(module_refcnt dm_rs)"
 msg() { dmsetup message st 0 "$@"; }
 result() { dmsetup status st | cut -d' ' -f4-; }
@@ -89,13 +89,12 @@ pattern 77 512512 "$work/p77"
 check "it wrote 0x4d over 1001 sectors" cmp "$work/aw" "$work/p77"
 check "dm-io background read in 4 pieces" msg dmio aread 28672 1001 77
 check_fails "a background read expecting other bytes fails" msg dmio aread 28672 1001 78
-check_match "all 4 pieces were submitted before the first wait" 'selftest dmio awrite: 4 pieces submitted before the first wait' "$(dmesg_since_start)"
+check_match "all 4 pieces were submitted before the first wait" 'services dmio awrite: 4 pieces submitted before the first wait' "$(dmesg_since_start)"
 disk2=$(basename $DISK2)
-flushes() { awk '{print $16}' "/sys/block/$disk2/stat"; }
 check_eq "$disk2 has a volatile write cache (flushes reach it)" "write back" "$(cat /sys/block/$disk2/queue/write_cache)"
-before=$(flushes)
+before=$(flush_count $DISK2)
 check "dm-io flush" msg dmio flush
-after=$(flushes)
+after=$(flush_count $DISK2)
 check "the flush reached $disk2 ($before -> $after)" test "$after" -gt "$before"
 
 # Locks from work items.
@@ -103,7 +102,7 @@ check "rwsem: 4 writers and 4 readers as work items" msg rwsem
 check_match "rwsem result" '^rwsem ok writes=8000 rounds=16000 torn=0$' "$(result)"
 
 # Registry: a second device on the same disk finds what the first published.
-require "create a second self-test device on $DISK1" dmsetup create st2 --table "0 $size dmrs-selftest $DISK1"
+require "create a second self-test device on $DISK1" dmsetup create st2 --table "0 $size dmrs-services $DISK1"
 msg2() { dmsetup message st2 0 "$@"; }
 result2() { dmsetup status st2 | cut -d' ' -f4-; }
 check "registry insert/join/drop rules" msg registry rules
@@ -128,8 +127,8 @@ check "remove the second device" dmsetup remove st2
 # table that started it (st3) is removed; st4 then waits for it.
 require "load dm-delay" modprobe dm_delay
 require "create a slow device over $DISK1" dmsetup create slow --table "0 $size delay $DISK1 0 5000"
-require "create st3 copying from it" dmsetup create st3 --table "0 $size dmrs-selftest /dev/mapper/slow $DISK2"
-require "create st4 on $DISK2" dmsetup create st4 --table "0 $size dmrs-selftest $DISK2"
+require "create st3 copying from it" dmsetup create st3 --table "0 $size dmrs-services /dev/mapper/slow $DISK2"
+require "create st4 on $DISK2" dmsetup create st4 --table "0 $size dmrs-services $DISK2"
 check "st3 starts a copy and leaves it in flight" dmsetup message st3 0 kcopyd detach 2048 32768 2048
 check "st4 takes it over" dmsetup message st4 0 kcopyd adopt
 check "st3 is removed while its copy runs" dmsetup remove st3
@@ -139,8 +138,9 @@ read_sectors $DISK2 32768 2048 "$work/late"
 check "the copy finished with the right bytes" cmp "$work/src" "$work/late"
 check "the slow device closes once the copy is done" dmsetup remove slow
 check "remove st4" dmsetup remove st4
+unload_modules dm_delay
 
-check_match "results are logged" 'dm_rs: selftest: rwsem ok' "$(dmesg_since_start)"
+check_match "results are logged" 'dm_rs: services: rwsem ok' "$(dmesg_since_start)"
 # Queues, clients and registry entries hold module references: none leaked.
 check_eq "no reference left on dm_rs" 0 "$(module_refcnt dm_rs)"
 check "dm_rs unloads" rmmod dm_rs

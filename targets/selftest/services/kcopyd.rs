@@ -7,6 +7,7 @@
 
 use super::waiter::{Tally, Waiter};
 use crate::dm::kcopyd::KcopydClient;
+use crate::dm::noio::noio_scope;
 use crate::dm::region::Region;
 use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::DmDev;
@@ -21,7 +22,7 @@ const DROP_JOB: u64 = 8;
 fn finished(what: &str, t: Tally, jobs: u64) -> Result<CString> {
     if t.done != jobs || t.failed != 0 {
         pr_err!(
-            "selftest kcopyd {}: {} of {} jobs done, {} failed\n",
+            "services kcopyd {}: {} of {} jobs done, {} failed\n",
             what,
             t.done,
             jobs,
@@ -46,9 +47,8 @@ pub(super) fn copy(a: &DmDev, b: &DmDev, src: u64, dsts: &[u64], count: u64) -> 
         to.push(Region::new(b.clone(), d, count)?, GFP_KERNEL)?;
     }
     let w = Waiter::new()?;
-    client
-        .copy(&from, to.as_slice(), submitted(&w))
-        .map_err(|(e, _)| e)?;
+    // As a pool's worker submits: allocations must not recurse into I/O.
+    noio_scope(|| client.copy(&from, to.as_slice(), submitted(&w))).map_err(|(e, _)| e)?;
     finished("copy", w.wait_for(1, PATIENCE_MS), 1)
 }
 

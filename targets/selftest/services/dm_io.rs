@@ -29,7 +29,7 @@ fn mismatches(buf: &IoBuffer, byte: u8) -> usize {
 
 fn verdict(what: &str, sectors: u64, bad: usize) -> Result<CString> {
     if bad != 0 {
-        pr_err!("selftest dmio {}: {} bytes differ\n", what, bad);
+        pr_err!("services dmio {}: {} bytes differ\n", what, bad);
         return Err(EIO);
     }
     CString::try_from_fmt(kernel::fmt!("dmio {} ok sectors={}", what, sectors))
@@ -96,7 +96,7 @@ pub(super) fn background(
     }
     let what = if op == IoOp::Read { "aread" } else { "awrite" };
     pr_info!(
-        "selftest dmio {}: {} pieces submitted before the first wait\n",
+        "services dmio {}: {} pieces submitted before the first wait\n",
         what,
         pieces
     );
