@@ -478,8 +478,8 @@ pub fn with_runs(values_le: &[u8], mut f: impl FnMut(u64, u64) -> Result<()>) ->
 /// A read never waits for I/O and never allocates: a block that is not
 /// cached, or is write-locked, is `WouldBlock`, and the block is queued for
 /// [`TransactionManager::issue_prefetches`]. `WouldBlock` and `NoMem` mean
-/// "defer the bio to the worker". Callers on an I/O path also run inside a
-/// `NoIo` scope (`rust/dm/noio.rs`), so that anything that does allocate
+/// "defer the bio to the worker". Callers on an I/O path also run inside
+/// `noio_scope` (`rust/dm/noio.rs`), so that anything that does allocate
 /// cannot recurse into I/O on the device being served. The btree queries
 /// ([`crate::persistent_data::btree::lookup`], `lookup_next`,
 /// `find_lowest_key`/`find_highest_key`) allocate nothing; cursors and

@@ -135,12 +135,15 @@ unsafe extern "C" fn reset_aux(b: *mut bindings::dm_buffer) {
 ///
 /// # Invariants
 ///
-/// `c` is a live client from `dm_bufio_client_create` with `Aux` aux data
-/// and [`reset_aux`] as allocation callback, destroyed only on drop, and
-/// `block_size` is its block size in bytes.
+/// `c` is a live client from `dm_bufio_client_create` over `dev`'s block
+/// device, with `Aux` aux data and [`reset_aux`] as allocation callback,
+/// destroyed only on drop, and `block_size` is its block size in bytes.
 pub(crate) struct BufioClient {
     c: NonNull<bindings::dm_bufio_client>,
     block_size: usize,
+    /// Keeps the block device open until the client (which writes dirty
+    /// buffers back when destroyed) is gone: fields drop after `drop`.
+    _dev: DmDev,
 }
 
 // SAFETY: a dm-bufio client may be used and destroyed from any thread; it
@@ -163,11 +166,16 @@ fn decode_ptr<T>(ptr: *mut T) -> Result<NonNull<T>> {
 }
 
 impl BufioClient {
-    /// Creates a client with `block_size`-byte blocks over `dev`; `dev` must
-    /// outlive the client (the target owning both drops the client first).
+    /// Creates a client with `block_size`-byte blocks over `dev`. The client
+    /// holds its own reference on the device, so it may outlive `dev` (and
+    /// the table).
+    // Used by the engine's self-test target, which is next to land.
+    #[allow(dead_code)]
     pub(crate) fn new(dev: &DmDev, block_size: u32) -> Result<Self> {
-        // SAFETY: `dev` holds the block device open; the aux size and
-        // callback are the ones `Aux` and `reset_aux` require.
+        let dev = dev.clone();
+        // SAFETY: `dev` holds the block device open for as long as the
+        // client lives (it is kept in the client); the aux size and callback
+        // are the ones `Aux` and `reset_aux` require.
         let c = unsafe {
             bindings::dm_bufio_client_create(
                 dev.bdev(),
@@ -180,11 +188,12 @@ impl BufioClient {
             )
         };
         let c = decode_ptr(c)?;
-        // INVARIANT: a live client with that block size, aux data and
-        // callback.
+        // INVARIANT: a live client over `dev` with that block size, aux data
+        // and callback.
         Ok(Self {
             c,
             block_size: block_size as usize,
+            _dev: dev,
         })
     }
 
@@ -272,11 +281,6 @@ impl BufioClient {
         Ok(())
     }
 
-    /// Like [`Self::write_block`], with no validator recorded.
-    pub(crate) fn write(&mut self, b: u64, data: &[u8]) -> Result {
-        self.write_block(b, data, None)
-    }
-
     /// Writes every dirty block, waits for them, then flushes the device's
     /// cache (dm-bufio issues the flush itself).
     pub(crate) fn flush(&mut self) -> Result {
@@ -292,7 +296,8 @@ impl BufioClient {
 impl Drop for BufioClient {
     fn drop(&mut self) {
         // SAFETY: `c` is live and destroyed exactly once, here (type
-        // invariant); no buffer is held, as held buffers borrow the client.
+        // invariant); no buffer is held, as held buffers borrow the client;
+        // `dev` still holds the device open.
         unsafe { bindings::dm_bufio_client_destroy(self.c.as_ptr()) };
     }
 }

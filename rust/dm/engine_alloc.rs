@@ -19,7 +19,7 @@ use kernel::alloc::{flags::GFP_KERNEL, Flags, KBox, KVVec};
 
 /// Flags for every engine allocation. The 6.12 kernel crate has no
 /// `GFP_NOIO`: callers on an I/O path run the engine inside a
-/// `memalloc_noio` scope instead (`noio.rs`), which makes these
+/// `memalloc_noio` scope instead (`noio.rs`: `noio_scope`), which makes these
 /// allocations NOIO.
 const GFP: Flags = GFP_KERNEL;
 
@@ -148,18 +148,6 @@ impl<T: Clone> PVec<T> {
         self.0
             .extend_with(n - len, v, GFP)
             .map_err(|_| Error::NoMem)
-    }
-
-    /// Appends clones of `s`.
-    pub fn try_extend_from_slice(&mut self, s: &[T]) -> Result<()> {
-        self.0.extend_from_slice(s, GFP).map_err(|_| Error::NoMem)
-    }
-
-    /// A copy of the vector.
-    pub fn try_clone(&self) -> Result<Self> {
-        let mut v = Self::try_with_capacity(self.len())?;
-        v.try_extend_from_slice(self)?;
-        Ok(v)
     }
 }
 
