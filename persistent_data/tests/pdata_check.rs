@@ -215,6 +215,35 @@ fn keys_out_of_order_are_reported() {
     );
 }
 
+#[test]
+fn under_full_btree_node_is_reported() {
+    let img = victim();
+    let root = sb_u64(&img, off::MAPPING_ROOT);
+    let d = block(&img, first_leaf(&img, root));
+    let dev = le64_at(&d, 32);
+    let dev_root = le64_at(&d, 32 + 8 * 252);
+    // A device tree deep enough to have non-root leaves.
+    assert_eq!(le64_at(&block(&img, dev_root), 4) as u32 & 2, 0);
+    let leaf = first_leaf(&img, dev_root);
+    let mut d = block(&img, leaf);
+    let (nr, max) = (le64_at(&d, 16) as u32, (le64_at(&d, 16) >> 32) as u32);
+    assert!(nr >= max / 3, "{nr} of {max}");
+    // Two entries left of 252: a third would be 84.
+    put_le32(&mut d, 16, 2);
+    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    let mut bad = img.clone();
+    put_block(&mut bad, leaf, &d);
+    let (code, out) = check_bytes("underfull.img", &bad);
+    assert_eq!(code, 1, "{out}");
+    let want = format!(
+        "error: device {dev} mappings: btree node {leaf}: 2 entries, under a third of its {max} (only a root may be)"
+    );
+    assert!(out.contains(&want), "want {want:?} in:\n{out}");
+    assert_ne!(upstream("thin_check", &bad), 0, "thin_check accepts it");
+    // The untouched image has no such complaint.
+    assert_eq!(check_bytes("full.img", &img).0, 0);
+}
+
 /// Sets metadata block `b`'s count in its bitmap (re-stamped); returns the
 /// old count.
 fn set_meta_count(img: &mut [u8], b: u64, count: u32) -> u32 {

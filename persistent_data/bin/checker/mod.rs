@@ -6,7 +6,8 @@
 //!
 //! A check walks every structure reachable from the superblock, verifying
 //! each block's location and checksum and each btree node's shape (value
-//! size, key order, keys inside the parent's range), recounts the
+//! size, key order, keys inside the parent's range, every node but a root
+//! at least a third full), recounts the
 //! references every metadata and data block should have, and compares the
 //! recount with the space maps block by block. It never stops at the first
 //! problem: a damaged subtree is reported once and skipped, and the rest is
@@ -299,6 +300,14 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
                 "{what}: btree node {b}: internal node with no entries"
             ));
             return None;
+        }
+        // Upstream's remove rebalances so that every node but a root
+        // keeps at least a third of its capacity (thin_check enforces it).
+        if depth > 0 && h.nr_entries < h.max_entries / 3 {
+            self.report.error(format!(
+                "{what}: btree node {b}: {} entries, under a third of its {} (only a root may be)",
+                h.nr_entries, h.max_entries
+            ));
         }
         let mut keys = Vec::with_capacity(n);
         for i in 0..n {
