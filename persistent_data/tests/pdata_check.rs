@@ -18,74 +18,16 @@ use persistent_data::space_map::common::{
 };
 use persistent_data::space_map::SpaceMap;
 use persistent_data::transaction_manager::TransactionManager;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 #[path = "common/testdata.rs"]
 mod testdata;
 
-/// Writes `bytes` to a fresh file; tests run in parallel, so every call gets
-/// its own name.
-fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("pdata-check-{}-{n}-{name}", std::process::id()));
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
+#[path = "common/tools.rs"]
+mod tools;
 
-/// Runs `pdata-check` on `path`; returns the exit code and stdout.
-fn run(path: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pdata-check"))
-        .args(args)
-        .arg(path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-    )
-}
-
-fn check_bytes(name: &str, image: &[u8]) -> (i32, String) {
-    let p = tmp(name, image);
-    let r = run(&p, &[]);
-    std::fs::remove_file(&p).ok();
-    r
-}
-
-/// An upstream thin-provisioning-tools program. `scripts/setup` installs
-/// them, so a missing one fails the test rather than skipping the check.
-fn upstream_tool(tool: &str) -> PathBuf {
-    ["/usr/sbin/", "/sbin/", "/usr/bin/"]
-        .iter()
-        .map(|d| PathBuf::from(d).join(tool))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("{tool} not installed (scripts/setup installs thin-provisioning-tools)")
-        })
-}
-
-/// Runs an upstream checker (`thin_check`, `cache_check`) on `image`; its
-/// exit code (-1 if a signal killed it).
-fn upstream(tool: &str, image: &[u8]) -> i32 {
-    let bin = upstream_tool(tool);
-    let p = tmp(&format!("{tool}.img"), image);
-    let st = Command::new(bin)
-        .arg(&p)
-        .output()
-        .expect("run upstream checker");
-    std::fs::remove_file(&p).ok();
-    if st.status.code() != Some(0) {
-        eprintln!(
-            "{tool}: {}{}",
-            String::from_utf8_lossy(&st.stdout),
-            String::from_utf8_lossy(&st.stderr)
-        );
-    }
-    st.status.code().unwrap_or(-1)
-}
+use tools::{check_bytes, run, tmp, upstream, upstream_tool};
 
 fn block(img: &[u8], b: u64) -> Block {
     let o = b as usize * BLOCK_SIZE;
