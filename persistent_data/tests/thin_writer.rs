@@ -11,21 +11,15 @@ mod thin_dump;
 #[path = "common/tools.rs"]
 mod tools;
 
-use common::{check, format, open, reopen, Mappings, Pool};
+use common::{check, format, reopen, Mappings, Pool};
 use persistent_data::btree;
 use persistent_data::btree::node::{self, BTREE_NODE_VALIDATOR};
 use persistent_data::checker::thin::ThinSuperblock;
+use persistent_data::checker::thin_history::{Change, History, Shape};
 use persistent_data::io::mem::MemIo;
 use persistent_data::Error;
 use thin_dump::{num, parse_dump, XmlDump};
 use tools::{check_bytes, upstream};
-
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
 
 /// The devices and data blocks of a dump, as a model.
 fn dumped(d: &XmlDump) -> Mappings {
@@ -154,105 +148,134 @@ fn depth(p: &Pool, dev: u64) -> usize {
 #[test]
 fn long_history_is_accepted_by_thin_check() {
     let (io, mut p) = format(8192, 600_000);
-    let mut live = Mappings::new();
-    let mut held: Option<Mappings> = None;
-    let mut s = 0x5eed_u64;
-    let vblocks = 300_000u64;
+    let shape = Shape {
+        devices: 5,
+        vblocks: 300_000,
+        max_run: 1000,
+        unmaps: 50,
+        max_range: 8_000,
+        max_ops: 4,
+    };
+    let mut h = History::new(shape, 0x5eed);
     // Device 0, filled in random order, is deep and stays.
-    p.create_thin(0).unwrap();
-    let m = live.entry(0).or_default();
-    for _ in 0..120_000 {
-        let vb = xorshift(&mut s) % vblocks;
-        m.insert(vb, p.map(0, vb).unwrap());
-    }
+    h.fill(&mut p, 0, 80_000).unwrap();
     p.commit().unwrap();
     assert!(
         depth(&p, 0) >= 3,
         "device 0 is {} levels deep",
         depth(&p, 0)
     );
-    // How often each kind of change took effect.
-    let mut done = [0u32; 7];
-    for commit in 1..=300u32 {
-        for _ in 0..xorshift(&mut s) % 6 + 1 {
-            let dev = xorshift(&mut s) % 5;
-            let vb = xorshift(&mut s) % vblocks;
-            match xorshift(&mut s) % 100 {
-                0..=44 => {
-                    let m = live.entry(dev).or_insert_with(|| {
-                        p.create_thin(dev).unwrap();
-                        Default::default()
-                    });
-                    let n = xorshift(&mut s) % 3000 + 1;
-                    for x in vb..(vb + n).min(vblocks) {
-                        m.insert(x, p.map(dev, x).unwrap());
-                    }
-                    done[0] += 1;
-                }
-                45..=64 => {
-                    let Some(m) = live.get_mut(&dev) else {
-                        continue;
-                    };
-                    for _ in 0..300 {
-                        let x = xorshift(&mut s) % vblocks;
-                        match p.remove(dev, x) {
-                            Ok(()) => {
-                                assert!(m.remove(&x).is_some());
-                                done[1] += 1;
-                            }
-                            Err(Error::NoData) => assert!(!m.contains_key(&x)),
-                            Err(e) => panic!("remove: {e}"),
-                        }
-                    }
-                }
-                65..=79 => {
-                    let Some(m) = live.get_mut(&dev) else {
-                        continue;
-                    };
-                    let n = xorshift(&mut s) % 30_000;
-                    let gone = p.remove_range(dev, vb, vb + n).unwrap();
-                    let before = m.len();
-                    m.retain(|&x, _| !(vb..vb + n).contains(&x));
-                    assert_eq!(gone, (before - m.len()) as u64);
-                    done[2] += u32::from(gone > 0);
-                }
-                80..=89 => {
-                    let origin = xorshift(&mut s) % 5;
-                    if live.contains_key(&origin) && !live.contains_key(&dev) {
-                        p.create_snap(dev, origin).unwrap();
-                        live.insert(dev, live[&origin].clone());
-                        done[3] += 1;
-                    }
-                }
-                90..=94 => {
-                    if dev != 0 && live.remove(&dev).is_some() {
-                        p.delete(dev).unwrap();
-                        done[4] += 1;
-                    }
-                }
-                _ => {
-                    if held.take().is_some() {
-                        p.release_metadata_snap().unwrap();
-                        done[5] += 1;
-                    } else {
-                        p.reserve_metadata_snap().unwrap();
-                        held = Some(live.clone());
-                        done[6] += 1;
-                    }
-                }
-            }
-        }
+    for commit in 1..=150u32 {
+        h.step(&mut p).unwrap();
         p.commit().unwrap();
         check(&io, &p).unwrap_or_else(|e| panic!("commit {commit}: {e}"));
-        if commit % 100 == 0 {
+        if commit % 50 == 0 {
             p = reopen(&io, p);
-            assert!(p.mappings().unwrap() == live, "commit {commit}");
-            upstream_agrees(&io, &mut p, &live, held.as_ref());
+            assert!(p.mappings().unwrap() == h.live, "commit {commit}");
+            upstream_agrees(&io, &mut p, &h.live, h.held.as_ref());
         }
     }
-    // Maps, removals, range removals, snapshots, deletes, releases and
-    // reserves all happened, many times.
-    assert!(done.iter().all(|&n| n >= 5), "{done:?}");
-    let p = open(&io).unwrap();
-    assert!(p.mappings().unwrap() == live);
+    // Every kind of change took effect, many times.
+    for kind in Change::ALL {
+        assert!(h.done(kind) >= 5, "{kind:?}: {}", h.done(kind));
+    }
+}
+
+/// `pdata-thin-write`, the tool guest test 41 runs: what it lists is what
+/// is in the metadata it wrote (as `thin_dump` reads it), and `verify`
+/// accepts a device holding those mappings' data and nothing else.
+#[test]
+fn pdata_thin_write_lists_what_it_wrote() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let (meta, data, maps, thin) = (
+        dir.join("ptw-meta"),
+        dir.join("ptw-data"),
+        dir.join("ptw-maps"),
+        dir.join("ptw-thin"),
+    );
+    let nr_data = 4096u64;
+    std::fs::File::create(&meta)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    std::fs::File::create(&data)
+        .unwrap()
+        .set_len(nr_data << 16)
+        .unwrap();
+    let tool = |args: &[&std::path::Path]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pdata-thin-write"));
+        for a in args {
+            c.arg(a);
+        }
+        c.output().unwrap()
+    };
+    let p = std::path::Path::new;
+    let out = tool(&[p("metadata"), &meta, p(&nr_data.to_string()), p("7")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    std::fs::write(&maps, &text).unwrap();
+    let mut listed = Mappings::new();
+    let mut vblocks = 0;
+    let mut status = "";
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["status", ..] => status = line,
+            ["device", d, n] => {
+                listed.insert(d.parse().unwrap(), Default::default());
+                vblocks = n.parse().unwrap();
+            }
+            ["map", d, vb, b] => {
+                let m = listed.get_mut(&d.parse().unwrap()).unwrap();
+                m.insert(vb.parse().unwrap(), b.parse().unwrap());
+            }
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    let img = std::fs::read(&meta).unwrap();
+    let sb = ThinSuperblock::parse(&img[..4096].try_into().unwrap());
+    assert_ne!(sb.held_root, 0);
+    assert!(status.starts_with("status 41 "), "{status}");
+    assert!(status.ends_with(&format!(" {}", sb.held_root)), "{status}");
+    assert!(listed.len() >= 3);
+    assert_eq!(upstream("thin_check", &img), 0);
+    assert_eq!(check_bytes("ptw.img", &img), (0, String::new()));
+    let dump = parse_dump(&tools::thin_dump(&img, &[]).unwrap());
+    assert!(dumped(&dump) == listed, "thin_dump reads other mappings");
+    assert!(tools::thin_dump(&img, &["-m"]).is_some());
+
+    // A "thin device" made of the data blocks the list names.
+    let out = tool(&[p("fill"), &data, &maps]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data_img = std::fs::read(&data).unwrap();
+    let (&dev, m) = listed.iter().max_by_key(|(_, m)| m.len()).unwrap();
+    let mut dev_img = vec![0u8; vblocks << 16];
+    for (&vb, &b) in m {
+        let (vb, b) = (vb as usize, b as usize);
+        dev_img[vb << 16..(vb + 1) << 16].copy_from_slice(&data_img[b << 16..(b + 1) << 16]);
+    }
+    std::fs::write(&thin, &dev_img).unwrap();
+    let verify = |dev: u64| tool(&[p("verify"), &thin, p(&dev.to_string()), &maps]);
+    assert!(verify(dev).status.success());
+    // Another device's mappings, or one block moved, do not verify.
+    let other = *listed.keys().find(|&&d| listed[&d] != *m).unwrap();
+    assert_eq!(verify(other).status.code(), Some(1));
+    let (&vb, _) = m.iter().next().unwrap();
+    let vb = vb as usize;
+    dev_img.copy_within(vb << 16..(vb + 1) << 16, ((vb + 1) % vblocks) << 16);
+    std::fs::write(&thin, &dev_img).unwrap();
+    let out = verify(dev);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrong"));
+    for f in [meta, data, maps, thin] {
+        std::fs::remove_file(f).ok();
+    }
 }

@@ -43,6 +43,7 @@ use crate::space_map::SmRoot;
 
 pub mod cache;
 pub mod thin;
+pub mod thin_history;
 pub mod thin_writer;
 
 /// How bad a problem is.

@@ -553,12 +553,6 @@ impl<IO: BlockIo> ThinPool<IO> {
         };
         mappings_of(&self.tm, mapping)
     }
-
-    /// Ends the pool, keeping the transaction manager (whose block manager
-    /// writes back what is still cached when dropped).
-    pub fn into_tm(self) -> TransactionManager<IO> {
-        self.tm
-    }
 }
 
 /// Every mapping under the two-level mapping tree at `root`.
