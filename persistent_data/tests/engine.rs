@@ -247,7 +247,7 @@ fn metadata_extend_across_bitmap_boundaries_then_reopen() {
     p.create_thin(0).unwrap();
     let mut model = Mappings::new();
     let m = model.entry(0).or_default();
-    for vb in 0..60_000u64 {
+    for vb in 0..30_000u64 {
         m.insert(vb, p.map(0, vb).unwrap());
     }
     p.commit().unwrap();
@@ -298,27 +298,27 @@ fn metadata_extend_across_bitmap_boundaries_then_reopen() {
     p.create_snap(1, 0).unwrap();
     let mut m = model[&0].clone();
     let mut s = 99u64;
-    for vb in (0..60_000u64).step_by(120) {
+    for vb in (0..30_000u64).step_by(120) {
         let vb = vb + xorshift(&mut s) % 120;
         m.insert(vb, p.map(1, vb).unwrap());
     }
     model.insert(1, m);
     p.create_thin(2).unwrap();
     let m = model.entry(2).or_default();
-    for vb in 0..20_000u64 {
+    for vb in 0..10_000u64 {
         m.insert(vb * 5, p.map(2, vb * 5).unwrap());
     }
     p.commit().unwrap();
     let r = check(&io, &p).unwrap();
     let used = r.meta_in_use();
     let past = used.iter().filter(|&&b| b >= BITMAP_1).count();
-    assert!(past > 300, "{past} blocks in use past the boundary");
+    assert!(past > 100, "{past} blocks in use past the boundary");
     assert!(used.iter().all(|&b| b < BITMAP_2));
     let mut p = reopen(&io, p);
     assert_eq!(p.mappings().unwrap(), model);
     check(&io, &p).unwrap();
     // And the reopened pool keeps working across the boundary.
-    for vb in 0..5000u64 {
+    for vb in 0..2500u64 {
         p.remove(2, vb * 5).unwrap();
         model.get_mut(&2).unwrap().remove(&(vb * 5));
     }
@@ -335,13 +335,13 @@ fn metadata_threshold_fires_once_per_crossing() {
     let (io, mut p) = format(2048, 100_000);
     p.create_thin(1).unwrap();
     p.commit().unwrap();
-    let threshold = p.tm.sm_nr_free() - 100;
+    let threshold = p.tm.sm_nr_free() - 20;
     p.tm.sm_register_threshold(threshold);
     // Free space falls one allocation at a time: the event comes with
     // the map that takes it to the threshold, then never again.
     let mut fired = Vec::new();
     let mut vb = 0u64;
-    while p.tm.sm_nr_free() + 200 > threshold {
+    while p.tm.sm_nr_free() + 40 > threshold {
         let before = p.tm.sm_nr_free();
         p.map(1, vb).unwrap();
         vb += 1;
@@ -357,14 +357,14 @@ fn metadata_threshold_fires_once_per_crossing() {
     p.delete(1).unwrap();
     p.commit().unwrap();
     p.commit().unwrap();
-    assert!(p.tm.sm_nr_free() > threshold + 100);
+    assert!(p.tm.sm_nr_free() > threshold + 20);
     assert!(!p.tm.sm_take_threshold_event());
     check(&io, &p).unwrap();
     // Crossing again fires again, once.
     p.create_thin(2).unwrap();
     let mut n = 0;
     for vb in 0..100_000u64 {
-        if p.tm.sm_nr_free() + 200 < threshold {
+        if p.tm.sm_nr_free() + 40 < threshold {
             break;
         }
         p.map(2, vb).unwrap();

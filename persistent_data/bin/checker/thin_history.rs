@@ -151,7 +151,7 @@ impl History {
     ) -> Result<()> {
         let vblocks = self.shape.vblocks;
         match kind {
-            0..=44 => {
+            0..=39 => {
                 let n = self.next(self.shape.max_run) + 1;
                 let end = (vb + n).min(vblocks);
                 // Never run out of data space: there is no way back from
@@ -178,7 +178,7 @@ impl History {
                 }
                 self.count(Change::MapRun);
             }
-            45..=64 => {
+            40..=59 => {
                 if !self.live.contains_key(&dev) {
                     return Ok(());
                 }
@@ -193,7 +193,7 @@ impl History {
                     }
                 }
             }
-            65..=79 => {
+            60..=74 => {
                 let n = self.next(self.shape.max_range);
                 let Some(m) = self.live.get_mut(&dev) else {
                     return Ok(());
@@ -208,7 +208,7 @@ impl History {
                     self.count(Change::UnmapRange);
                 }
             }
-            80..=89 => {
+            75..=84 => {
                 // Onto the first free id from `dev` on, if any.
                 let n = self.shape.devices;
                 let Some(dev) = (dev..dev + n)
@@ -225,7 +225,7 @@ impl History {
                     self.count(Change::Snapshot);
                 }
             }
-            90..=94 => {
+            85..=93 => {
                 if dev != 0 && self.live.remove(&dev).is_some() {
                     p.delete(dev)?;
                     self.count(Change::Delete);
