@@ -4,11 +4,12 @@
 //!
 //! This crate root only wires the layers together: `rust/` (the device-mapper
 //! abstraction, the only place with `unsafe`), `persistent_data/` (the
-//! metadata engine) and `targets/`.
+//! metadata engine) and `targets/`, and registers the target families that
+//! the module parameters select.
 
 #[path = "../rust/dm/mod.rs"]
 mod dm;
-mod params;
+mod families;
 // The engine is written for both this module and a host test crate; until the
 // thin and cache targets use all of it, much of its API has no caller here.
 #[allow(dead_code, unreachable_pub, unused_imports)]
@@ -17,9 +18,9 @@ mod persistent_data;
 #[path = "../targets/mod.rs"]
 mod targets;
 
-use dm::Registration;
+use dm::{params, Family, FamilyBuilder};
+use families::{Selection, FAMILIES};
 use kernel::prelude::*;
-use targets::snapshot::origin::Origin;
 
 module! {
     type: DmRs,
@@ -27,32 +28,49 @@ module! {
     author: "dm-rs developers",
     description: "device-mapper thin, cache and snapshot targets in Rust",
     license: "GPL",
-    alias: ["dm-snapshot-origin"],
 }
 
-/// Names accepted by the `targets=` parameter.
-const TARGET_NAMES: &[&[u8]] = &[b"snapshot-origin"];
-
 struct DmRs {
-    _origin: Option<Registration<Origin>>,
+    _families: KVec<Family>,
 }
 
 impl kernel::Module for DmRs {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let prefix = params::prefix();
-        let list = params::targets().as_bytes();
-        if let Some(bad) = params::unknown(list, TARGET_NAMES) {
-            pr_err!(
-                "unknown target in targets=: {}\n",
-                core::str::from_utf8(bad).unwrap_or("?")
-            );
-            return Err(EINVAL);
-        }
-        let origin = if params::selects(list, b"snapshot-origin") {
-            Registration::<Origin>::register(module, prefix)?
-        } else {
-            None
+        let selection = match Selection::parse(params::targets().as_bytes()) {
+            Ok(s) => s,
+            Err(bad) => {
+                pr_err!(
+                    "unknown target or family in targets=: {}\n",
+                    core::str::from_utf8(bad).unwrap_or("?")
+                );
+                return Err(EINVAL);
+            }
         };
-        Ok(DmRs { _origin: origin })
+        let mut families = KVec::new();
+        for info in FAMILIES {
+            if !selection.selects(info) {
+                continue;
+            }
+            let builder = FamilyBuilder::new(info.name, module, prefix);
+            let family = match info.name {
+                "snapshot" => builder.add::<targets::snapshot::origin::Origin>()?,
+                _ => continue,
+            };
+            if let Some(f) = family.finish() {
+                families.push(f, GFP_KERNEL)?;
+            }
+        }
+        if params::selftest() {
+            let builder = FamilyBuilder::new("selftest", module, prefix)
+                .add::<targets::selftest::defer::Defer>()?
+                .add::<targets::selftest::services::Services>()?;
+            if let Some(f) = builder.finish() {
+                families.push(f, GFP_KERNEL)?;
+            }
+        }
+        Ok(DmRs {
+            _families: families,
+        })
     }
 }

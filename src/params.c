@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Module parameters of dm-rs. The 6.12 Rust `module!` macro cannot declare
- * parameters, so they live here and Rust reads them through accessors.
+ * parameters, so they live here and Rust reads them through accessors
+ * (rust/dm/params.rs).
  */
 #include <linux/moduleparam.h>
 #include "../rust/helpers/params.h"
@@ -11,10 +12,15 @@ module_param(prefix, charp, 0444);
 MODULE_PARM_DESC(prefix,
 	"Register every target under this name prefix so dm-rs can run beside the C targets; a name that would exceed dm's 15-character limit uses the target's short form (prefix=rs- gives rs-snap-origin)");
 
-static char *targets = "all";
+static char *targets = "";
 module_param(targets, charp, 0444);
 MODULE_PARM_DESC(targets,
-	"Comma-separated list of targets to register (default: all)");
+	"Comma-separated target families to register (snapshot, or any of its target names), or all; empty (the default) registers the families dm-rs ships complete");
+
+static bool selftest;
+module_param(selftest, bool, 0444);
+MODULE_PARM_DESC(selftest,
+	"Also register dm-rs's test-only targets (dmrs-*); never needed outside its test suite");
 
 const char *dmrs_param_prefix(void)
 {
@@ -23,5 +29,10 @@ const char *dmrs_param_prefix(void)
 
 const char *dmrs_param_targets(void)
 {
-	return targets ? targets : "all";
+	return targets ? targets : "";
+}
+
+bool dmrs_param_selftest(void)
+{
+	return selftest;
 }

@@ -1,75 +1,177 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Underlying devices of a target (`dm_get_device`/`dm_put_device`).
+//!
+//! Ownership: the table owns every `dm_dev` a target opens. A target gets its
+//! devices from [`TargetCtx::get_device`](super::TargetCtx::get_device) while
+//! it is constructed; the vtable records each one and puts it with
+//! `dm_put_device` after the target is dropped (or when `ctr` fails), while the
+//! table is still alive. What the target keeps is a [`DmDev`]: a counted
+//! reference on the device's open file, which keeps the block device valid for
+//! as long as any clone of it lives, even past the table (a work item, a
+//! registry entry, an in-flight copy). A [`DmDev`] never touches the `dm_dev`
+//! or the table itself, so nothing can reach a freed table through it.
 
 use super::bindings;
-use kernel::error::{Error, Result};
+use kernel::c_str;
 use kernel::ffi::{c_int, c_void};
+use kernel::prelude::*;
 use kernel::str::CStr;
 
-/// A device opened by a target through its table; closed on drop.
+/// Length of `dm_dev::name` (`major:minor`, NUL-terminated).
+const NAME_LEN: usize = 16;
+
+/// A block device opened through a target's table.
+///
+/// Cloning takes another reference on the open file; dropping the last clone
+/// releases it. Bios may be pointed at the device (see
+/// [`MapBio::remap`](super::MapBio::remap)) while a clone is held.
+///
+/// # Invariants
+///
+/// `file` is a reference on an open block device file that this value owns
+/// (taken with `get_file`, released with `fput` exactly once, on drop), and
+/// `bdev` is that file's block device. `name` is NUL-terminated.
 pub(crate) struct DmDev {
-    // INVARIANT: `dev` was returned by `dm_get_device(ti, ..)` and has not been
-    // put; `ti` is the target that owns it and outlives this value (targets
-    // drop their devices in `dtr`, before dm core frees `ti`).
-    ti: *mut bindings::dm_target,
-    dev: *mut bindings::dm_dev,
+    file: *mut kernel::bindings::file,
+    bdev: *mut kernel::bindings::block_device,
+    name: [u8; NAME_LEN],
 }
 
-// SAFETY: `dm_dev` is reference-counted by dm core and may be used and put
-// from any thread.
+// SAFETY: a file reference may be taken, used and released on any thread, and
+// the block device it pins is usable from any thread.
 unsafe impl Send for DmDev {}
-// SAFETY: every `&self` method only reads immutable fields of `dm_dev`.
+// SAFETY: `&DmDev` only reads immutable fields and passes the block device to
+// thread-safe block layer calls.
 unsafe impl Sync for DmDev {}
 
 impl DmDev {
-    /// Opens `path` (a device path or `major:minor`) for target `ti`.
-    pub(crate) fn get(
-        ti: *mut bindings::dm_target,
-        path: &CStr,
-        mode: kernel::bindings::blk_mode_t,
-    ) -> Result<Self> {
-        let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
-        // SAFETY: `ti` is a target in its constructor (callers are
-        // `TargetCtx` methods), `path` is NUL-terminated and `dev` is a valid
-        // out pointer.
-        let r = unsafe { bindings::dm_get_device(ti, path.as_char_ptr(), mode, &mut dev) };
-        if r != 0 || dev.is_null() {
-            return Err(Error::from_errno(if r != 0 { r } else { -22 }));
+    /// Takes a reference on the open file of `dev`.
+    ///
+    /// # Safety
+    ///
+    /// `dev` must be a valid `dm_dev` got with `dm_get_device` and not yet put.
+    pub(super) unsafe fn from_dm_dev(dev: *mut bindings::dm_dev) -> Self {
+        let mut name = [0u8; NAME_LEN];
+        // SAFETY: `dev` is valid (function contract); dm core wrote `name` as
+        // a NUL-terminated string of at most 16 bytes.
+        let (file, bdev) = unsafe {
+            for (dst, src) in name.iter_mut().zip((*dev).name.iter()) {
+                *dst = *src;
+            }
+            (bindings::dmrs_get_file((*dev).bdev_file), (*dev).bdev)
+        };
+        if let Some(last) = name.last_mut() {
+            *last = 0;
         }
-        // INVARIANT: `dev` came from `dm_get_device(ti, ..)`.
-        Ok(Self { ti, dev })
+        // INVARIANT: `get_file` gave us our own reference on the device's open
+        // file; `bdev` is its block device; `name` ends in NUL.
+        Self { file, bdev, name }
     }
 
-    /// The device as `major:minor`, as status lines print it.
+    /// The device as `major:minor`, as status and table lines print it.
     pub(crate) fn name(&self) -> &CStr {
-        // SAFETY: `dev` is valid (type invariant); dm core writes `name` as a
-        // NUL-terminated string in `dm_get_device` and never changes it.
-        unsafe { CStr::from_char_ptr((*self.dev).name.as_ptr()) }
+        let len = self.name.iter().position(|&b| b == 0).unwrap_or(0);
+        CStr::from_bytes_with_nul(self.name.get(..=len).unwrap_or(b"\0")).unwrap_or(c_str!(""))
     }
 
-    /// The block device, for bio remapping.
-    pub(crate) fn bdev(&self) -> *mut kernel::bindings::block_device {
-        // SAFETY: `dev` is valid (type invariant).
-        unsafe { (*self.dev).bdev }
+    /// The block device, for bio remapping inside `rust/`.
+    pub(super) fn bdev(&self) -> *mut kernel::bindings::block_device {
+        self.bdev
     }
 
     /// Size of the device in 512-byte sectors.
     pub(crate) fn nr_sectors(&self) -> u64 {
-        // SAFETY: the block device stays open while we hold the `dm_dev`.
-        unsafe { bindings::dmrs_bdev_nr_sectors(self.bdev()) }
+        // SAFETY: the file reference we own keeps the block device valid.
+        unsafe { bindings::dmrs_bdev_nr_sectors(self.bdev) }
     }
+}
 
-    pub(crate) fn as_raw(&self) -> *mut bindings::dm_dev {
-        self.dev
+impl Clone for DmDev {
+    fn clone(&self) -> Self {
+        // SAFETY: `file` is a live reference we own (type invariant), so the
+        // file is valid and taking another reference is allowed.
+        let file = unsafe { bindings::dmrs_get_file(self.file) };
+        // INVARIANT: the new value owns the reference just taken.
+        Self {
+            file,
+            bdev: self.bdev,
+            name: self.name,
+        }
     }
 }
 
 impl Drop for DmDev {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant `dev` was got for `ti`, which is still
-        // alive, and is put exactly once, here.
-        unsafe { bindings::dm_put_device(self.ti, self.dev) };
+        // SAFETY: we own one reference on `file` and release it once, here.
+        unsafe { bindings::dmrs_fput(self.file) };
+    }
+}
+
+/// The devices a target got from its table, put when the target is gone.
+///
+/// # Invariants
+///
+/// Every pointer was returned by `dm_get_device(ti, ..)` for the `ti` this
+/// list belongs to and has not been put.
+pub(super) struct TableDevices {
+    devs: KVec<*mut bindings::dm_dev>,
+}
+
+impl TableDevices {
+    pub(super) const fn new() -> Self {
+        Self { devs: KVec::new() }
+    }
+
+    /// Opens `path` for `ti` in `mode` and records it.
+    ///
+    /// # Safety
+    ///
+    /// `ti` must be a target in its constructor, the one this list belongs to.
+    pub(super) unsafe fn get(
+        &mut self,
+        ti: *mut bindings::dm_target,
+        path: &CStr,
+        mode: kernel::bindings::blk_mode_t,
+    ) -> Result<DmDev> {
+        self.devs.reserve(1, GFP_KERNEL)?;
+        let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
+        // SAFETY: `ti` is in its constructor (function contract), `path` is
+        // NUL-terminated and `dev` is a valid out pointer.
+        let r = unsafe { bindings::dm_get_device(ti, path.as_char_ptr(), mode, &mut dev) };
+        if r != 0 {
+            return Err(Error::from_errno(r));
+        }
+        if dev.is_null() {
+            return Err(ENODEV);
+        }
+        // Cannot fail: room was reserved above.
+        self.devs.push(dev, GFP_KERNEL)?;
+        // SAFETY: `dev` was just got and is recorded, so it is put only later.
+        Ok(unsafe { DmDev::from_dm_dev(dev) })
+    }
+
+    /// The recorded `dm_dev` for `dev`'s block device, if it is one of ours.
+    pub(super) fn find(&self, dev: &DmDev) -> Option<*mut bindings::dm_dev> {
+        self.devs.iter().copied().find(|&d| {
+            // SAFETY: recorded devices are valid until put (type invariant).
+            unsafe { (*d).bdev == dev.bdev() }
+        })
+    }
+
+    /// Puts every recorded device.
+    ///
+    /// # Safety
+    ///
+    /// `ti` must be the target the devices were got for, still alive, with no
+    /// callback of it running.
+    pub(super) unsafe fn put_all(&mut self, ti: *mut bindings::dm_target) {
+        for &d in self.devs.iter() {
+            // SAFETY: `d` was got for `ti` and is put exactly once, here
+            // (function contract and type invariant).
+            unsafe { bindings::dm_put_device(ti, d) };
+        }
+        self.devs = KVec::new();
     }
 }
 
@@ -77,38 +179,38 @@ impl Drop for DmDev {
 /// each underlying device it uses.
 pub(crate) struct DeviceVisitor<'a> {
     // INVARIANT: `ti`, `f` and `data` are what dm core passed to this
-    // `iterate_devices` call, valid for `'a`.
+    // `iterate_devices` call, valid for `'a`; `devs` are `ti`'s devices.
     ti: *mut bindings::dm_target,
     f: bindings::iterate_devices_callout_fn,
     data: *mut c_void,
-    _p: core::marker::PhantomData<&'a ()>,
+    devs: &'a TableDevices,
 }
 
-impl DeviceVisitor<'_> {
+impl<'a> DeviceVisitor<'a> {
     /// # Safety
     ///
-    /// The arguments must be those dm core passed to `iterate_devices`, and
-    /// the visitor must not outlive that call.
-    pub(crate) unsafe fn new(
+    /// The arguments must be those dm core passed to `iterate_devices`, `devs`
+    /// the devices of `ti`, and the visitor must not outlive that call.
+    pub(super) unsafe fn new(
         ti: *mut bindings::dm_target,
         f: bindings::iterate_devices_callout_fn,
         data: *mut c_void,
+        devs: &'a TableDevices,
     ) -> Self {
-        Self {
-            ti,
-            f,
-            data,
-            _p: core::marker::PhantomData,
-        }
+        Self { ti, f, data, devs }
     }
 
     /// Reports `len` sectors of `dev` starting at `start`; a non-zero result
-    /// means "stop iterating" and must be returned to dm core.
+    /// means "stop iterating" and must be returned to dm core. A device that
+    /// is not this target's own (a clone from another target) is skipped.
     pub(crate) fn visit(&mut self, dev: &DmDev, start: u64, len: u64) -> c_int {
+        let Some(d) = self.devs.find(dev) else {
+            return 0;
+        };
         match self.f {
             // SAFETY: the callout and its data come from dm core for this call
-            // (type invariant) and `dev` is a device of this target.
-            Some(f) => unsafe { f(self.ti, dev.as_raw(), start, len, self.data) },
+            // and `d` is a device of this target, not yet put (type invariant).
+            Some(f) => unsafe { f(self.ti, d, start, len, self.data) },
             None => 0,
         }
     }

@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Registration of a target type with dm core, undone on drop.
+//! Registration of target types with dm core, undone on drop, by family.
+//!
+//! A family is the set of target types that work together and that user space
+//! loads as one module upstream: thin-pool and thin; snapshot, snapshot-origin
+//! and snapshot-merge; cache and its policies. It registers all of its names
+//! or none: half a family would shadow the C module's other half (dm core
+//! autoloads by name, and the C module's init fails whole on EBUSY).
 
 use super::bindings;
 use super::target::{Target, TargetVTable};
-use core::marker::PhantomData;
 use kernel::error::{
     code::{EBUSY, EINVAL},
     Error,
@@ -23,25 +28,24 @@ const MAX_TYPE_NAME_LEN: usize = bindings::DM_MAX_TYPE_NAME as usize - 1;
 ///
 /// `tt` is registered with dm core under `name` from creation until drop; its
 /// heap location never changes while registered (dm core links it in a list).
-pub(crate) struct Registration<T: Target> {
+struct Registration {
     tt: KBox<Opaque<bindings::target_type>>,
-    name: CString,
-    _t: PhantomData<T>,
+    // dm core reads the name through `tt.name` while registered.
+    _name: CString,
 }
 
 // SAFETY: after registration dm core owns all access to `tt`; we only pass its
 // address to `dm_unregister_target`, which may run on any thread.
-unsafe impl<T: Target> Send for Registration<T> {}
+unsafe impl Send for Registration {}
 // SAFETY: `&Registration` exposes nothing but the name.
-unsafe impl<T: Target> Sync for Registration<T> {}
+unsafe impl Sync for Registration {}
 
-impl<T: Target> Registration<T> {
+impl Registration {
     /// Registers `T` as `<prefix><T::NAME>`, or as `<prefix><T::SHORT_NAME>`
     /// when the former is too long for dm's ioctl interface.
     ///
-    /// Returns `Ok(None)` if another module already holds the name: dm-rs then
-    /// runs without that target rather than failing to load.
-    pub(crate) fn register(module: &'static ThisModule, prefix: &CStr) -> Result<Option<Self>> {
+    /// Returns `Ok(None)` if another module already holds the name.
+    fn register<T: Target>(module: &'static ThisModule, prefix: &CStr) -> Result<Option<Self>> {
         let full = prefix.len() + T::NAME.len();
         let base = if full <= MAX_TYPE_NAME_LEN {
             T::NAME
@@ -66,10 +70,7 @@ impl<T: Target> Registration<T> {
         // there, unmoved, until `drop` unregisters it; `name` outlives it too.
         let r = unsafe { bindings::dm_register_target(tt.get()) };
         if r == EBUSY.to_errno() {
-            pr_info!(
-                "target {} is registered by another module; skipping it\n",
-                &*name
-            );
+            pr_info!("target {} is registered by another module\n", &*name);
             return Ok(None);
         }
         if r != 0 {
@@ -83,23 +84,72 @@ impl<T: Target> Registration<T> {
             T::VERSION[2]
         );
         // INVARIANT: registered above; the box is never moved out of.
-        Ok(Some(Self {
-            tt,
-            name,
-            _t: PhantomData,
-        }))
-    }
-
-    /// The registered name (with prefix).
-    pub(crate) fn name(&self) -> &CStr {
-        &self.name
+        Ok(Some(Self { tt, _name: name }))
     }
 }
 
-impl<T: Target> Drop for Registration<T> {
+impl Drop for Registration {
     fn drop(&mut self) {
         // SAFETY: registered since creation (type invariant); module exit runs
         // after dm core dropped every table using it (module refcount).
         unsafe { bindings::dm_unregister_target(self.tt.get()) };
+    }
+}
+
+/// A registered family of target types.
+pub(crate) struct Family {
+    _regs: KVec<Registration>,
+}
+
+/// Registers the target types of one family, all or none.
+pub(crate) struct FamilyBuilder {
+    name: &'static str,
+    module: &'static ThisModule,
+    prefix: &'static CStr,
+    regs: KVec<Registration>,
+    // Set once a name of the family turned out taken: nothing more registers
+    // and `finish` drops what did.
+    busy: bool,
+}
+
+impl FamilyBuilder {
+    /// Starts registering family `name` under `prefix`.
+    pub(crate) fn new(
+        name: &'static str,
+        module: &'static ThisModule,
+        prefix: &'static CStr,
+    ) -> Self {
+        Self {
+            name,
+            module,
+            prefix,
+            regs: KVec::new(),
+            busy: false,
+        }
+    }
+
+    /// Registers `T` unless an earlier name of the family was taken.
+    pub(crate) fn add<T: Target>(mut self) -> Result<Self> {
+        if self.busy {
+            return Ok(self);
+        }
+        match Registration::register::<T>(self.module, self.prefix)? {
+            Some(reg) => self.regs.push(reg, GFP_KERNEL)?,
+            None => self.busy = true,
+        }
+        Ok(self)
+    }
+
+    /// The registered family, or `None` (everything undone, logged) if one of
+    /// its names was taken by another module.
+    pub(crate) fn finish(self) -> Option<Family> {
+        if self.busy {
+            pr_info!(
+                "{} family: a target name is registered by another module; skipping the family\n",
+                self.name
+            );
+            return None;
+        }
+        Some(Family { _regs: self.regs })
     }
 }

@@ -34,11 +34,6 @@ impl<'a> StatusWriter<'a> {
         Self { buf, pos: 0 }
     }
 
-    /// Number of bytes written so far (without the NUL).
-    pub(crate) fn len(&self) -> usize {
-        self.pos
-    }
-
     /// Whether nothing has been written.
     pub(crate) fn is_empty(&self) -> bool {
         self.pos == 0

@@ -2,6 +2,12 @@
 /* bio accessors; see bio.h. */
 #include "bio.h"
 
+/* The Rust side (rust/dm/bio.rs, BlkStatus) hard-codes these values. */
+static_assert(BLK_STS_OK == 0);
+static_assert(BLK_STS_NOSPC == 3);
+static_assert(BLK_STS_IOERR == 10);
+static_assert(BLK_STS_DM_REQUEUE == 11);
+
 unsigned int dmrs_bio_op(const struct bio *bio)
 {
 	return bio_op(bio);
@@ -30,4 +36,25 @@ void dmrs_bio_io_error(struct bio *bio)
 void dmrs_zero_fill_bio(struct bio *bio)
 {
 	zero_fill_bio(bio);
+}
+
+void dmrs_bio_endio_status(struct bio *bio, blk_status_t status)
+{
+	bio->bi_status = status;
+	bio_endio(bio);
+}
+
+struct bio *dmrs_bio_next(const struct bio *bio)
+{
+	return bio->bi_next;
+}
+
+void dmrs_bio_set_next(struct bio *bio, struct bio *next)
+{
+	bio->bi_next = next;
+}
+
+bool dmrs_bdev_is_zoned(struct block_device *bdev)
+{
+	return bdev_is_zoned(bdev);
 }

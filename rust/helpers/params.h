@@ -3,7 +3,10 @@
 #ifndef DMRS_HELPERS_PARAMS_H
 #define DMRS_HELPERS_PARAMS_H
 
+#include <linux/types.h>
+
 const char *dmrs_param_prefix(void);
 const char *dmrs_param_targets(void);
+bool dmrs_param_selftest(void);
 
 #endif

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Block device and dm table accessors; see table.h. */
+/* Block device, dm_dev and dm table accessors; see table.h. */
+#include <linux/file.h>
+#include <linux/string.h>
 #include "table.h"
 
 sector_t dmrs_bdev_nr_sectors(struct block_device *bdev)
@@ -12,7 +14,22 @@ blk_mode_t dmrs_table_get_mode(struct dm_target *ti)
 	return dm_table_get_mode(ti->table);
 }
 
-blk_mode_t dmrs_blk_open_read(void)
+struct file *dmrs_get_file(struct file *file)
 {
-	return BLK_OPEN_READ;
+	return get_file(file);
+}
+
+void dmrs_fput(struct file *file)
+{
+	fput(file);
+}
+
+void dmrs_target_table_event(struct dm_target *ti)
+{
+	dm_table_event(ti->table);
+}
+
+void dmrs_target_md_name(struct dm_target *ti, char *buf, size_t len)
+{
+	strscpy(buf, dm_device_name(dm_table_get_md(ti->table)), len);
 }

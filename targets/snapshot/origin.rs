@@ -8,7 +8,7 @@
 //! the target is a pass-through.
 
 use crate::dm::{
-    ArgSet, Bio, CtrResult, DeviceVisitor, DmDev, MapResult, StatusType, StatusWriter, Target,
+    ArgSet, CtrResult, DeviceVisitor, DmDev, MapBio, MapResult, StatusType, StatusWriter, Target,
     TargetCtx, TargetError,
 };
 use kernel::c_str;
@@ -26,8 +26,9 @@ impl Target for Origin {
     const NAME: &'static CStr = c_str!("snapshot-origin");
     const SHORT_NAME: &'static CStr = c_str!("snap-origin");
     const VERSION: [u32; 3] = [1, 9, 0];
+    type PerBio = ();
 
-    fn new(ti: &TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
+    fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
         if args.len() != 1 {
             return Err(TargetError::new(
                 EINVAL,
@@ -42,9 +43,9 @@ impl Target for Origin {
         })
     }
 
-    fn map(&self, bio: &Bio) -> MapResult {
-        bio.set_dev(&self.dev);
-        MapResult::Remapped
+    fn map(&self, bio: MapBio<'_, Self>) -> MapResult {
+        let sector = bio.sector();
+        bio.remap(&self.dev, sector)
     }
 
     fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
