@@ -364,6 +364,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(200),
         max_shrink_iters: 300,
+        // The minimal failing case is printed; no file beside the sources.
+        failure_persistence: None,
         ..ProptestConfig::default()
     })]
 
@@ -381,6 +383,8 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(150),
         max_shrink_iters: 300,
+        // The minimal failing case is printed; no file beside the sources.
+        failure_persistence: None,
         ..ProptestConfig::default()
     })]
 
