@@ -39,10 +39,10 @@ pub(crate) mod target;
 pub(crate) mod workqueue;
 
 pub(crate) use args::ArgSet;
-pub(crate) use bio::{BioList, BioOp, BlkStatus, EndioBio, HeldBio, MapBio};
+pub(crate) use bio::{BioList, BioOp, BlkStatus, EndioBio, HeldBio, MapBio, ReturnedBio};
 pub(crate) use device::{DeviceVisitor, DmDev};
 pub(crate) use irq_spinlock::IrqSpinLock;
-pub(crate) use registration::{Family, FamilyBuilder};
+pub(crate) use registration::{Family, FamilyBuilder, UndoneFamily};
 pub(crate) use status::{StatusType, StatusWriter};
 pub(crate) use target::{
     CtrResult, EndioResult, MapResult, QueueLimits, Target, TargetCtx, TargetError, TargetHandle,

@@ -2,13 +2,16 @@
 
 //! Host-only metadata checkers, shared by the `pdata-check` binary, the
 //! golden tests and the fuzz targets (not part of the kernel build: the
-//! host crate root `lib.rs` includes this module, `mod.rs` does not).
+//! host crate root `lib.rs` includes this module, `mod.rs` does not); and
+//! [`thin_writer`], which writes thin metadata through the engine for the
+//! checkers (and `thin_check`, and the C dm-thin) to judge.
 //!
 //! A check walks every structure reachable from the superblock, verifying
 //! each block's location and checksum and each btree node's shape (value
-//! size, key order, keys inside the parent's range), recounts the
-//! references every metadata and data block should have, and compares the
-//! recount with the space maps block by block. It never stops at the first
+//! size, key order, keys inside the parent's range, every node but a root
+//! at least a third full), recounts the references every metadata and
+//! data block should have, and compares the recount with the space maps
+//! block by block. It never stops at the first
 //! problem: a damaged subtree is reported once and skipped, and the rest is
 //! still checked. Every problem is one [`Problem`] (one output line).
 //!
@@ -40,6 +43,8 @@ use crate::space_map::SmRoot;
 
 pub mod cache;
 pub mod thin;
+pub mod thin_history;
+pub mod thin_writer;
 
 /// How bad a problem is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +301,14 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
                 "{what}: btree node {b}: internal node with no entries"
             ));
             return None;
+        }
+        // Upstream's remove rebalances so that every node but a root
+        // keeps at least a third of its capacity (thin_check enforces it).
+        if depth > 0 && h.nr_entries < h.max_entries / 3 {
+            self.report.error(format!(
+                "{what}: btree node {b}: {} entries, under a third of its {} (only a root may be)",
+                h.nr_entries, h.max_entries
+            ));
         }
         let mut keys = Vec::with_capacity(n);
         for i in 0..n {
