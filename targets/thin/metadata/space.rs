@@ -46,7 +46,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         Ok(pd.tm.sm_nr_free().saturating_sub(self.metadata_reserve))
     }
 
-    /// Data blocks the pool has.
+    /// Data blocks the pool has (as last committed).
     pub fn data_dev_size(&self) -> Result<u64> {
         let pd = self.objects()?;
         Ok(pd.data_sm.nr_blocks(&pd.tm))
@@ -58,9 +58,12 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     }
 
     /// Grows the data space to `new_count` blocks. Shrinking is refused
-    /// (`Invalid`), as is more than a mapping can address.
+    /// (`Invalid`), as is more than a mapping can address. Sizes compare
+    /// with this transaction's (upstream compares with the last commit's,
+    /// so two resizes before a commit would add up).
     pub fn resize_data_dev(&mut self, new_count: u64) -> Result<()> {
-        let old = self.data_dev_size()?;
+        let pd = self.objects()?;
+        let old = pd.data_sm.root(&pd.tm).nr_blocks;
         if new_count < old || new_count > DATA_BLOCK_LIMIT {
             return Err(Error::Invalid);
         }
