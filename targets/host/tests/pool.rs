@@ -533,3 +533,34 @@ fn metadata_snapshot_holds_the_trees_as_they_were() {
     assert_eq!(committed(io.image()).sb.held_root, 0);
     check_all(&io.image());
 }
+
+#[test]
+fn metadata_exhaustion_poisons_and_abort_recovers() {
+    let (io, mut p) = format(64, 60_000);
+    let td = new_thin(&mut p, 1, 0..10);
+    p.close_thin_device(td);
+    p.commit().unwrap();
+    let td = p.open_thin_device(1).unwrap();
+    let mut vb = 10;
+    let err = loop {
+        match p
+            .alloc_data_block()
+            .and_then(|b| p.insert_block(&td, vb, b))
+        {
+            Ok(()) => vb += 1,
+            Err(e) => break e,
+        }
+        assert!(vb < 1_000_000);
+    };
+    assert_eq!(err, Error::NoSpace);
+    assert!(
+        p.is_poisoned(),
+        "metadata ran out half way through an insert"
+    );
+    assert_eq!(p.commit(), Err(Error::Invalid));
+    p.abort().unwrap();
+    assert_eq!(p.mapped_count(&td), Ok(10));
+    p.close_thin_device(td);
+    p.commit().unwrap();
+    check_all(&io.image());
+}

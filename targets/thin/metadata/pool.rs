@@ -312,15 +312,16 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     }
 
     /// Like [`Self::mutate`], but a failure with `clean` (an error `f`
-    /// returns before changing anything) leaves the transaction usable.
+    /// is known to return before changing anything) leaves the
+    /// transaction usable.
     pub(super) fn mutate_unless<T>(
         &mut self,
-        clean: Error,
+        clean: Option<Error>,
         f: impl FnOnce(&mut Objects<IO>, &mut Transaction, &mut DeviceTable) -> Result<T>,
     ) -> Result<T> {
         let was = self.poisoned;
         let r = self.mutate(f);
-        if matches!(r, Err(e) if e == clean) && !was {
+        if matches!((&r, clean), (Err(e), Some(c)) if *e == c) && !was {
             self.poisoned = false;
         }
         r
