@@ -13,7 +13,11 @@
 #include <linux/dm-io.h>
 #include <linux/dm-kcopyd.h>
 #include "helpers/bio.h"
+#include "helpers/completion.h"
+#include "helpers/dm_io.h"
 #include "helpers/irq_spinlock.h"
 #include "helpers/mm.h"
 #include "helpers/params.h"
+#include "helpers/registry.h"
 #include "helpers/table.h"
+#include "helpers/workqueue.h"

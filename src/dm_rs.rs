@@ -63,7 +63,8 @@ impl kernel::Module for DmRs {
         }
         if params::selftest() {
             let builder = FamilyBuilder::new("selftest", module, prefix)
-                .add::<targets::selftest::defer::Defer>()?;
+                .add::<targets::selftest::defer::Defer>()?
+                .add::<targets::selftest::services::Services>()?;
             if let Some(f) = builder.finish() {
                 families.push(f, GFP_KERNEL)?;
             }

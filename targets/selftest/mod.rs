@@ -5,3 +5,4 @@
 //! kernel's KASAN and lockdep, without waiting for a real target to use it.
 
 pub(crate) mod defer;
+pub(crate) mod services;

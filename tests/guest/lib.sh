@@ -124,3 +124,33 @@ read_range() { # DEV OFFSET LENGTH OUT
 		dd if="$1" of="$4" bs=1 skip="$2" count="$3" status=none
 	fi
 }
+
+# log_mark, then dmesg_since_mark: the kernel log written after the mark, to
+# tie a message to the step that caused it.
+log_mark() { _log_mark=$(dmesg | wc -l); }
+dmesg_since_mark() { dmesg | tail -n +$((${_log_mark:-0} + 1)); }
+
+# Flush requests DEV's queue has completed (field 16 of its stat file): grows
+# only when a flush reached the disk itself.
+flush_count() { awk '{ print $16 }' "/sys/block/$(basename "$1")/stat"; }
+
+# Devices holding DEV open through a claim (dm tables using it), one a line.
+holders() { ls "/sys/block/$(basename "$1")/holders"; }
+
+# Unload MODULE...: each one that is loaded; fails if one cannot go (still in use).
+unload_modules() {
+	local m rc=0
+	for m in "$@"; do
+		[[ -d /sys/module/$m ]] || continue
+		rmmod "$m" || rc=1
+	done
+	return $rc
+}
+
+# attempt DESC CMD...: like check, and returns CMD's status, so a test can
+# leave out the steps that depend on it (the failure is already counted).
+attempt() {
+	local failed=$_tap_failed
+	check "$@"
+	((_tap_failed == failed))
+}

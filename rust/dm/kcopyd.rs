@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A dm-kcopyd client: copies a region to up to eight others, or zeroes
+//! regions, in the background, and calls a completion closure (what
+//! thin-pool, cache and snapshot use to copy and zero blocks).
+//!
+//! # Ownership
+//!
+//! - A submitted job owns its completion closure and a [`Region`] (so a
+//!   [`DmDev`](super::DmDev) clone) for every device it touches: the devices
+//!   stay open until the job completes, whatever happens to the table.
+//! - The closure runs exactly once, on kcopyd's workqueue (process context,
+//!   may sleep), and then the job's devices are released.
+//! - Dropping the [`KcopydClient`] waits for every job it submitted to
+//!   complete, callbacks included (`dm_kcopyd_client_destroy`). A job's closure
+//!   must therefore not drop the last owner of its own client: that waits for
+//!   itself (a deadlock).
+//! - The client holds a [`ModuleRef`], so a leaked client with jobs in flight
+//!   keeps dm-rs loaded.
+//! - Submitting may sleep (kcopyd allocates with `GFP_NOIO` from a mempool) and
+//!   allocates the job with `GFP_KERNEL`: call it from a worker, under a
+//!   [`noio_scope`](super::noio::noio_scope) when on the I/O path.
+//!
+//! C header: [`include/linux/dm-kcopyd.h`](srctree/include/linux/dm-kcopyd.h)
+
+use super::bindings;
+use super::module_ref::ModuleRef;
+use super::region::Region;
+use core::ptr::NonNull;
+use kernel::error::{
+    code::{EINVAL, ENOMEM},
+    Error,
+};
+use kernel::ffi::{c_int, c_ulong, c_void};
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+/// Most destinations one copy can write (`DM_KCOPYD_MAX_REGIONS`).
+pub(crate) const MAX_DESTS: usize = bindings::DM_KCOPYD_MAX_REGIONS as usize;
+
+/// How a copy or zero job ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct CopyResult {
+    /// Reading the source failed.
+    pub(crate) read_err: bool,
+    /// Bit `i` set: writing destination `i` failed.
+    pub(crate) write_err: u64,
+}
+
+impl CopyResult {
+    /// Whether every read and write succeeded.
+    pub(crate) fn is_ok(&self) -> bool {
+        !self.read_err && self.write_err == 0
+    }
+}
+
+/// A job's heap part: the closure and the regions it keeps open.
+struct Job<F> {
+    done: F,
+    from: Option<Region>,
+    to: [Option<Region>; MAX_DESTS],
+}
+
+/// A kcopyd client; waits for its jobs on drop.
+///
+/// # Invariants
+///
+/// `kc` came from `dm_kcopyd_client_create` with `throttle` as its throttle
+/// and is destroyed only in `drop`, before `_throttle` is freed.
+pub(crate) struct KcopydClient {
+    kc: NonNull<bindings::dm_kcopyd_client>,
+    _throttle: KBox<Opaque<bindings::dm_kcopyd_throttle>>,
+    _module: ModuleRef,
+}
+
+// SAFETY: kcopyd clients serialise their own state and may be used and
+// destroyed from any thread.
+unsafe impl Send for KcopydClient {}
+// SAFETY: submitting jobs is thread-safe; `&self` offers nothing else.
+unsafe impl Sync for KcopydClient {}
+
+impl KcopydClient {
+    /// Creates a client whose I/O may use at most `throttle_percent` of the
+    /// time (1..=100; 100 means unthrottled, as upstream's default).
+    pub(crate) fn new(throttle_percent: u32) -> Result<Self> {
+        if !(1..=100).contains(&throttle_percent) {
+            return Err(EINVAL);
+        }
+        let throttle = KBox::new(
+            Opaque::new(bindings::dm_kcopyd_throttle {
+                throttle: throttle_percent,
+                ..Default::default()
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `throttle` is initialised and lives on the heap until after
+        // the client is destroyed (type invariant); kcopyd updates it under
+        // its own lock.
+        let kc = unsafe { bindings::dm_kcopyd_client_create(throttle.get()) };
+        // SAFETY: only inspects the pointer value.
+        let r = unsafe { bindings::dmrs_ptr_err_or_zero(kc.cast()) };
+        if r != 0 {
+            return Err(Error::from_errno(r as i32));
+        }
+        let kc = NonNull::new(kc).ok_or(ENOMEM)?;
+        // INVARIANT: a fresh client using `throttle`.
+        Ok(KcopydClient {
+            kc,
+            _throttle: throttle,
+            _module: ModuleRef::new(),
+        })
+    }
+
+    /// Copies `from` to every region of `to` (1..=8 regions, each as long as
+    /// `from`), then calls `done`. On error nothing was submitted and `done`
+    /// is handed back.
+    pub(crate) fn copy<F>(&self, from: &Region, to: &[Region], done: F) -> Result<(), (Error, F)>
+    where
+        F: FnOnce(CopyResult) + Send + 'static,
+    {
+        self.submit(Some(from), to, done)
+    }
+
+    /// Zeroes every region of `to` (1..=8 regions of equal length), then calls
+    /// `done`. On error nothing was submitted and `done` is handed back.
+    pub(crate) fn zero<F>(&self, to: &[Region], done: F) -> Result<(), (Error, F)>
+    where
+        F: FnOnce(CopyResult) + Send + 'static,
+    {
+        self.submit(None, to, done)
+    }
+
+    fn submit<F>(&self, from: Option<&Region>, to: &[Region], done: F) -> Result<(), (Error, F)>
+    where
+        F: FnOnce(CopyResult) + Send + 'static,
+    {
+        let Some(first) = to.first() else {
+            return Err((EINVAL, done));
+        };
+        let count = from.map_or(first.count(), Region::count);
+        if to.len() > MAX_DESTS || to.iter().any(|r| r.count() != count) {
+            return Err((EINVAL, done));
+        }
+        let Ok(slot) = KBox::<Job<F>>::new_uninit(GFP_KERNEL) else {
+            return Err((ENOMEM, done));
+        };
+        let kept: [Option<Region>; MAX_DESTS] = core::array::from_fn(|i| to.get(i).cloned());
+        let mut dests: [bindings::dm_io_region; MAX_DESTS] =
+            core::array::from_fn(|i| to.get(i).map_or_else(Default::default, Region::as_raw));
+        let mut source = from.map(Region::as_raw);
+        let job = KBox::write(
+            slot,
+            Job {
+                done,
+                from: from.cloned(),
+                to: kept,
+            },
+        );
+        let context = KBox::into_raw(job).cast::<c_void>();
+        let kc = self.kc.as_ptr();
+        let n = to.len() as u32;
+        // SAFETY: the client is live (type invariant); kcopyd copies the
+        // region arrays before returning; `context` is a leaked `Job<F>` that
+        // `notify::<F>` takes back, which kcopyd calls exactly once; the
+        // regions' devices stay open in the job until then.
+        unsafe {
+            match source.as_mut() {
+                Some(src) => bindings::dm_kcopyd_copy(
+                    kc,
+                    src,
+                    n,
+                    dests.as_mut_ptr(),
+                    0,
+                    Some(notify::<F>),
+                    context,
+                ),
+                None => bindings::dm_kcopyd_zero(
+                    kc,
+                    n,
+                    dests.as_mut_ptr(),
+                    0,
+                    Some(notify::<F>),
+                    context,
+                ),
+            }
+        };
+        Ok(())
+    }
+}
+
+impl Drop for KcopydClient {
+    fn drop(&mut self) {
+        // SAFETY: the client is live and destroyed once, here; destruction
+        // waits for every job, so no callback runs afterwards and `throttle`
+        // (dropped after this) is no longer used.
+        unsafe { bindings::dm_kcopyd_client_destroy(self.kc.as_ptr()) };
+    }
+}
+
+/// # Safety
+///
+/// Called by kcopyd once per job with the `context` given at submission, a
+/// leaked `KBox<Job<F>>`.
+unsafe extern "C" fn notify<F: FnOnce(CopyResult)>(
+    read_err: c_int,
+    write_err: c_ulong,
+    context: *mut c_void,
+) {
+    // SAFETY: `context` came from `KBox::into_raw` in `submit` and kcopyd
+    // hands it back exactly once (function contract).
+    let job = unsafe { KBox::from_raw(context.cast::<Job<F>>()) };
+    let Job { done, from, to } = KBox::into_inner(job);
+    done(CopyResult {
+        read_err: read_err != 0,
+        write_err: write_err as u64,
+    });
+    // The regions, and so the devices, are released only now.
+    drop((from, to));
+}
