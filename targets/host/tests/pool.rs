@@ -82,7 +82,7 @@ fn patch_superblock(io: &MemIo, f: impl FnOnce(&mut Superblock)) {
 }
 
 #[test]
-fn unknown_features_are_refused() {
+fn unknown_features_and_sizes_are_refused() {
     let (io, p) = format(100, 64);
     drop(p);
     patch_superblock(&io, |sb| sb.compat_ro_flags = 2);
@@ -100,7 +100,12 @@ fn unknown_features_are_refused() {
         PoolMetadata::open(bm(&io), ro, NoHooks).err(),
         Some(Error::Invalid)
     );
-    patch_superblock(&io, |sb| sb.incompat_flags = 0);
+    patch_superblock(&io, |sb| {
+        sb.incompat_flags = 0;
+        sb.metadata_block_size = 16;
+    });
+    assert_eq!(open(&io).err(), Some(Error::Invalid));
+    patch_superblock(&io, |sb| sb.metadata_block_size = 8);
     assert!(open(&io).is_ok());
     // A damaged superblock is refused by its validator.
     io.poke(0, 200, &[0xff]);

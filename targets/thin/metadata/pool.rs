@@ -170,6 +170,7 @@ impl<IO: BlockIo> Objects<IO> {
             return Err(Error::Invalid);
         }
         sb.check_features(opts.read_only_device)?;
+        sb.check_sizes()?;
         let tm = TransactionManager::open(bm, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&sb.data_sm_root)?;
         Ok(Objects { tm, data_sm })

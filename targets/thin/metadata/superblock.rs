@@ -10,7 +10,9 @@ use crate::persistent_data::checksum::dm_checksum;
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::{Block, BLOCK_SECTORS};
 use crate::persistent_data::space_map::common::MAX_METADATA_BLOCKS;
-use crate::persistent_data::space_map::SM_ROOT_SIZE;
+use crate::persistent_data::space_map::{SmRoot, SM_ROOT_SIZE};
+
+use super::mapping::DATA_BLOCK_LIMIT;
 
 /// Where the superblock lives.
 pub const SUPERBLOCK_LOCATION: u64 = 0;
@@ -232,6 +234,19 @@ impl Superblock {
         Ok(())
     }
 
+    /// Refuses a superblock whose sizes this pool cannot use: metadata
+    /// blocks other than 4 KiB, or more data blocks than a mapping can
+    /// address.
+    pub fn check_sizes(&self) -> Result<()> {
+        if self.metadata_block_size != BLOCK_SECTORS {
+            return Err(Error::Invalid);
+        }
+        if SmRoot::unpack(&self.data_sm_root)?.nr_blocks > DATA_BLOCK_LIMIT {
+            return Err(Error::Invalid);
+        }
+        Ok(())
+    }
+
     /// Wipes the space map roots (a metadata snapshot's copy is not a pool
     /// of its own).
     pub fn clear_space_map_roots(d: &mut [u8]) -> Result<()> {
@@ -323,6 +338,14 @@ mod tests {
         assert!(!valid_data_block_size(64));
         assert!(!valid_data_block_size(192 + 1));
         assert!(!valid_data_block_size(2_097_152 + 128));
+        assert_eq!(sb.check_sizes(), Ok(()));
+        sb.metadata_block_size = 16;
+        assert_eq!(sb.check_sizes(), Err(Error::Invalid));
+        sb.metadata_block_size = 8;
+        let mut root = SmRoot::unpack(&sb.data_sm_root).unwrap();
+        root.nr_blocks = DATA_BLOCK_LIMIT + 1;
+        root.pack(&mut sb.data_sm_root).unwrap();
+        assert_eq!(sb.check_sizes(), Err(Error::Invalid));
         assert_eq!(
             Superblock::new(128, u64::MAX).metadata_nr_blocks,
             MAX_METADATA_BLOCKS_USED
