@@ -8,3 +8,4 @@
 
 pub(crate) mod selftest;
 pub(crate) mod snapshot;
+pub(crate) mod thin;
