@@ -238,8 +238,9 @@ impl<IO: BlockIo> Objects<IO> {
             sb.pack(&mut wb[..])
         });
         if let Err(e) = packed {
-            // Never let a half-updated superblock reach the disk.
-            self.tm.bm_mut().discard(wb);
+            // Never let a half-updated superblock reach the disk; the first
+            // error is the one to report.
+            let _ = self.tm.bm_mut().discard(wb);
             return Err(e);
         }
         self.tm.commit(wb)
@@ -407,9 +408,8 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         let Objects { tm, data_sm } = pd;
         drop(data_sm);
         let mut bm = tm.into_bm();
-        // Nothing left to report a write-back failure to: the reopen reads
-        // what the device holds.
-        let _ = bm.reset();
+        // Throw the transaction away: the reopen reads the last commit.
+        bm.discard_all();
         let opts = OpenOptions {
             data_block_size: self.tx.data_block_size,
             format: false,
@@ -494,10 +494,16 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
             sb.pack(&mut wb[..])
         });
         match r {
-            Ok(()) => bm.unlock(wb),
-            Err(_) => bm.discard(wb),
+            Ok(()) => {
+                bm.unlock(wb);
+                r
+            }
+            Err(e) => {
+                // The superblock change did not happen; report the first error.
+                let _ = bm.discard(wb);
+                Err(e)
+            }
         }
-        r
     }
 
     /// Clears the needs-check flag at the next commit. (thin-pool never

@@ -111,11 +111,10 @@ impl Validator for SuperblockValidator {
         Ok(())
     }
 
-    fn prepare_for_write(&self, b: u64, data: &mut Block) {
-        // The offsets are constants inside the block: these cannot fail.
-        let _ = put(data, off::BLOCKNR, &b.to_le_bytes());
+    fn prepare_for_write(&self, b: u64, data: &mut Block) -> Result<()> {
+        put(data, off::BLOCKNR, &b.to_le_bytes())?;
         let c = checksum(data);
-        let _ = put(data, off::CSUM, &c.to_le_bytes());
+        put(data, off::CSUM, &c.to_le_bytes())
     }
 }
 
