@@ -77,7 +77,7 @@ fn patch_superblock(io: &MemIo, f: impl FnOnce(&mut Superblock)) {
     f(&mut sb);
     sb.pack(block).unwrap();
     use persistent_data::block_manager::Validator;
-    SUPERBLOCK_VALIDATOR.prepare_for_write(0, block);
+    SUPERBLOCK_VALIDATOR.prepare_for_write(0, block).unwrap();
     io.poke(0, 0, &img[..4096]);
 }
 

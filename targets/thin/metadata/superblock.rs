@@ -304,7 +304,7 @@ mod tests {
     fn validator_checks_location_magic_and_checksum() {
         let mut d = [0u8; 4096];
         Superblock::new(128, 100).pack(&mut d).unwrap();
-        SUPERBLOCK_VALIDATOR.prepare_for_write(0, &mut d);
+        SUPERBLOCK_VALIDATOR.prepare_for_write(0, &mut d).unwrap();
         assert_eq!(SUPERBLOCK_VALIDATOR.check(0, &d), Ok(()));
         assert_eq!(
             SUPERBLOCK_VALIDATOR.check(3, &d),
@@ -316,7 +316,9 @@ mod tests {
         // A right checksum over the wrong magic is refused too.
         let mut other = d;
         other[32] ^= 1;
-        SUPERBLOCK_VALIDATOR.prepare_for_write(0, &mut other);
+        SUPERBLOCK_VALIDATOR
+            .prepare_for_write(0, &mut other)
+            .unwrap();
         assert_eq!(
             SUPERBLOCK_VALIDATOR.check(0, &other),
             Err(Error::BadChecksum)
