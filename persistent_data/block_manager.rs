@@ -600,7 +600,19 @@ impl<IO: BlockIo> BlockManager<IO> {
             return Err(e);
         }
         self.unlock(sb);
-        self.flush()
+        let r = self.flush();
+        if r.is_err() {
+            // A failed commit's superblock must not reach the disk later
+            // (when the manager is dropped, say): if its write failed it is
+            // still dirty, and goes. dm-bufio does not retry a failed
+            // write either.
+            if let Ok(i) = self.find(loc) {
+                if self.entries.get(i).is_some_and(|e| e.data.is_some()) {
+                    self.entries.remove(i);
+                }
+            }
+        }
+        r
     }
 
     /// Drops every dirty block without writing it and forgets the write

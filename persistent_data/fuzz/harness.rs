@@ -27,7 +27,7 @@ use persistent_data::checker::thin::{off, THIN_MAGIC, THIN_SB_VALIDATOR};
 use persistent_data::checker::thin_writer::ThinPool;
 use persistent_data::checker::{self, Format};
 use persistent_data::io::mem::MemIo;
-use persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
+use persistent_data::io::{Block, BLOCK_SIZE};
 use persistent_data::space_map::common::{
     bitmap_find_free, bitmap_lookup, BITMAP_VALIDATOR, INDEX_VALIDATOR,
 };

@@ -217,9 +217,11 @@ impl MemIo {
         self.st().fail_flush = fail;
     }
 
-    /// Makes reads of `b` fail with `Io`.
+    /// Makes reads of `b` from the device fail with `Io`, and empties every
+    /// handle's cache, so the next read of `b` does go to the device.
     pub fn fail_read_of(&self, b: u64) {
         self.st().fail_reads.push(b);
+        self.invalidate();
     }
 
     /// Clears every injected fault.

@@ -382,7 +382,7 @@ fn path_to(tm: &TransactionManager<MemIo>, mut root: u64, keys: &[u64]) -> Vec<u
             path.push(root);
             let d = tm.read_lock(root, &BTREE_NODE_VALIDATOR).unwrap();
             let h = node::header(&d[..]).unwrap();
-            let i = node::lower_bound(&d[..], k).max(0) as usize;
+            let i = node::lower_bound(&d[..], k).unwrap().max(0) as usize;
             root = node::value64(&d[..], i).unwrap();
             if h.is_leaf() {
                 break;

@@ -174,7 +174,9 @@ fn under_full_btree_node_is_reported() {
     assert!(nr >= max / 3, "{nr} of {max}");
     // Two entries left of 252: a third would be 84.
     put_le32(&mut d, 16, 2);
-    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    BTREE_NODE_VALIDATOR
+        .prepare_for_write(leaf, &mut d)
+        .unwrap();
     let mut bad = img.clone();
     put_block(&mut bad, leaf, &d);
     let (code, out) = check_bytes("underfull.img", &bad);
@@ -308,7 +310,9 @@ fn mapped_blocks_mismatch_is_reported() {
     assert_eq!(le64_at(&d, 32), 0);
     assert_eq!(le64_at(&d, 32 + 8 * 126), 100);
     put_le64(&mut d, 32 + 8 * 126, 99);
-    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    BTREE_NODE_VALIDATOR
+        .prepare_for_write(leaf, &mut d)
+        .unwrap();
     put_block(&mut img, leaf, &d);
     let (code, out) = check_bytes("engine-mapped.img", &img);
     assert_eq!(code, 1, "{out}");

@@ -1,5 +1,4 @@
 #!/bin/bash
-# core
 # snapshot-origin data path: bytes written through the dm device land on the
 # origin and read back equal, at odd sizes and offsets and across suspend/resume
 # under I/O; table and status lines match upstream's C target exactly.

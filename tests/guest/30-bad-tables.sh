@@ -1,5 +1,4 @@
 #!/bin/bash
-# core
 # Bad snapshot-origin table lines fail with a clear error, never an oops, and
 # leave the module usable. dm-rs runs under prefix=rs-, so only it can serve
 # rs-snap-origin: the kernel's error line must name that target, and after

@@ -141,9 +141,12 @@ impl ThinSuperblock {
 }
 
 // The thin value types (device details, block+time mapping values) are
-// the thin metadata layer's own files, so there is one copy of them.
+// the thin metadata layer's own files, so there is one copy of them. Their
+// unit tests unwrap, as that layer's lints allow in tests.
+#[cfg_attr(test, allow(clippy::unwrap_used))]
 #[path = "../../../targets/thin/metadata/device_details.rs"]
 pub mod device_details;
+#[cfg_attr(test, allow(clippy::unwrap_used))]
 #[path = "../../../targets/thin/metadata/mapping.rs"]
 pub mod mapping;
 

@@ -245,7 +245,8 @@ impl<IO: BlockIo> Objects<IO> {
             sb.pack(&mut wb[..])
         });
         if let Err(e) = packed {
-            // Never let a half-updated superblock reach the disk.
+            // Never let a half-updated superblock reach the disk; the first
+            // error is the one to report.
             let _ = self.tm.bm_mut().discard(wb);
             return Err(e);
         }
@@ -508,12 +509,16 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
             sb.pack(&mut wb[..])
         });
         match r {
-            Ok(()) => bm.unlock(wb),
-            Err(_) => {
+            Ok(()) => {
+                bm.unlock(wb);
+                r
+            }
+            Err(e) => {
+                // The superblock change did not happen; report the first error.
                 let _ = bm.discard(wb);
+                Err(e)
             }
         }
-        r
     }
 
     /// Clears the needs-check flag at the next commit. (thin-pool never
