@@ -140,35 +140,18 @@ impl ThinSuperblock {
     }
 }
 
-/// One thin device's details (`struct disk_device_details`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeviceDetails {
-    /// Mapped blocks.
-    pub mapped_blocks: u64,
-    /// Pool transaction id at creation.
-    pub transaction_id: u64,
-    /// Creation time.
-    pub creation_time: u32,
-    /// Time of the last snapshot of this device.
-    pub snapshotted_time: u32,
-}
+// The thin value types (device details, block+time mapping values) are
+// the thin metadata layer's own files, so there is one copy of them. Their
+// unit tests unwrap, as that layer's lints allow in tests.
+#[cfg_attr(test, allow(clippy::unwrap_used))]
+#[path = "../../../targets/thin/metadata/device_details.rs"]
+pub mod device_details;
+#[cfg_attr(test, allow(clippy::unwrap_used))]
+#[path = "../../../targets/thin/metadata/mapping.rs"]
+pub mod mapping;
 
-impl DeviceDetails {
-    /// Decodes 24 bytes.
-    pub fn unpack(v: &[u8]) -> DeviceDetails {
-        DeviceDetails {
-            mapped_blocks: le64_at(v, 0),
-            transaction_id: le64_at(v, 8),
-            creation_time: le32_at(v, 16),
-            snapshotted_time: le32_at(v, 20),
-        }
-    }
-}
-
-/// Splits a mapping value into (data block, time).
-pub fn unpack_block_time(v: u64) -> (u64, u32) {
-    (v >> 24, (v & 0xff_ffff) as u32)
-}
+pub use device_details::{DeviceDetails, DETAILS_SIZE};
+pub use mapping::{pack_block_time, unpack_block_time, BlockTime, DevTrees};
 
 /// A thin check's report and, if the walk got that far, the recounted
 /// references (what each block's count should be).
@@ -349,7 +332,7 @@ fn walk_roots<IO: BlockIo>(
         details_root,
         24,
         &mut |_, dev, v| {
-            details.insert(dev, DeviceDetails::unpack(v));
+            details.insert(dev, DeviceDetails::unpack(v).unwrap_or_default());
         },
     );
     let mut mapped: BTreeMap<u64, Option<u64>> = BTreeMap::new();

@@ -15,80 +15,16 @@ use std::collections::BTreeMap;
 use std::prelude::rust_2021::*;
 
 use super::thin::{off, DeviceDetails, THIN_MAGIC, THIN_SB_VALIDATOR};
+pub use super::thin::{pack_block_time, BlockTime, DevTrees, DETAILS_SIZE};
 use crate::block_manager::{le64_at, put_le32, put_le64, BlockManager};
-use crate::btree::{self, PlainValues, ValueType};
+use crate::btree::{self, PlainValues};
 use crate::error::{Error, Result};
 use crate::io::{BlockIo, BLOCK_SECTORS};
 use crate::space_map::{DiskSpaceMap, SpaceMap, SM_ROOT_SIZE};
-use crate::transaction_manager::{with_runs, TransactionManager};
+use crate::transaction_manager::TransactionManager;
 
 /// `THIN_VERSION`.
 pub const THIN_VERSION: u32 = 2;
-/// Bytes of an encoded [`DeviceDetails`].
-pub const DETAILS_SIZE: usize = 24;
-
-/// Bottom-level mapping values, `data_block << 24 | time`: each holds a
-/// reference on its data block.
-pub struct BlockTime<'a>(pub &'a mut DiskSpaceMap);
-
-impl<IO: BlockIo> ValueType<IO> for BlockTime<'_> {
-    fn size(&self) -> usize {
-        8
-    }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.inc(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.dec(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-    /// The same data block is the same mapping, whatever its time stamp.
-    fn equal(&self, a: &[u8], b: &[u8]) -> bool {
-        le64_at(a, 0) >> 24 == le64_at(b, 0) >> 24
-    }
-}
-
-/// Top-level values: device mapping tree roots. Dropping one deletes the
-/// tree (upstream's `subtree_dec`).
-pub struct DevTrees<'a>(pub &'a mut DiskSpaceMap);
-
-impl<IO: BlockIo> ValueType<IO> for DevTrees<'_> {
-    fn size(&self) -> usize {
-        8
-    }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        with_runs(v, |b, e| tm.inc_range(b, e))
-    }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            btree::del(tm, &mut BlockTime(self.0), le64_at(c, 0), 1)?;
-        }
-        Ok(())
-    }
-}
-
-/// Packs a mapping value.
-pub fn pack_block_time(data_block: u64, time: u32) -> u64 {
-    (data_block << 24) | u64::from(time & 0xff_ffff)
-}
-
-impl DeviceDetails {
-    /// Encodes to the 24 on-disk bytes.
-    pub fn pack(&self) -> [u8; DETAILS_SIZE] {
-        let mut d = [0u8; DETAILS_SIZE];
-        put_le64(&mut d, 0, self.mapped_blocks);
-        put_le64(&mut d, 8, self.transaction_id);
-        put_le32(&mut d, 16, self.creation_time);
-        put_le32(&mut d, 20, self.snapshotted_time);
-        d
-    }
-}
-
 /// Every mapping: device -> virtual block -> data block.
 pub type Mappings = BTreeMap<u64, BTreeMap<u64, u64>>;
 
@@ -204,7 +140,7 @@ impl<IO: BlockIo> ThinPool<IO> {
             let mut v = [0u8; DETAILS_SIZE];
             btree::lookup(&self.tm, self.details_root, &[dev], &mut v)?;
             let o = Open {
-                details: DeviceDetails::unpack(&v),
+                details: DeviceDetails::unpack(&v)?,
                 changed: false,
             };
             self.open.insert(dev, o);

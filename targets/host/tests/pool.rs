@@ -484,8 +484,9 @@ fn a_failed_change_poisons_until_abort_which_restores_the_last_commit() {
     assert_eq!(failed, Some(Error::Io));
     io.clear_faults();
     assert!(p.is_poisoned());
-    assert_eq!(p.commit(), Err(Error::Invalid));
-    assert_eq!(p.create_thin(3), Err(Error::Invalid));
+    assert_eq!(p.commit(), Err(Error::Poisoned));
+    assert_eq!(p.create_thin(3), Err(Error::Poisoned));
+    assert_eq!(Error::Poisoned.to_errno(), -22);
     p.abort().unwrap();
     assert!(!p.is_poisoned());
     assert!(p.thin_aborted_changes(&td));
@@ -562,7 +563,7 @@ fn metadata_exhaustion_poisons_and_abort_recovers() {
         p.is_poisoned(),
         "metadata ran out half way through an insert"
     );
-    assert_eq!(p.commit(), Err(Error::Invalid));
+    assert_eq!(p.commit(), Err(Error::Poisoned));
     p.abort().unwrap();
     assert_eq!(p.mapped_count(&td), Ok(10));
     p.close_thin_device(td);

@@ -5,7 +5,8 @@
 //! references.
 
 use crate::persistent_data::btree::PlainValues;
-use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::endian::{le32, le64};
+use crate::persistent_data::error::Result;
 
 /// Bytes of an encoded [`DeviceDetails`].
 pub const DETAILS_SIZE: usize = 24;
@@ -30,16 +31,11 @@ pub struct DeviceDetails {
 impl DeviceDetails {
     /// Decodes 24 bytes; `Invalid` if `v` is shorter.
     pub fn unpack(v: &[u8]) -> Result<Self> {
-        fn le<const N: usize>(v: &[u8], at: usize) -> Result<[u8; N]> {
-            v.get(at..at + N)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(Error::Invalid)
-        }
         Ok(DeviceDetails {
-            mapped_blocks: u64::from_le_bytes(le(v, 0)?),
-            transaction_id: u64::from_le_bytes(le(v, 8)?),
-            creation_time: u32::from_le_bytes(le(v, 16)?),
-            snapshotted_time: u32::from_le_bytes(le(v, 20)?),
+            mapped_blocks: le64(v, 0)?,
+            transaction_id: le64(v, 8)?,
+            creation_time: le32(v, 16)?,
+            snapshotted_time: le32(v, 20)?,
         })
     }
 
@@ -67,6 +63,7 @@ impl DeviceDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persistent_data::error::Error;
 
     #[test]
     fn round_trip_and_layout() {

@@ -12,7 +12,8 @@
 //! fuzz harness, tests) include it too: one copy of the thin value types.
 
 use crate::persistent_data::btree::{self, ValueType};
-use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::endian::le64;
+use crate::persistent_data::error::Result;
 use crate::persistent_data::io::BlockIo;
 use crate::persistent_data::space_map::{DiskSpaceMap, SpaceMap};
 use crate::persistent_data::transaction_manager::{with_runs, TransactionManager};
@@ -35,20 +36,12 @@ pub fn unpack_block_time(v: u64) -> (u64, u32) {
     (v >> TIME_BITS, (v & TIME_MASK) as u32)
 }
 
-/// The little-endian u64 at the start of `v`.
-fn le64(v: &[u8]) -> Result<u64> {
-    v.get(..8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or(Error::Invalid)
-}
-
 /// Calls `f(begin, end)` for each run of consecutive data blocks in a
 /// packed array of mapping values (fewer space map calls, as upstream).
 fn with_block_runs(values: &[u8], mut f: impl FnMut(u64, u64) -> Result<()>) -> Result<()> {
     let mut run: Option<(u64, u64)> = None;
     for c in values.chunks_exact(8) {
-        let (b, _) = unpack_block_time(le64(c)?);
+        let (b, _) = unpack_block_time(le64(c, 0)?);
         run = match run {
             Some((s, e)) if e == b => Some((s, e + 1)),
             Some((s, e)) => {
@@ -82,7 +75,7 @@ impl<IO: BlockIo> ValueType<IO> for BlockTime<'_> {
 
     /// The same data block is the same mapping, whatever its time stamp.
     fn equal(&self, a: &[u8], b: &[u8]) -> bool {
-        match (le64(a), le64(b)) {
+        match (le64(a, 0), le64(b, 0)) {
             (Ok(a), Ok(b)) => a >> TIME_BITS == b >> TIME_BITS,
             _ => false,
         }
@@ -105,7 +98,7 @@ impl<IO: BlockIo> ValueType<IO> for DevTrees<'_> {
 
     fn dec(&mut self, tm: &mut TransactionManager<IO>, values: &[u8]) -> Result<()> {
         for c in values.chunks_exact(8) {
-            btree::del(tm, &mut BlockTime(self.0), le64(c)?, 1)?;
+            btree::del(tm, &mut BlockTime(self.0), le64(c, 0)?, 1)?;
         }
         Ok(())
     }

@@ -10,7 +10,8 @@
 //! Failure model. An operation that fails before changing anything (an
 //! existing device id, an unmapped block, no free data block) leaves the
 //! transaction usable. One that fails half way *poisons* it: commits and
-//! changes are refused (`Invalid`) until [`PoolMetadata::abort`] throws
+//! changes are refused (`Poisoned`, `-EINVAL` as upstream's refusals in
+//! fail mode) until [`PoolMetadata::abort`] throws
 //! the transaction away and reopens the last commit, as thin-pool does on
 //! any metadata failure. If that reopening fails too, the pool is failed
 //! (upstream's `fail_io`): every call but close is refused.
@@ -159,8 +160,8 @@ impl<IO: BlockIo> Objects<IO> {
         Ok(pd)
     }
 
-    /// Opens formatted metadata.
-    fn open(bm: BlockManager<IO>, opts: &OpenOptions) -> Result<Self> {
+    /// The committed superblock on `bm`, if this pool can open it.
+    fn committed_superblock(bm: &BlockManager<IO>, opts: &OpenOptions) -> Result<Superblock> {
         let sb = {
             let d = bm.read_lock(SUPERBLOCK_LOCATION, Some(&SUPERBLOCK_VALIDATOR))?;
             Superblock::unpack(&d[..])?
@@ -171,6 +172,12 @@ impl<IO: BlockIo> Objects<IO> {
         }
         sb.check_features(opts.read_only_device)?;
         sb.check_sizes()?;
+        Ok(sb)
+    }
+
+    /// Opens formatted metadata.
+    fn open(bm: BlockManager<IO>, opts: &OpenOptions) -> Result<Self> {
+        let sb = Self::committed_superblock(&bm, opts)?;
         let tm = TransactionManager::open(bm, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&sb.data_sm_root)?;
         Ok(Objects { tm, data_sm })
@@ -296,7 +303,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         f: impl FnOnce(&mut Objects<IO>, &mut Transaction, &mut DeviceTable) -> Result<T>,
     ) -> Result<T> {
         if self.poisoned {
-            return Err(Error::Invalid);
+            return Err(Error::Poisoned);
         }
         let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
         if pd.tm.bm().is_read_only() {
@@ -313,18 +320,17 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         r
     }
 
-    /// Like [`Self::mutate`], but a failure with `clean` (an error `f`
-    /// is known to return before changing anything) leaves the
-    /// transaction usable.
-    pub(super) fn mutate_unless<T>(
+    /// Like [`Self::mutate`] for a change to the engine's state only (no
+    /// in-core state of ours), when the engine keeps its own in-core state
+    /// right on failure: the transaction is poisoned only if the engine
+    /// changed something before failing.
+    pub(super) fn mutate_engine<T>(
         &mut self,
-        clean: Option<Error>,
-        f: impl FnOnce(&mut Objects<IO>, &mut Transaction, &mut DeviceTable) -> Result<T>,
+        f: impl FnOnce(&mut Objects<IO>) -> Result<T>,
     ) -> Result<T> {
-        let was = self.poisoned;
-        let r = self.mutate(f);
-        if matches!((&r, clean), (Err(e), Some(c)) if *e == c) && !was {
-            self.poisoned = false;
+        let r = self.mutate(|pd, _, _| f(pd));
+        if r.is_err() {
+            self.poisoned = self.pd.as_ref().map_or(true, |pd| pd.tm.is_poisoned());
         }
         r
     }
@@ -350,7 +356,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// `__commit_transaction`). Does nothing until the pool is in service.
     pub(super) fn commit_transaction(&mut self) -> Result<()> {
         if self.poisoned {
-            return Err(Error::Invalid);
+            return Err(Error::Poisoned);
         }
         let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
         if !self.in_service {
@@ -400,22 +406,28 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// time, transaction id and in-core details instead; here all of the
     /// transaction goes. If reopening fails the pool is failed.
     pub fn abort(&mut self) -> Result<()> {
-        let pd = self.pd.take().ok_or(Error::Invalid)?;
+        let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
         self.in_service = true;
         for td in self.devices.iter_mut() {
             td.aborted_with_changes = td.changed;
         }
-        let Objects { tm, data_sm } = pd;
-        drop(data_sm);
-        let mut bm = tm.into_bm();
-        // Throw the transaction away: the reopen reads the last commit.
-        bm.discard_all();
         let opts = OpenOptions {
             data_block_size: self.tx.data_block_size,
             format: false,
             read_only_device: self.read_only_device,
         };
-        self.pd = Some(Objects::open_or_format(bm, &opts)?);
+        let reopened = pd
+            .tm
+            .abort(|bm| Objects::committed_superblock(bm, &opts).map(|sb| sb.metadata_sm_root))
+            .and_then(|()| {
+                let sb = pd.superblock()?;
+                pd.data_sm = DiskSpaceMap::open(&sb.data_sm_root)?;
+                Ok(())
+            });
+        if let Err(e) = reopened {
+            self.pd = None;
+            return Err(e);
+        }
         // The flag is written in place when set: an abort does not undo it.
         let needs_check = self.tx.flags & NEEDS_CHECK_FLAG;
         if let Err(e) = self
@@ -463,7 +475,10 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// `Invalid`, as upstream).
     pub fn set_transaction_id(&mut self, current: u64, new: u64) -> Result<()> {
         self.objects()?;
-        if self.poisoned || self.tx.trans_id != current {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if self.tx.trans_id != current {
             return Err(Error::Invalid);
         }
         self.in_service = true;

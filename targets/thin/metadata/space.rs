@@ -10,21 +10,14 @@ use crate::persistent_data::io::BlockIo;
 use crate::persistent_data::space_map::common::MAX_METADATA_BLOCKS;
 use crate::persistent_data::space_map::SpaceMap;
 
-/// Far more metadata blocks than counting one data block can need (a
-/// bitmap and a path of the index and ref-count trees, with splits).
-const ALLOC_METADATA_MARGIN: u64 = 64;
-
 impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// Allocates a data block (reference count one, handed to
     /// [`Self::insert_block`]); `NoSpace` when the data device is full,
-    /// which leaves the transaction usable.
+    /// which leaves the transaction usable (the engine says whether a
+    /// failure changed anything: a full metadata device can fail the count
+    /// update half way).
     pub fn alloc_data_block(&mut self) -> Result<u64> {
-        // A full data device fails the search, before anything changes; a
-        // full metadata device could fail the count update half way. With
-        // this much metadata free only the first can happen.
-        let roomy = self.objects()?.tm.sm_nr_free() >= ALLOC_METADATA_MARGIN;
-        let clean = roomy.then_some(Error::NoSpace);
-        self.mutate_unless(clean, |pd, _, _| pd.data_sm.new_block(&mut pd.tm))
+        self.mutate_engine(|pd| pd.data_sm.new_block(&mut pd.tm))
     }
 
     /// Takes a reference on each data block in `[b, e)`.

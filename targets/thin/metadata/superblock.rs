@@ -5,12 +5,13 @@
 //! lays it out. It is the only block ever written in place: a commit
 //! rewrites it last, after everything it points to is on disk.
 
-use crate::persistent_data::block_manager::Validator;
 use crate::persistent_data::checksum::dm_checksum;
+use crate::persistent_data::endian::{le32, le64, set_le32, set_le64};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::{Block, BLOCK_SECTORS};
 use crate::persistent_data::space_map::common::MAX_METADATA_BLOCKS;
 use crate::persistent_data::space_map::{SmRoot, SM_ROOT_SIZE};
+use crate::persistent_data::validator::Validator;
 
 use super::mapping::DATA_BLOCK_LIMIT;
 
@@ -62,24 +63,17 @@ mod off {
     pub(super) const INCOMPAT: usize = 360;
 }
 
-fn field<const N: usize>(d: &[u8], at: usize) -> Result<[u8; N]> {
-    d.get(at..at + N)
+/// The space map root stored at `at` (the first 32 of its 128 bytes).
+fn sm_root_at(d: &[u8], at: usize) -> Result<[u8; SM_ROOT_SIZE]> {
+    d.get(at..at + SM_ROOT_SIZE)
         .and_then(|s| s.try_into().ok())
         .ok_or(Error::Invalid)
 }
 
-fn get32(d: &[u8], at: usize) -> Result<u32> {
-    field(d, at).map(u32::from_le_bytes)
-}
-
-fn get64(d: &[u8], at: usize) -> Result<u64> {
-    field(d, at).map(u64::from_le_bytes)
-}
-
-fn put(d: &mut [u8], at: usize, bytes: &[u8]) -> Result<()> {
-    d.get_mut(at..at + bytes.len())
+fn set_sm_root(d: &mut [u8], at: usize, root: &[u8; SM_ROOT_SIZE]) -> Result<()> {
+    d.get_mut(at..at + SM_ROOT_SIZE)
         .ok_or(Error::Invalid)?
-        .copy_from_slice(bytes);
+        .copy_from_slice(root);
     Ok(())
 }
 
@@ -102,19 +96,19 @@ impl Validator for SuperblockValidator {
     }
 
     fn check(&self, b: u64, data: &Block) -> Result<()> {
-        if get64(data, off::BLOCKNR)? != b {
+        if le64(data, off::BLOCKNR)? != b {
             return Err(Error::BadBlockNumber);
         }
-        if get64(data, off::MAGIC)? != THIN_MAGIC || get32(data, off::CSUM)? != checksum(data) {
+        if le64(data, off::MAGIC)? != THIN_MAGIC || le32(data, off::CSUM)? != checksum(data) {
             return Err(Error::BadChecksum);
         }
         Ok(())
     }
 
     fn prepare_for_write(&self, b: u64, data: &mut Block) -> Result<()> {
-        put(data, off::BLOCKNR, &b.to_le_bytes())?;
+        set_le64(data, off::BLOCKNR, b)?;
         let c = checksum(data);
-        put(data, off::CSUM, &c.to_le_bytes())
+        set_le32(data, off::CSUM, c)
     }
 }
 
@@ -172,52 +166,44 @@ impl Superblock {
     /// Decodes the fields of a (validated) superblock block.
     pub fn unpack(d: &[u8]) -> Result<Self> {
         Ok(Superblock {
-            flags: get32(d, off::FLAGS)?,
-            magic: get64(d, off::MAGIC)?,
-            version: get32(d, off::VERSION)?,
-            time: get32(d, off::TIME)?,
-            trans_id: get64(d, off::TRANS_ID)?,
-            held_root: get64(d, off::HELD_ROOT)?,
-            data_sm_root: field(d, off::DATA_SM_ROOT)?,
-            metadata_sm_root: field(d, off::METADATA_SM_ROOT)?,
-            mapping_root: get64(d, off::MAPPING_ROOT)?,
-            details_root: get64(d, off::DETAILS_ROOT)?,
-            data_block_size: get32(d, off::DATA_BLOCK_SIZE)?,
-            metadata_block_size: get32(d, off::METADATA_BLOCK_SIZE)?,
-            metadata_nr_blocks: get64(d, off::METADATA_NR_BLOCKS)?,
-            compat_flags: get32(d, off::COMPAT)?,
-            compat_ro_flags: get32(d, off::COMPAT_RO)?,
-            incompat_flags: get32(d, off::INCOMPAT)?,
+            flags: le32(d, off::FLAGS)?,
+            magic: le64(d, off::MAGIC)?,
+            version: le32(d, off::VERSION)?,
+            time: le32(d, off::TIME)?,
+            trans_id: le64(d, off::TRANS_ID)?,
+            held_root: le64(d, off::HELD_ROOT)?,
+            data_sm_root: sm_root_at(d, off::DATA_SM_ROOT)?,
+            metadata_sm_root: sm_root_at(d, off::METADATA_SM_ROOT)?,
+            mapping_root: le64(d, off::MAPPING_ROOT)?,
+            details_root: le64(d, off::DETAILS_ROOT)?,
+            data_block_size: le32(d, off::DATA_BLOCK_SIZE)?,
+            metadata_block_size: le32(d, off::METADATA_BLOCK_SIZE)?,
+            metadata_nr_blocks: le64(d, off::METADATA_NR_BLOCKS)?,
+            compat_flags: le32(d, off::COMPAT)?,
+            compat_ro_flags: le32(d, off::COMPAT_RO)?,
+            incompat_flags: le32(d, off::INCOMPAT)?,
         })
     }
 
     /// Encodes the fields into `d` (the checksum and location are stamped
     /// by the validator when the block is written).
     pub fn pack(&self, d: &mut [u8]) -> Result<()> {
-        put(d, off::FLAGS, &self.flags.to_le_bytes())?;
-        put(d, off::MAGIC, &self.magic.to_le_bytes())?;
-        put(d, off::VERSION, &self.version.to_le_bytes())?;
-        put(d, off::TIME, &self.time.to_le_bytes())?;
-        put(d, off::TRANS_ID, &self.trans_id.to_le_bytes())?;
-        put(d, off::HELD_ROOT, &self.held_root.to_le_bytes())?;
-        put(d, off::DATA_SM_ROOT, &self.data_sm_root)?;
-        put(d, off::METADATA_SM_ROOT, &self.metadata_sm_root)?;
-        put(d, off::MAPPING_ROOT, &self.mapping_root.to_le_bytes())?;
-        put(d, off::DETAILS_ROOT, &self.details_root.to_le_bytes())?;
-        put(d, off::DATA_BLOCK_SIZE, &self.data_block_size.to_le_bytes())?;
-        put(
-            d,
-            off::METADATA_BLOCK_SIZE,
-            &self.metadata_block_size.to_le_bytes(),
-        )?;
-        put(
-            d,
-            off::METADATA_NR_BLOCKS,
-            &self.metadata_nr_blocks.to_le_bytes(),
-        )?;
-        put(d, off::COMPAT, &self.compat_flags.to_le_bytes())?;
-        put(d, off::COMPAT_RO, &self.compat_ro_flags.to_le_bytes())?;
-        put(d, off::INCOMPAT, &self.incompat_flags.to_le_bytes())
+        set_le32(d, off::FLAGS, self.flags)?;
+        set_le64(d, off::MAGIC, self.magic)?;
+        set_le32(d, off::VERSION, self.version)?;
+        set_le32(d, off::TIME, self.time)?;
+        set_le64(d, off::TRANS_ID, self.trans_id)?;
+        set_le64(d, off::HELD_ROOT, self.held_root)?;
+        set_sm_root(d, off::DATA_SM_ROOT, &self.data_sm_root)?;
+        set_sm_root(d, off::METADATA_SM_ROOT, &self.metadata_sm_root)?;
+        set_le64(d, off::MAPPING_ROOT, self.mapping_root)?;
+        set_le64(d, off::DETAILS_ROOT, self.details_root)?;
+        set_le32(d, off::DATA_BLOCK_SIZE, self.data_block_size)?;
+        set_le32(d, off::METADATA_BLOCK_SIZE, self.metadata_block_size)?;
+        set_le64(d, off::METADATA_NR_BLOCKS, self.metadata_nr_blocks)?;
+        set_le32(d, off::COMPAT, self.compat_flags)?;
+        set_le32(d, off::COMPAT_RO, self.compat_ro_flags)?;
+        set_le32(d, off::INCOMPAT, self.incompat_flags)
     }
 
     /// Refuses features this implementation does not know, as upstream:

@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 pub mod model;
-pub mod thin_dump;
 pub mod tools;
 
+// Shared with persistent_data's tests: the thinp-testdata images and a
+// reader of thin_dump's XML.
 #[path = "../../../../persistent_data/tests/common/testdata.rs"]
 pub mod testdata;
+#[path = "../../../../persistent_data/tests/common/thin_dump.rs"]
+pub mod thin_dump;
 
 pub use dm_rs_targets_host::persistent_data;
 pub use dm_rs_targets_host::thin_metadata::superblock::{Superblock, SUPERBLOCK_VALIDATOR};

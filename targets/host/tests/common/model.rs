@@ -241,7 +241,7 @@ impl Harness {
                     Err(e) => {
                         assert_eq!(e, Error::Io, "{op:?}");
                         assert!(self.pool().is_poisoned(), "{op:?}");
-                        assert_eq!(self.pool().commit(), Err(Error::Invalid), "{op:?}");
+                        assert_eq!(self.pool().commit(), Err(Error::Poisoned), "{op:?}");
                         self.abort();
                     }
                 }
