@@ -28,13 +28,13 @@
 //! The array's length is not stored: callers keep it (cache metadata keeps
 //! it in its superblock) and pass it to [`resize`].
 
-use crate::persistent_data::block_manager::{
-    le32_at, put_le32, CsumValidator, ReadRef, Validator, WriteBlock,
-};
+use crate::persistent_data::block_manager::{ReadRef, WriteBlock};
 use crate::persistent_data::btree::{self, node, ValueType};
+use crate::persistent_data::endian::{le32, set_le32};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
 use crate::persistent_data::transaction_manager::{with_runs, BlockReader, TransactionManager};
+use crate::persistent_data::validator::{CsumValidator, Validator};
 
 /// Checksum salt of array blocks.
 pub const ARRAY_CSUM_XOR: u32 = 595_846_735;
@@ -68,19 +68,19 @@ pub struct ArrayHeader {
 
 impl ArrayHeader {
     /// Decodes the header of `d`.
-    pub fn read(d: &[u8]) -> ArrayHeader {
-        ArrayHeader {
-            max_entries: le32_at(d, OFF_MAX),
-            nr_entries: le32_at(d, OFF_NR),
-            value_size: le32_at(d, OFF_VSIZE),
-        }
+    pub fn read(d: &[u8]) -> Result<ArrayHeader> {
+        Ok(ArrayHeader {
+            max_entries: le32(d, OFF_MAX)?,
+            nr_entries: le32(d, OFF_NR)?,
+            value_size: le32(d, OFF_VSIZE)?,
+        })
     }
 
     /// Encodes into `d` (leaves csum and blocknr alone).
-    pub fn write(&self, d: &mut [u8]) {
-        put_le32(d, OFF_MAX, self.max_entries);
-        put_le32(d, OFF_NR, self.nr_entries);
-        put_le32(d, OFF_VSIZE, self.value_size);
+    pub fn write(&self, d: &mut [u8]) -> Result<()> {
+        set_le32(d, OFF_MAX, self.max_entries)?;
+        set_le32(d, OFF_NR, self.nr_entries)?;
+        set_le32(d, OFF_VSIZE, self.value_size)
     }
 
     /// The structural checks upstream makes on every array block read.
@@ -107,36 +107,38 @@ impl ArrayHeader {
 }
 
 /// Validator for array blocks: location, checksum, then header sanity.
-pub struct ArrayValidator;
-
-static ARRAY_CSUM: CsumValidator = CsumValidator {
-    name: "array",
-    xor: ARRAY_CSUM_XOR,
-    blocknr_offset: OFF_BLOCKNR,
-};
+pub struct ArrayValidator {
+    csum: CsumValidator,
+}
 
 /// The array block validator.
-pub static ARRAY_VALIDATOR: ArrayValidator = ArrayValidator;
+pub static ARRAY_VALIDATOR: ArrayValidator = ArrayValidator {
+    csum: CsumValidator {
+        name: "array",
+        xor: ARRAY_CSUM_XOR,
+        blocknr_offset: OFF_BLOCKNR,
+    },
+};
 
 impl Validator for ArrayValidator {
     fn name(&self) -> &'static str {
-        "array"
+        self.csum.name
     }
 
     fn check(&self, b: u64, data: &Block) -> Result<()> {
-        ARRAY_CSUM.check(b, data)?;
-        ArrayHeader::read(data).check()
+        self.csum.check(b, data)?;
+        ArrayHeader::read(data)?.check()
     }
 
-    fn prepare_for_write(&self, b: u64, data: &mut Block) {
-        ARRAY_CSUM.prepare_for_write(b, data)
+    fn prepare_for_write(&self, b: u64, data: &mut Block) -> Result<()> {
+        self.csum.prepare_for_write(b, data)
     }
 }
 
 /// Header of array block `d`, checked, with the value size the caller
 /// expects (a mismatch is corruption: `BadChecksum`, upstream's `-EILSEQ`).
 fn ablock_header(d: &[u8], value_size: usize) -> Result<ArrayHeader> {
-    let h = ArrayHeader::read(d);
+    let h = ArrayHeader::read(d)?;
     h.check()?;
     if h.vs() != value_size {
         return Err(Error::BadChecksum);
@@ -209,7 +211,7 @@ fn max_entries_for(value_size: usize) -> Result<u32> {
 
 /// Creates an empty array; returns its root.
 pub fn empty<IO: BlockIo>(tm: &mut TransactionManager<IO>) -> Result<u64> {
-    btree::empty(tm, 8)
+    tm.mutate(|tm| btree::empty(tm, 8))
 }
 
 /// Drops the caller's reference to the array at `root`; array blocks (and
@@ -219,7 +221,7 @@ pub fn del<IO: BlockIo>(
     elem: &mut dyn ValueType<IO>,
     root: u64,
 ) -> Result<()> {
-    btree::del(tm, &mut ArrayBlocks { elem }, root, 1)
+    tm.mutate(|tm| btree::del(tm, &mut ArrayBlocks { elem }, root, 1))
 }
 
 /// Number of the array block holding entry `index`, and the entry's
@@ -318,28 +320,30 @@ pub fn set<IO: BlockIo>(
     index: u32,
     value: &[u8],
 ) -> Result<u64> {
-    let vs = elem.size();
-    if value.len() != vs {
-        return Err(Error::Invalid);
-    }
-    let (bi, entry) = locate(vs, index)?;
-    check_present(tm, root, bi, entry, vs)?;
-    let (new_root, mut ab) = shadow_ablock(tm, elem, root, bi)?;
-    let r = (|| {
-        let h = ablock_header(&ab[..], vs)?;
-        if entry >= h.nr_entries {
+    tm.mutate(|tm| {
+        let vs = elem.size();
+        if value.len() != vs {
             return Err(Error::Invalid);
         }
-        let old = entries(&ab[..], &h, entry, entry + 1)?;
-        if !elem.equal(old, value) {
-            elem.inc(tm, value)?;
-            elem.dec(tm, old)?;
-        }
-        entries_mut(&mut ab[..], &h, entry, entry + 1)?.copy_from_slice(value);
-        Ok(())
-    })();
-    tm.unlock(ab);
-    r.map(|()| new_root)
+        let (bi, entry) = locate(vs, index)?;
+        check_present(tm, root, bi, entry, vs)?;
+        let (new_root, mut ab) = shadow_ablock(tm, elem, root, bi)?;
+        let r = (|| {
+            let h = ablock_header(&ab[..], vs)?;
+            if entry >= h.nr_entries {
+                return Err(Error::Invalid);
+            }
+            let old = entries(&ab[..], &h, entry, entry + 1)?;
+            if !elem.equal(old, value) {
+                elem.inc(tm, value)?;
+                elem.dec(tm, old)?;
+            }
+            entries_mut(&mut ab[..], &h, entry, entry + 1)?.copy_from_slice(value);
+            Ok(())
+        })();
+        tm.unlock(ab);
+        r.map(|()| new_root)
+    })
 }
 
 /// Appends copies of `value` to array block `d` until it holds `new_nr`
@@ -362,8 +366,7 @@ fn fill_ablock<IO: BlockIo>(
     }
     elem.inc(tm, entries(d, &h, nr, new_nr)?)?;
     h.nr_entries = new_nr;
-    h.write(d);
-    Ok(())
+    h.write(d)
 }
 
 /// Drops the values of array block `d` from `new_nr` on; each loses its
@@ -381,8 +384,7 @@ fn trim_ablock<IO: BlockIo>(
     }
     elem.dec(tm, entries(d, &h, new_nr, nr)?)?;
     h.nr_entries = new_nr;
-    h.write(d);
-    Ok(())
+    h.write(d)
 }
 
 /// Allocates a new array block, fills it with `nr` values produced by
@@ -408,8 +410,8 @@ fn insert_new_ablock<IO: BlockIo>(
         nr_entries: nr,
         value_size: vs as u32,
     };
-    h.write(&mut ab[..]);
     let r = (|| {
+        h.write(&mut ab[..])?;
         let area = entries_mut(&mut ab[..], &h, 0, nr)?;
         for (i, c) in area.chunks_exact_mut(vs).enumerate() {
             fill(i as u32, c)?;
@@ -418,10 +420,9 @@ fn insert_new_ablock<IO: BlockIo>(
     })();
     let loc = ab.loc();
     tm.unlock(ab);
-    if let Err(e) = r {
-        let _ = tm.dec(loc);
-        return Err(e);
-    }
+    // A failure leaves `loc` allocated and unreferenced: the caller's
+    // operation (run under `mutate`) poisons the transaction.
+    r?;
     // The btree adopts the block's single reference.
     btree::insert(
         tm,
@@ -465,21 +466,23 @@ pub fn resize<IO: BlockIo>(
     new_len: u32,
     value: &[u8],
 ) -> Result<u64> {
-    let vs = elem.size();
-    if value.len() != vs {
-        return Err(Error::Invalid);
-    }
-    let max = max_entries_for(vs)?;
-    if old_len == new_len {
-        return Ok(root);
-    }
-    let old = Shape::new(old_len, max);
-    let new = Shape::new(new_len, max);
-    if new_len > old_len {
-        grow(tm, elem, root, old, new, max, value)
-    } else {
-        shrink(tm, elem, root, old, new)
-    }
+    tm.mutate(|tm| {
+        let vs = elem.size();
+        if value.len() != vs {
+            return Err(Error::Invalid);
+        }
+        let max = max_entries_for(vs)?;
+        if old_len == new_len {
+            return Ok(root);
+        }
+        let old = Shape::new(old_len, max);
+        let new = Shape::new(new_len, max);
+        if new_len > old_len {
+            grow(tm, elem, root, old, new, max, value)
+        } else {
+            shrink(tm, elem, root, old, new)
+        }
+    })
 }
 
 fn extend_tail<IO: BlockIo>(
@@ -560,17 +563,19 @@ pub fn new<IO: BlockIo>(
     len: u32,
     f: &mut dyn FnMut(u32, &mut [u8]) -> Result<()>,
 ) -> Result<u64> {
-    let max = max_entries_for(elem.size())?;
-    let mut root = empty(tm)?;
-    let shape = Shape::new(len, max);
-    for bi in 0..shape.blocks() {
-        let nr = if bi < shape.full { max } else { shape.tail };
-        // `bi * max` stays below `len`, so it fits a u32.
-        let base = (bi as u32).wrapping_mul(max);
-        let mut fill = |i: u32, c: &mut [u8]| f(base + i, c);
-        root = insert_new_ablock(tm, elem, root, bi, nr, &mut fill)?;
-    }
-    Ok(root)
+    tm.mutate(|tm| {
+        let max = max_entries_for(elem.size())?;
+        let mut root = empty(tm)?;
+        let shape = Shape::new(len, max);
+        for bi in 0..shape.blocks() {
+            let nr = if bi < shape.full { max } else { shape.tail };
+            // `bi * max` stays below `len`, so it fits a u32.
+            let base = (bi as u32).wrapping_mul(max);
+            let mut fill = |i: u32, c: &mut [u8]| f(base + i, c);
+            root = insert_new_ablock(tm, elem, root, bi, nr, &mut fill)?;
+        }
+        Ok(root)
+    })
 }
 
 /// Calls `f(index, value)` for every entry of the array at `root` (values
@@ -618,7 +623,7 @@ pub struct Cursor<'a, R: BlockReader> {
     r: &'a R,
     value_size: usize,
     tree: btree::Cursor<'a, R>,
-    block: ReadRef<'a>,
+    block: ReadRef<'a, R::Io>,
     header: ArrayHeader,
     /// Position in the current array block.
     pos: u32,
@@ -651,7 +656,7 @@ impl<'a, R: BlockReader> Cursor<'a, R> {
         r: &'a R,
         tree: &btree::Cursor<'a, R>,
         value_size: usize,
-    ) -> Result<(ReadRef<'a>, ArrayHeader)> {
+    ) -> Result<(ReadRef<'a, R::Io>, ArrayHeader)> {
         let (_, v) = tree.get()?;
         let b = u64::from_le_bytes(v.try_into().map_err(|_| Error::Invalid)?);
         let block = r.read_lock(b, &ARRAY_VALIDATOR)?;
@@ -733,21 +738,22 @@ mod tests {
             nr_entries: 3,
             value_size: 8,
         }
-        .write(&mut d);
-        ARRAY_VALIDATOR.prepare_for_write(9, &mut d);
+        .write(&mut d)
+        .unwrap();
+        ARRAY_VALIDATOR.prepare_for_write(9, &mut d).unwrap();
         assert!(ARRAY_VALIDATOR.check(9, &d).is_ok());
         assert_eq!(ARRAY_VALIDATOR.check(10, &d), Err(Error::BadBlockNumber));
         let mut bad = d;
-        put_le32(&mut bad, OFF_MAX, 508);
-        ARRAY_VALIDATOR.prepare_for_write(9, &mut bad);
+        set_le32(&mut bad, OFF_MAX, 508).unwrap();
+        ARRAY_VALIDATOR.prepare_for_write(9, &mut bad).unwrap();
         assert_eq!(ARRAY_VALIDATOR.check(9, &bad), Err(Error::BadChecksum));
         let mut bad = d;
-        put_le32(&mut bad, OFF_NR, 510);
-        ARRAY_VALIDATOR.prepare_for_write(9, &mut bad);
+        set_le32(&mut bad, OFF_NR, 510).unwrap();
+        ARRAY_VALIDATOR.prepare_for_write(9, &mut bad).unwrap();
         assert_eq!(ARRAY_VALIDATOR.check(9, &bad), Err(Error::BadChecksum));
         let mut bad = d;
-        put_le32(&mut bad, OFF_VSIZE, 0);
-        ARRAY_VALIDATOR.prepare_for_write(9, &mut bad);
+        set_le32(&mut bad, OFF_VSIZE, 0).unwrap();
+        ARRAY_VALIDATOR.prepare_for_write(9, &mut bad).unwrap();
         assert_eq!(ARRAY_VALIDATOR.check(9, &bad), Err(Error::BadChecksum));
         let mut bad = d;
         bad[100] ^= 1;

@@ -46,7 +46,7 @@ pub struct Bitset {
 
 /// Creates an empty bitset; returns its root.
 pub fn empty<IO: BlockIo>(tm: &mut TransactionManager<IO>) -> Result<u64> {
-    array::empty(tm)
+    tm.mutate(|tm| array::empty(tm))
 }
 
 /// Builds a bitset of `nr_bits` bits, bit `i` being `f(i)`; returns its
@@ -56,23 +56,25 @@ pub fn new<IO: BlockIo>(
     nr_bits: u32,
     f: &mut dyn FnMut(u32) -> Result<bool>,
 ) -> Result<u64> {
-    array::new(tm, &mut word_vt(), words_for(nr_bits), &mut |wi, out| {
-        let base = u64::from(wi) * u64::from(BITS_PER_WORD);
-        let end = (base + u64::from(BITS_PER_WORD)).min(u64::from(nr_bits));
-        let mut word = 0u64;
-        for bit in base..end {
-            if f(bit as u32)? {
-                word |= 1 << (bit - base);
+    tm.mutate(|tm| {
+        array::new(tm, &mut word_vt(), words_for(nr_bits), &mut |wi, out| {
+            let base = u64::from(wi) * u64::from(BITS_PER_WORD);
+            let end = (base + u64::from(BITS_PER_WORD)).min(u64::from(nr_bits));
+            let mut word = 0u64;
+            for bit in base..end {
+                if f(bit as u32)? {
+                    word |= 1 << (bit - base);
+                }
             }
-        }
-        out.copy_from_slice(&word.to_le_bytes());
-        Ok(())
+            out.copy_from_slice(&word.to_le_bytes());
+            Ok(())
+        })
     })
 }
 
 /// Drops the caller's reference to the bitset at `root`.
 pub fn del<IO: BlockIo>(tm: &mut TransactionManager<IO>, root: u64) -> Result<()> {
-    array::del(tm, &mut word_vt(), root)
+    tm.mutate(|tm| array::del(tm, &mut word_vt(), root))
 }
 
 /// Reads one word.
@@ -126,15 +128,17 @@ impl Bitset {
         tm: &mut TransactionManager<IO>,
         root: u64,
     ) -> Result<u64> {
-        let Some(c) = self.current else {
-            return Ok(root);
-        };
-        if !c.dirty {
-            return Ok(root);
-        }
-        let root = array::set(tm, &mut word_vt(), root, c.index, &c.bits.to_le_bytes())?;
-        self.current = None;
-        Ok(root)
+        tm.mutate(|tm| {
+            let Some(c) = self.current else {
+                return Ok(root);
+            };
+            if !c.dirty {
+                return Ok(root);
+            }
+            let root = array::set(tm, &mut word_vt(), root, c.index, &c.bits.to_le_bytes())?;
+            self.current = None;
+            Ok(root)
+        })
     }
 
     /// Resizes the bitset at `root` from `old_bits` to `new_bits`; new bits
@@ -151,29 +155,31 @@ impl Bitset {
         new_bits: u32,
         default: bool,
     ) -> Result<u64> {
-        let mut root = self.flush(tm, root)?;
-        self.current = None;
-        let fill: u64 = if default { !0 } else { 0 };
-        let old_words = words_for(old_bits);
-        let used = old_bits % BITS_PER_WORD;
-        if new_bits > old_bits && used != 0 {
-            // Bits `used..` of the old last word come into use.
-            let wi = old_words - 1;
-            let keep = (1u64 << used) - 1;
-            let w = get_word(tm, root, wi)?;
-            let nw = (w & keep) | (fill & !keep);
-            if nw != w {
-                root = array::set(tm, &mut word_vt(), root, wi, &nw.to_le_bytes())?;
+        tm.mutate(|tm| {
+            let mut root = self.flush(tm, root)?;
+            self.current = None;
+            let fill: u64 = if default { !0 } else { 0 };
+            let old_words = words_for(old_bits);
+            let used = old_bits % BITS_PER_WORD;
+            if new_bits > old_bits && used != 0 {
+                // Bits `used..` of the old last word come into use.
+                let wi = old_words - 1;
+                let keep = (1u64 << used) - 1;
+                let w = get_word(tm, root, wi)?;
+                let nw = (w & keep) | (fill & !keep);
+                if nw != w {
+                    root = array::set(tm, &mut word_vt(), root, wi, &nw.to_le_bytes())?;
+                }
             }
-        }
-        array::resize(
-            tm,
-            &mut word_vt(),
-            root,
-            old_words,
-            words_for(new_bits),
-            &fill.to_le_bytes(),
-        )
+            array::resize(
+                tm,
+                &mut word_vt(),
+                root,
+                old_words,
+                words_for(new_bits),
+                &fill.to_le_bytes(),
+            )
+        })
     }
 
     /// Makes word `wi` the cached one, writing back the previous one.
@@ -206,10 +212,12 @@ impl Bitset {
         root: u64,
         index: u32,
     ) -> Result<u64> {
-        let (root, c) = self.load(tm, root, index / BITS_PER_WORD)?;
-        c.bits |= 1 << (index % BITS_PER_WORD);
-        c.dirty = true;
-        Ok(root)
+        tm.mutate(|tm| {
+            let (root, c) = self.load(tm, root, index / BITS_PER_WORD)?;
+            c.bits |= 1 << (index % BITS_PER_WORD);
+            c.dirty = true;
+            Ok(root)
+        })
     }
 
     /// Clears bit `index`; returns the new root.
@@ -219,10 +227,12 @@ impl Bitset {
         root: u64,
         index: u32,
     ) -> Result<u64> {
-        let (root, c) = self.load(tm, root, index / BITS_PER_WORD)?;
-        c.bits &= !(1 << (index % BITS_PER_WORD));
-        c.dirty = true;
-        Ok(root)
+        tm.mutate(|tm| {
+            let (root, c) = self.load(tm, root, index / BITS_PER_WORD)?;
+            c.bits &= !(1 << (index % BITS_PER_WORD));
+            c.dirty = true;
+            Ok(root)
+        })
     }
 
     /// Tests bit `index` (seeing unflushed changes); returns the new root
@@ -233,8 +243,10 @@ impl Bitset {
         root: u64,
         index: u32,
     ) -> Result<(u64, bool)> {
-        let (root, c) = self.load(tm, root, index / BITS_PER_WORD)?;
-        Ok((root, c.bits & (1 << (index % BITS_PER_WORD)) != 0))
+        tm.mutate(|tm| {
+            let (root, c) = self.load(tm, root, index / BITS_PER_WORD)?;
+            Ok((root, c.bits & (1 << (index % BITS_PER_WORD)) != 0))
+        })
     }
 }
 

@@ -1,150 +1,70 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The block manager: validated, locked access to 4 KiB metadata blocks
-//! over a [`BlockIo`], with a small write-back cache.
+//! over a [`BlockIo`] cache, plus the transaction's dirty blocks.
+//!
+//! Clean blocks live only in the I/O layer's cache (dm-bufio in the
+//! kernel). A read lock on one is a [`ReadRef::Held`]: it holds the
+//! cache's own buffer until dropped, so a read neither allocates nor
+//! copies, and the cache checks the block with its validator once, not on
+//! every read. The block manager itself keeps only *dirty* blocks (changed
+//! in this transaction and not yet written back), so no block is cached
+//! twice; a read lock on one borrows it ([`ReadRef::Dirty`]).
 //!
 //! Locking model ("one writer or many readers"):
 //!
-//! * A read lock is a [`ReadRef`] borrowing the manager immutably, so no
-//!   write lock can be taken or released while any read lock is alive: the
-//!   borrow checker enforces it, at no runtime cost. Dropping it unlocks.
+//! * A read lock borrows the manager immutably, so no write lock can be
+//!   taken or released while any read lock is alive: the borrow checker
+//!   enforces it, at no runtime cost. Dropping it unlocks.
 //! * A write lock is a [`WriteBlock`] that owns the block's buffer (moved
-//!   out of the cache) so several can be held at once (a btree split holds
-//!   three). It must be handed back with [`BlockManager::unlock`]; while it
-//!   is out, reading or re-locking that block fails with [`Error::Busy`]
-//!   (this is also how lock recursion is detected). A write block that is
-//!   dropped instead of unlocked loses its changes and leaves the block
-//!   locked until [`BlockManager::reset`]. That is a bug, and is counted:
-//!   [`BlockManager::leaked_write_locks`] (tests assert it stays zero).
+//!   out of the dirty set, or copied from the cache) so several can be
+//!   held at once (a btree split holds three). It must be handed back with
+//!   [`BlockManager::unlock`]; while it is out, reading or re-locking that
+//!   block fails with [`Error::Busy`] (this is also how lock recursion is
+//!   detected). A write block that is dropped instead of unlocked loses its
+//!   changes and leaves the block locked until [`BlockManager::discard_all`].
+//!   That is a bug, and is counted: [`BlockManager::leaked_write_locks`]
+//!   (tests assert it stays zero).
 //!
-//! Validators stamp a block when it is written out and check it when it is
-//! read from the device. A cached block remembers its validator; locking it
-//! with a different one is an error (`Invalid`), as in dm-bufio.
-//!
-//! Dirty blocks stay in the cache until evicted or flushed; checksums are
-//! only computed then, so a node modified many times in a transaction is
-//! checksummed once.
+//! Dirty blocks are stamped by their validator (location, checksum) only
+//! when written back to the cache, on eviction or flush, so a node modified
+//! many times in a transaction is checksummed once. A dirty block
+//! remembers its validator; locking it with a different one is an error
+//! (`Invalid`), as in upstream's block manager.
 
-use crate::persistent_data::checksum::dm_checksum;
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
 use crate::persistent_data::shim::{PBox, PVec};
 use core::ops::{Deref, DerefMut};
 
-/// Checks a block read from disk and stamps one about to be written.
-pub trait Validator: Sync {
-    /// Name, for diagnostics.
-    fn name(&self) -> &'static str;
-    /// Verifies `data`, read from block `b`.
-    fn check(&self, b: u64, data: &Block) -> Result<()>;
-    /// Stamps `data` (location, checksum) before it is written to block `b`.
-    fn prepare_for_write(&self, b: u64, data: &mut Block);
-}
+#[cfg(not(MODULE))]
+pub use crate::persistent_data::endian::host::{le32_at, le64_at, put_le32, put_le64};
+pub use crate::persistent_data::validator::{CsumValidator, Validator, ValidatorRef};
 
-/// How validators are passed around: they are all statics.
-pub type ValidatorRef = &'static dyn Validator;
-
-/// Validators are told apart by identity: they are statics, so the same
-/// validator is the same address. Two with the same name (say, the thin
-/// and cache superblocks') are different. The name is compared too because
-/// distinct zero-sized statics may share an address.
-fn same_validator(a: Option<ValidatorRef>, b: Option<ValidatorRef>) -> bool {
+/// `same_validator` for optional validators (`None`: raw access).
+fn same(a: Option<ValidatorRef>, b: Option<ValidatorRef>) -> bool {
     match (a, b) {
         (None, None) => true,
-        // Same address and vtable: the same static (the common, fast case).
-        (Some(x), Some(y)) => {
-            core::ptr::eq(x, y) || (core::ptr::addr_eq(x, y) && x.name() == y.name())
-        }
+        (Some(x), Some(y)) => crate::persistent_data::validator::same_validator(x, y),
         _ => false,
     }
 }
 
-/// Reads a little-endian `u32` at `off`, or 0 if out of range.
-pub fn le32_at(d: &[u8], off: usize) -> u32 {
-    d.get(off..off + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-/// Reads a little-endian `u64` at `off`, or 0 if out of range.
-pub fn le64_at(d: &[u8], off: usize) -> u64 {
-    d.get(off..off + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
-}
-
-/// Writes a little-endian `u32` at `off` (ignored if out of range).
-pub fn put_le32(d: &mut [u8], off: usize, v: u32) {
-    if let Some(s) = d.get_mut(off..off + 4) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-/// Writes a little-endian `u64` at `off` (ignored if out of range).
-pub fn put_le64(d: &mut [u8], off: usize, v: u64) {
-    if let Some(s) = d.get_mut(off..off + 8) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-/// The common validator shape: `csum` (le32) at offset 0 covering bytes
-/// `4..4096` XORed with a salt, and the block's own location (le64) at
-/// `blocknr_offset`.
-pub struct CsumValidator {
-    /// Validator name.
-    pub name: &'static str,
-    /// Checksum salt.
-    pub xor: u32,
-    /// Where the block records its own location.
-    pub blocknr_offset: usize,
-}
-
-impl CsumValidator {
-    fn csum(&self, data: &Block) -> u32 {
-        dm_checksum(data.get(4..).unwrap_or(&[]), self.xor)
-    }
-}
-
-impl Validator for CsumValidator {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn check(&self, b: u64, data: &Block) -> Result<()> {
-        // Location first: a misdirected write is a different failure from a
-        // torn or corrupted one.
-        if le64_at(data, self.blocknr_offset) != b {
-            return Err(Error::BadBlockNumber);
-        }
-        if le32_at(data, 0) != self.csum(data) {
-            return Err(Error::BadChecksum);
-        }
-        Ok(())
-    }
-
-    fn prepare_for_write(&self, b: u64, data: &mut Block) {
-        put_le64(data, self.blocknr_offset, b);
-        let c = self.csum(data);
-        put_le32(data, 0, c);
-    }
-}
-
 /// A read-locked block; dropping it releases the lock.
-pub enum ReadRef<'a> {
-    /// A block in the block manager's cache.
-    Cached(&'a Block),
-    /// A block just read from the device.
-    Owned(PBox<Block>),
+pub enum ReadRef<'a, IO: BlockIo + 'a> {
+    /// A dirty block of this transaction, in the block manager.
+    Dirty(&'a Block),
+    /// A clean block held in the I/O layer's cache.
+    Held(IO::Held<'a>),
 }
 
-impl Deref for ReadRef<'_> {
+impl<IO: BlockIo> Deref for ReadRef<'_, IO> {
     type Target = Block;
+    #[inline]
     fn deref(&self) -> &Block {
         match self {
-            ReadRef::Cached(b) => b,
-            ReadRef::Owned(b) => b,
+            ReadRef::Dirty(b) => b,
+            ReadRef::Held(b) => b,
         }
     }
 }
@@ -156,6 +76,12 @@ pub struct WriteBlock {
     loc: u64,
     data: PBox<Block>,
     validator: Option<ValidatorRef>,
+    /// The block manager's epoch when locked: a lock from before a
+    /// [`BlockManager::discard_all`] belongs to a discarded transaction.
+    epoch: u64,
+    /// The block was already dirty when locked (its earlier changes are in
+    /// `data` and nowhere else).
+    was_dirty: bool,
     guard: LeakGuard,
 }
 
@@ -238,27 +164,31 @@ enum Fill {
     Data(PBox<Block>),
 }
 
+/// A dirty or write-locked block.
 struct Entry {
     b: u64,
     /// `None` while the block is write-locked (the buffer is in the
-    /// `WriteBlock`).
+    /// `WriteBlock`); otherwise the block's unwritten contents.
     data: Option<PBox<Block>>,
-    dirty: bool,
     validator: Option<ValidatorRef>,
     stamp: u64,
 }
 
-/// Default number of blocks the cache holds (4 MiB).
+/// Default number of dirty blocks held before the oldest are written back
+/// to the cache (4 MiB).
 pub const DEFAULT_CACHE_BLOCKS: usize = 1024;
 
 /// Validated, locked block access over a [`BlockIo`].
 pub struct BlockManager<IO: BlockIo> {
     io: IO,
-    /// Sorted by block number.
+    /// Dirty and write-locked blocks, sorted by block number.
     entries: PVec<Entry>,
     capacity: usize,
     read_only: bool,
     clock: u64,
+    epoch: u64,
+    /// Blocks were written to the cache since its last flush.
+    unflushed: bool,
     /// An error from a write-back that had nobody to report to; returned by
     /// the next flush.
     deferred: Option<Error>,
@@ -269,7 +199,8 @@ pub struct BlockManager<IO: BlockIo> {
 }
 
 impl<IO: BlockIo> BlockManager<IO> {
-    /// A block manager over `io` caching up to `cache_blocks` blocks.
+    /// A block manager over `io` holding up to `cache_blocks` dirty blocks
+    /// before writing the oldest back.
     pub fn new(io: IO, cache_blocks: usize) -> Self {
         BlockManager {
             io,
@@ -277,6 +208,8 @@ impl<IO: BlockIo> BlockManager<IO> {
             capacity: cache_blocks.max(8),
             read_only: false,
             clock: 0,
+            epoch: 0,
+            unflushed: false,
             deferred: None,
             leaks_at_start: leaks::count(),
             scratch: PVec::new(),
@@ -326,6 +259,11 @@ impl<IO: BlockIo> BlockManager<IO> {
         self.entries.iter().filter(|e| e.data.is_none()).count()
     }
 
+    /// Number of dirty (changed, not yet written back) blocks.
+    pub fn nr_dirty(&self) -> usize {
+        self.entries.iter().filter(|e| e.data.is_some()).count()
+    }
+
     fn find(&self, b: u64) -> core::result::Result<usize, usize> {
         self.entries.binary_search_by_key(&b, |e| e.b)
     }
@@ -337,13 +275,18 @@ impl<IO: BlockIo> BlockManager<IO> {
         Ok(())
     }
 
-    fn lookup_cached(&self, b: u64, v: Option<ValidatorRef>) -> Result<Option<&Block>> {
+    /// Block `b` if it is dirty, checked against `v`.
+    #[inline]
+    fn lookup_dirty(&self, b: u64, v: Option<ValidatorRef>) -> Result<Option<&Block>> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
         let Ok(i) = self.find(b) else {
             return Ok(None);
         };
         let e = self.entries.get(i).ok_or(Error::Invalid)?;
         let data = e.data.as_deref().ok_or(Error::Busy)?;
-        if !same_validator(e.validator, v) {
+        if !same(e.validator, v) {
             match (e.validator, v) {
                 (None, Some(v)) => v.check(b, data)?,
                 _ => return Err(Error::Invalid),
@@ -352,92 +295,56 @@ impl<IO: BlockIo> BlockManager<IO> {
         Ok(Some(data))
     }
 
-    fn read_new(&self, b: u64, v: Option<ValidatorRef>, try_only: bool) -> Result<PBox<Block>> {
-        self.check_range(b)?;
-        let mut data = PBox::<Block>::try_zeroed()?;
-        if try_only {
-            self.io.try_read(b, &mut data)?;
-        } else {
-            self.io.read(b, &mut data)?;
+    /// Read-locks block `b`, checked with `v` (once per cached copy).
+    #[inline]
+    pub fn read_lock(&self, b: u64, v: Option<ValidatorRef>) -> Result<ReadRef<'_, IO>> {
+        if let Some(d) = self.lookup_dirty(b, v)? {
+            return Ok(ReadRef::Dirty(d));
         }
-        if let Some(v) = v {
-            v.check(b, &data)?;
-        }
-        Ok(data)
+        Ok(ReadRef::Held(self.io.read(b, v)?))
     }
 
-    /// Read-locks block `b`, checking it with `v` if it comes from disk.
-    pub fn read_lock(&self, b: u64, v: Option<ValidatorRef>) -> Result<ReadRef<'_>> {
-        if let Some(d) = self.lookup_cached(b, v)? {
-            return Ok(ReadRef::Cached(d));
-        }
-        Ok(ReadRef::Owned(self.read_new(b, v, false)?))
-    }
-
-    /// Like [`Self::read_lock`] but never blocks: `WouldBlock` if the block
-    /// would have to be read from the device or is write-locked (where a
-    /// blocking reader would wait, as upstream's try-lock does).
-    pub fn read_try_lock(&self, b: u64, v: Option<ValidatorRef>) -> Result<ReadRef<'_>> {
-        match self.lookup_cached(b, v) {
-            Ok(Some(d)) => return Ok(ReadRef::Cached(d)),
+    /// Like [`Self::read_lock`] but never waits for I/O and never
+    /// allocates: `WouldBlock` if the block is not cached or is
+    /// write-locked (where a blocking reader would wait, as upstream's
+    /// try-lock does).
+    pub fn read_try_lock(&self, b: u64, v: Option<ValidatorRef>) -> Result<ReadRef<'_, IO>> {
+        match self.lookup_dirty(b, v) {
+            Ok(Some(d)) => return Ok(ReadRef::Dirty(d)),
             Ok(None) => {}
             Err(Error::Busy) => return Err(Error::WouldBlock),
             Err(e) => return Err(e),
         }
-        Ok(ReadRef::Owned(self.read_new(b, v, true)?))
+        Ok(ReadRef::Held(self.io.try_read(b, v)?))
     }
 
-    fn write_back(io: &IO, e: &mut Entry) -> Result<()> {
-        if let (true, Some(d)) = (e.dirty, e.data.as_deref_mut()) {
+    /// A private copy of block `b`, checked with `v`.
+    pub fn read_copy(&self, b: u64, v: Option<ValidatorRef>) -> Result<PBox<Block>> {
+        PBox::try_copy_of(&*self.read_lock(b, v)?)
+    }
+
+    /// Stamps a dirty block and hands it to the cache.
+    fn write_back(io: &mut IO, unflushed: &mut bool, e: &mut Entry) -> Result<()> {
+        if let Some(d) = e.data.as_deref_mut() {
             if let Some(v) = e.validator {
-                v.prepare_for_write(e.b, d);
+                v.prepare_for_write(e.b, d)?;
             }
-            io.write(e.b, d)?;
-            e.dirty = false;
+            *unflushed = true;
+            io.write(e.b, d, e.validator)?;
         }
         Ok(())
     }
 
-    /// Eviction order: clean before dirty, then least recently used.
-    fn evict_key(e: &Entry) -> u64 {
-        (u64::from(e.dirty) << 63) | (e.stamp & (u64::MAX >> 1))
-    }
-
-    /// When the cache is full, evicts a batch of unlocked blocks (clean
-    /// before dirty, least recently used first), writing back the dirty
-    /// ones. One pass over the cache frees a sixteenth of it, so adding a
-    /// block costs O(1) amortised instead of a scan each time.
-    fn make_room(&mut self) -> Result<()> {
-        if self.entries.len() < self.capacity {
-            return Ok(());
-        }
-        let batch = (self.capacity / 16).max(1);
-        self.scratch.clear();
-        let keys = self
-            .entries
-            .iter()
-            .filter(|e| e.data.is_some())
-            .map(Self::evict_key);
-        let threshold = match self
-            .scratch
-            .try_reserve(self.entries.len())
-            .and_then(|()| keys.clone().try_for_each(|k| self.scratch.try_push(k)))
-        {
-            Ok(()) if self.scratch.len() > batch => {
-                // The batch'th smallest key: everything up to it goes.
-                let (_, kth, _) = self.scratch.select_nth_unstable(batch - 1);
-                *kth
-            }
-            Ok(()) => u64::MAX,
-            // No memory for the batch: evict just the single best victim.
-            Err(_) => keys.min().unwrap_or(0),
-        };
+    /// Writes back every dirty block whose key is at most `threshold` and
+    /// drops it from the dirty set; blocks that fail to write stay dirty.
+    /// Returns the first error.
+    fn write_back_upto(&mut self, threshold: u64) -> Result<()> {
         let mut first = None;
         let mut kept = 0;
         for i in 0..self.entries.len() {
-            let evict = match self.entries.get_mut(i) {
-                Some(e) if e.data.is_some() && Self::evict_key(e) <= threshold => {
-                    match Self::write_back(&self.io, e) {
+            let written = match self.entries.get_mut(i) {
+                Some(e) if e.data.is_some() && e.stamp <= threshold => {
+                    match Self::write_back(&mut self.io, &mut self.unflushed, e) {
                         Ok(()) => true,
                         Err(err) => {
                             first.get_or_insert(err);
@@ -447,7 +354,7 @@ impl<IO: BlockIo> BlockManager<IO> {
                 }
                 _ => false,
             };
-            if !evict {
+            if !written {
                 self.entries.swap(kept, i);
                 kept += 1;
             }
@@ -459,43 +366,77 @@ impl<IO: BlockIo> BlockManager<IO> {
         }
     }
 
+    /// When the dirty set is full, writes back a batch of the least
+    /// recently used unlocked blocks (a sixteenth of the set), so adding a
+    /// block costs O(1) amortised instead of a scan each time.
+    fn make_room(&mut self) -> Result<()> {
+        if self.entries.len() < self.capacity {
+            return Ok(());
+        }
+        let batch = (self.capacity / 16).max(1);
+        self.scratch.clear();
+        let stamps = self
+            .entries
+            .iter()
+            .filter(|e| e.data.is_some())
+            .map(|e| e.stamp);
+        let threshold = match self
+            .scratch
+            .try_reserve(self.entries.len())
+            .and_then(|()| stamps.clone().try_for_each(|k| self.scratch.try_push(k)))
+        {
+            Ok(()) if self.scratch.len() > batch => {
+                // The batch'th oldest stamp: everything up to it goes.
+                let (_, kth, _) = self.scratch.select_nth_unstable(batch - 1);
+                *kth
+            }
+            Ok(()) => u64::MAX,
+            // No memory for the batch: write back just the oldest block.
+            Err(_) => stamps.min().unwrap_or(0),
+        };
+        self.write_back_upto(threshold)
+    }
+
     fn lock_entry(&mut self, b: u64, v: Option<ValidatorRef>, fill: Fill) -> Result<WriteBlock> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
         self.check_range(b)?;
         self.clock += 1;
+        let epoch = self.epoch;
         match self.find(b) {
             Ok(i) => {
                 let e = self.entries.get_mut(i).ok_or(Error::Invalid)?;
                 let mut data = e.data.take().ok_or(Error::Busy)?;
-                if let Fill::Data(d) = fill {
-                    data = d;
-                } else if let Fill::Zero = fill {
-                    data.fill(0);
-                } else if !same_validator(e.validator, v) {
-                    let r = match (e.validator, v, e.dirty) {
-                        (_, Some(v), false) | (None, Some(v), true) => v.check(b, &data),
-                        (_, None, false) => Ok(()),
-                        _ => Err(Error::Invalid),
-                    };
-                    if let Err(err) = r {
-                        e.data = Some(data);
-                        return Err(err);
+                match fill {
+                    Fill::Data(d) => data = d,
+                    Fill::Zero => data.fill(0),
+                    Fill::Read if !same(e.validator, v) => {
+                        let r = match (e.validator, v) {
+                            (None, Some(v)) => v.check(b, &data),
+                            _ => Err(Error::Invalid),
+                        };
+                        if let Err(err) = r {
+                            e.data = Some(data);
+                            return Err(err);
+                        }
                     }
+                    Fill::Read => {}
                 }
                 e.validator = v;
                 Ok(WriteBlock {
                     loc: b,
                     data,
                     validator: v,
+                    epoch,
+                    was_dirty: true,
                     guard: LeakGuard,
                 })
             }
             Err(_) => {
                 let data = match fill {
                     Fill::Zero => PBox::<Block>::try_zeroed()?,
-                    Fill::Read => self.read_new(b, v, false)?,
+                    Fill::Read => self.read_copy(b, v)?,
                     Fill::Data(d) => d,
                 };
                 self.make_room()?;
@@ -506,7 +447,6 @@ impl<IO: BlockIo> BlockManager<IO> {
                     Entry {
                         b,
                         data: None,
-                        dirty: false,
                         validator: v,
                         stamp: self.clock,
                     },
@@ -515,6 +455,8 @@ impl<IO: BlockIo> BlockManager<IO> {
                     loc: b,
                     data,
                     validator: v,
+                    epoch,
+                    was_dirty: false,
                     guard: LeakGuard,
                 })
             }
@@ -542,64 +484,77 @@ impl<IO: BlockIo> BlockManager<IO> {
         self.lock_entry(b, v, Fill::Data(data))
     }
 
-    /// A private copy of block `b`, checked with `v`.
-    pub fn read_copy(&self, b: u64, v: Option<ValidatorRef>) -> Result<PBox<Block>> {
-        match self.read_lock(b, v)? {
-            ReadRef::Owned(d) => Ok(d),
-            ReadRef::Cached(c) => {
-                let mut d = PBox::<Block>::try_zeroed()?;
-                d.copy_from_slice(c);
-                Ok(d)
-            }
-        }
-    }
-
-    /// Releases a write lock; the block becomes dirty.
+    /// Releases a write lock; the block becomes dirty. A lock taken before
+    /// [`Self::discard_all`] belongs to a discarded transaction: its
+    /// changes are dropped.
     pub fn unlock(&mut self, wb: WriteBlock) {
         let WriteBlock {
             loc,
             data,
             validator,
+            epoch,
             guard,
+            ..
         } = wb;
         guard.release();
+        if epoch != self.epoch {
+            return;
+        }
         self.clock += 1;
         let stamp = self.clock;
-        match self.find(loc) {
-            Ok(i) => {
-                if let Some(e) = self.entries.get_mut(i) {
-                    e.data = Some(data);
-                    e.dirty = true;
-                    e.validator = validator;
-                    e.stamp = stamp;
-                }
+        let slot = self
+            .find(loc)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+            .filter(|e| e.data.is_none());
+        match slot {
+            Some(e) => {
+                e.data = Some(data);
+                e.validator = validator;
+                e.stamp = stamp;
             }
-            Err(_) => {
-                // Only after a reset dropped the slot: write it through.
-                let mut e = Entry {
-                    b: loc,
-                    data: Some(data),
-                    dirty: true,
-                    validator,
-                    stamp,
-                };
-                if let Err(err) = Self::write_back(&self.io, &mut e) {
-                    self.deferred.get_or_insert(err);
-                }
+            None => {
+                // Not reachable: the slot was reserved when the block was
+                // locked and only `discard_all` (a new epoch) drops it.
+                self.deferred.get_or_insert(Error::Invalid);
             }
         }
     }
 
-    fn write_dirty(&mut self) -> Result<()> {
-        let mut first = self.deferred.take();
-        for e in self.entries.iter_mut() {
-            if let Err(err) = Self::write_back(&self.io, e) {
-                first.get_or_insert(err);
+    /// Releases a write lock throwing its changes away: the block reverts to
+    /// what the cache holds. If it was already dirty when locked, those
+    /// earlier unwritten changes are lost too: then `Invalid` (the caller's
+    /// transaction is damaged).
+    pub fn discard(&mut self, wb: WriteBlock) -> Result<()> {
+        let WriteBlock {
+            loc,
+            epoch,
+            was_dirty,
+            guard,
+            ..
+        } = wb;
+        guard.release();
+        if epoch != self.epoch {
+            return Ok(());
+        }
+        if let Ok(i) = self.find(loc) {
+            if self.entries.get(i).is_some_and(|e| e.data.is_none()) {
+                self.entries.remove(i);
             }
         }
-        match first {
+        if was_dirty {
+            return Err(Error::Invalid);
+        }
+        Ok(())
+    }
+
+    /// Writes back every dirty block and empties the dirty set (write
+    /// locks stay).
+    fn write_dirty(&mut self) -> Result<()> {
+        let r = self.write_back_upto(u64::MAX);
+        match self.deferred.take() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => r,
         }
     }
 
@@ -609,45 +564,53 @@ impl<IO: BlockIo> BlockManager<IO> {
             return Err(Error::ReadOnly);
         }
         self.write_dirty()?;
-        self.io.flush()
+        self.io.flush()?;
+        self.unflushed = false;
+        Ok(())
     }
 
-    /// Commits with `sb` as the new superblock: writes and flushes every
-    /// other dirty block first, and only then releases `sb`, writes it and
-    /// flushes again. The device may reorder writes between flushes, so the
-    /// superblock must never share a batch with the blocks it references.
+    /// Commits with `sb` as the new superblock: every other block must be
+    /// stable before `sb` is written, since the device may reorder writes
+    /// between flushes. Normally the caller flushed them already (the
+    /// transaction manager's `pre_commit`); then this writes `sb` and
+    /// flushes once, two flushes per commit as upstream. If anything was
+    /// written or dirtied since, it is written and flushed first.
     ///
-    /// If the first flush fails, `sb`'s changes are dropped (and its cache
-    /// entry with them, so a later read sees the device's copy): it is
-    /// never written.
+    /// `sb` is never written if anything before it fails: its changes are
+    /// dropped. `Busy` if another write lock is still held (its block
+    /// would miss the commit).
     pub fn flush_and_unlock(&mut self, sb: WriteBlock) -> Result<()> {
-        if let Err(e) = self.flush() {
-            self.discard(sb);
+        let loc = sb.loc;
+        let others = self.entries.iter().filter(|e| e.b != loc);
+        let locked = others.clone().any(|e| e.data.is_none());
+        let dirty = others.clone().any(|e| e.data.is_some());
+        let pre = if self.read_only {
+            Err(Error::ReadOnly)
+        } else if locked {
+            Err(Error::Busy)
+        } else if dirty || self.unflushed || self.deferred.is_some() {
+            self.flush()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = pre {
+            // The superblock's own earlier changes (if any) go too; the
+            // error reported is the one that stopped the commit.
+            let _ = self.discard(sb);
             return Err(e);
         }
         self.unlock(sb);
         self.flush()
     }
 
-    /// Releases a write lock throwing its changes away: the block is
-    /// dropped from the cache (its previous contents went into the lock),
-    /// so the next lock reads it from the device again.
-    pub fn discard(&mut self, wb: WriteBlock) {
-        let WriteBlock { loc, guard, .. } = wb;
-        guard.release();
-        if let Ok(i) = self.find(loc) {
-            if self.entries.get(i).is_some_and(|e| e.data.is_none()) {
-                self.entries.remove(i);
-            }
-        }
-    }
-
-    /// Writes back dirty blocks (even when read-only, as dm-bufio does) and
-    /// empties the cache, forgetting any write locks still out.
-    pub fn reset(&mut self) -> Result<()> {
-        let r = self.write_dirty();
+    /// Drops every dirty block without writing it and forgets the write
+    /// locks still out (unlocking one later drops its changes): the
+    /// transaction is thrown away and reads see the cache, i.e. the last
+    /// commit. Used to abort.
+    pub fn discard_all(&mut self) {
         self.entries.clear();
-        r
+        self.epoch = self.epoch.wrapping_add(1);
+        self.deferred = None;
     }
 
     /// Hint that `b` will be needed soon.
@@ -660,7 +623,7 @@ impl<IO: BlockIo> BlockManager<IO> {
 
 impl<IO: BlockIo> Drop for BlockManager<IO> {
     fn drop(&mut self) {
-        // Like dm_bufio_client_destroy: dirty buffers are written back (but
+        // Like dm_bufio_client_destroy: dirty blocks are written back (but
         // not flushed). Nobody is left to hear about a failure.
         let _ = self.write_dirty();
     }
@@ -669,18 +632,9 @@ impl<IO: BlockIo> Drop for BlockManager<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persistent_data::io::mem::MemIo;
-
-    static V1: CsumValidator = CsumValidator {
-        name: "test1",
-        xor: 42,
-        blocknr_offset: 8,
-    };
-    static V2: CsumValidator = CsumValidator {
-        name: "test2",
-        xor: 43,
-        blocknr_offset: 8,
-    };
+    use crate::persistent_data::io::mem::{IoEvent, MemIo};
+    use crate::persistent_data::validator::test_validators::{V1, V1_TWIN, V2};
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     fn bm(n: u64) -> (MemIo, BlockManager<MemIo>) {
         let io = MemIo::new(n);
@@ -696,12 +650,15 @@ mod tests {
         bm.flush().unwrap();
         assert!(io.unflushed_blocks().is_empty());
         drop(bm);
+        io.drop_cache();
         let bm = BlockManager::new(io.clone(), 16);
         let r = bm.read_lock(3, Some(&V1)).unwrap();
         assert_eq!(r[100], 7);
         assert_eq!(le64_at(&r[..], 8), 3);
         drop(r);
+        // Checked by V1 already; V2 checks it too, and finds V1's checksum.
         assert_eq!(bm.read_lock(3, Some(&V2)).err(), Some(Error::BadChecksum));
+        assert!(bm.read_lock(3, Some(&V1)).is_ok());
         // Same contents at another location fail the location check first.
         let img = io.image();
         io.poke(5, 0, &img[3 * 4096..4 * 4096]);
@@ -709,6 +666,69 @@ mod tests {
             bm.read_lock(5, Some(&V1)).err(),
             Some(Error::BadBlockNumber)
         );
+    }
+
+    /// V1, counting its checks.
+    struct Counting(AtomicU64);
+
+    impl Validator for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn check(&self, b: u64, data: &Block) -> Result<()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            V1.check(b, data)
+        }
+        fn prepare_for_write(&self, b: u64, data: &mut Block) -> Result<()> {
+            V1.prepare_for_write(b, data)
+        }
+    }
+
+    #[test]
+    fn clean_reads_are_checked_once_and_never_copied() {
+        static COUNTING: Counting = Counting(AtomicU64::new(0));
+        let checks = || COUNTING.0.load(Ordering::Relaxed);
+        let (io, mut bm) = bm(8);
+        let mut w = bm.write_lock_zero(2, Some(&COUNTING)).unwrap();
+        w[64] = 9;
+        bm.unlock(w);
+        bm.flush().unwrap();
+        io.drop_cache();
+        let loads = io.stats().reads;
+        let first = bm.read_lock(2, Some(&COUNTING)).unwrap();
+        assert_eq!((checks(), io.stats().reads), (1, loads + 1));
+        let second = bm.read_lock(2, Some(&COUNTING)).unwrap();
+        // Neither loaded nor checked again, and the very same buffer.
+        assert_eq!((checks(), io.stats().reads), (1, loads + 1));
+        assert!(core::ptr::eq(&*first, &*second));
+        assert!(matches!(second, ReadRef::Held(_)));
+        drop((first, second));
+        // A block written back is recorded as checked: no check either.
+        let w = bm.write_lock(2, Some(&COUNTING)).unwrap();
+        bm.unlock(w);
+        bm.flush().unwrap();
+        assert_eq!(bm.read_lock(2, Some(&COUNTING)).unwrap()[64], 9);
+        assert_eq!(checks(), 1);
+    }
+
+    #[test]
+    fn only_dirty_blocks_are_kept() {
+        let (_io, mut bm) = bm(8);
+        let w = bm.write_lock_zero(1, Some(&V1)).unwrap();
+        bm.unlock(w);
+        assert_eq!(bm.nr_dirty(), 1);
+        assert!(matches!(
+            bm.read_lock(1, Some(&V1)).unwrap(),
+            ReadRef::Dirty(_)
+        ));
+        bm.flush().unwrap();
+        assert_eq!(bm.nr_dirty(), 0);
+        assert!(bm.entries.is_empty());
+        assert!(matches!(
+            bm.read_lock(1, Some(&V1)).unwrap(),
+            ReadRef::Held(_)
+        ));
+        assert!(bm.entries.is_empty(), "reads never enter the dirty set");
     }
 
     #[test]
@@ -728,34 +748,31 @@ mod tests {
         );
         bm.unlock(w);
         assert!(bm.read_try_lock(1, Some(&V1)).is_ok());
-        // Validator mismatch on a cached dirty block.
+        // Validator mismatch on a dirty block.
         assert_eq!(bm.read_lock(1, Some(&V2)).err(), Some(Error::Invalid));
         assert!(bm.read_lock(1, Some(&V1)).is_ok());
     }
 
     #[test]
     fn validators_compared_by_identity_not_name() {
-        // Same name as V1, another salt (like two targets' superblocks).
-        static V1_TWIN: CsumValidator = CsumValidator {
-            name: "test1",
-            xor: 99,
-            blocknr_offset: 8,
-        };
-        assert!(same_validator(Some(&V1), Some(&V1)));
-        assert!(!same_validator(Some(&V1), Some(&V1_TWIN)));
-        let (_io, mut bm) = bm(8);
+        let (io, mut bm) = bm(8);
         let w = bm.write_lock_zero(2, Some(&V1)).unwrap();
         bm.unlock(w);
-        // A cached dirty block locked with a different validator.
+        // A dirty block locked with a different validator.
         assert_eq!(bm.read_lock(2, Some(&V1_TWIN)).err(), Some(Error::Invalid));
         assert_eq!(bm.write_lock(2, Some(&V1_TWIN)).err(), Some(Error::Invalid));
-        // Once clean, the twin checks it (and rejects V1's checksum).
+        // Written back, the cache records V1 as its checker: the twin is
+        // not trusted on that account, it checks (and rejects) V1's stamp.
         bm.flush().unwrap();
-        assert_eq!(bm.read_lock(2, Some(&V1_TWIN)).err(), Some(Error::Invalid));
+        assert_eq!(
+            bm.read_lock(2, Some(&V1_TWIN)).err(),
+            Some(Error::BadChecksum)
+        );
         assert_eq!(
             bm.write_lock(2, Some(&V1_TWIN)).err(),
             Some(Error::BadChecksum)
         );
+        io.drop_cache();
         assert!(bm.read_lock(2, Some(&V1)).is_ok());
     }
 
@@ -764,8 +781,9 @@ mod tests {
         let (_io, mut bm) = bm(8);
         let w = bm.write_lock_zero(1, None).unwrap();
         bm.unlock(w);
+        bm.flush().unwrap();
         let w = bm.write_lock(1, None).unwrap();
-        bm.discard(w);
+        bm.discard(w).unwrap();
         assert_eq!(bm.leaked_write_locks(), 0);
         let w = bm.write_lock_zero(2, None).unwrap();
         drop(w);
@@ -774,6 +792,18 @@ mod tests {
         // A new manager starts from zero.
         let (_io2, bm2) = super::tests::bm(8);
         assert_eq!(bm2.leaked_write_locks(), 0);
+    }
+
+    #[test]
+    fn discarding_a_dirty_block_reports_the_lost_changes() {
+        let (_io, mut bm) = bm(8);
+        let mut w = bm.write_lock_zero(1, Some(&V1)).unwrap();
+        w[100] = 1;
+        bm.unlock(w);
+        let mut w = bm.write_lock(1, Some(&V1)).unwrap();
+        w[100] = 2;
+        assert_eq!(bm.discard(w), Err(Error::Invalid));
+        assert_eq!(bm.nr_dirty(), 0);
     }
 
     #[test]
@@ -798,17 +828,20 @@ mod tests {
             bm.unlock(w);
         }
         assert!(bm.entries.len() <= 16);
+        // The oldest went first.
+        assert!(bm.find(0).is_err() && bm.find(39).is_ok());
         for b in 0..40u64 {
             assert_eq!(bm.read_lock(b, Some(&V1)).unwrap()[64], b as u8);
         }
         assert_eq!(bm.read_lock(64, None).err(), Some(Error::Io));
+        assert_eq!(bm.write_lock_zero(64, None).err(), Some(Error::Io));
         bm.flush().unwrap();
         assert_eq!(io.unflushed_blocks().len(), 0);
     }
 
     #[test]
     fn flush_and_unlock_orders_superblock_last() {
-        use crate::persistent_data::io::mem::IoEvent;
+        use IoEvent::*;
         let (io, mut bm) = bm(8);
         for b in [3, 1] {
             let w = bm.write_lock_zero(b, Some(&V1)).unwrap();
@@ -818,8 +851,15 @@ mod tests {
         sb[100] = 1;
         io.start_log();
         bm.flush_and_unlock(sb).unwrap();
-        use IoEvent::*;
         assert_eq!(io.take_log(), [Write(1), Write(3), Flush, Write(0), Flush]);
+        // Everything flushed beforehand: the superblock and one flush.
+        let w = bm.write_lock_zero(4, Some(&V1)).unwrap();
+        bm.unlock(w);
+        bm.flush().unwrap();
+        let sb = bm.write_lock(0, Some(&V2)).unwrap();
+        io.start_log();
+        bm.flush_and_unlock(sb).unwrap();
+        assert_eq!(io.take_log(), [Write(0), Flush]);
         // A failed first flush never writes the superblock, and forgets
         // its changes.
         let w = bm.write_lock_zero(2, Some(&V1)).unwrap();
@@ -833,22 +873,43 @@ mod tests {
         io.clear_faults();
         assert_eq!(bm.nr_write_locks(), 0);
         assert_eq!(bm.read_lock(0, Some(&V2)).unwrap()[100], 1);
+        // Another write lock still out: refused, nothing written.
+        let w = bm.write_lock(2, Some(&V1)).unwrap();
+        let sb = bm.write_lock(0, Some(&V2)).unwrap();
+        io.start_log();
+        assert_eq!(bm.flush_and_unlock(sb).err(), Some(Error::Busy));
+        assert_eq!(io.take_log(), []);
+        bm.unlock(w);
     }
 
     #[test]
-    fn try_lock_and_reset_and_faults() {
+    fn try_lock_discard_all_and_faults() {
         let (io, mut bm) = bm(8);
         io.model_cache(true);
         assert_eq!(bm.read_try_lock(2, None).err(), Some(Error::WouldBlock));
         drop(bm.read_lock(2, None).unwrap());
         assert!(bm.read_try_lock(2, None).is_ok());
+        // A prefetched block is readable without I/O.
+        assert_eq!(bm.read_try_lock(3, None).err(), Some(Error::WouldBlock));
+        bm.prefetch(3);
+        assert!(bm.read_try_lock(3, None).is_ok());
         let w = bm.write_lock_zero(4, Some(&V1)).unwrap();
         bm.unlock(w);
         io.fail_writes_after(Some(0));
         assert_eq!(bm.flush().err(), Some(Error::Io));
         io.clear_faults();
-        bm.reset().unwrap();
+        // The dirty block survived the failed flush; discarding drops it.
+        assert_eq!(bm.nr_dirty(), 1);
+        let late = bm.write_lock_zero(5, Some(&V1)).unwrap();
+        bm.discard_all();
         assert_eq!(bm.entries.len(), 0);
-        assert!(bm.read_lock(4, Some(&V1)).is_ok());
+        // A lock from before the discard is dropped, not written back.
+        bm.unlock(late);
+        assert_eq!(bm.nr_dirty(), 0);
+        assert_eq!(bm.leaked_write_locks(), 0);
+        assert_eq!(
+            bm.read_lock(4, Some(&V1)).err(),
+            Some(Error::BadBlockNumber)
+        );
     }
 }

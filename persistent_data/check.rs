@@ -4,6 +4,7 @@
 //! and counts how often each block is referenced, so space map counts can
 //! be checked (no leaks, no premature frees). Used by tests and debugging.
 
+use crate::persistent_data::block_manager::ReadRef;
 use crate::persistent_data::btree::node::{self, header, BTREE_NODE_VALIDATOR};
 use crate::persistent_data::btree::MAX_DEPTH;
 use crate::persistent_data::error::{Error, Result};
@@ -69,6 +70,10 @@ impl RefCounts {
     /// Counts one reference to the btree at `root` (`levels` key levels)
     /// and, on first visit, everything below it; bottom-level leaf values
     /// are passed to `values` once per distinct leaf.
+    ///
+    /// Iterative, with the path on the heap (at most [`MAX_DEPTH`] nodes):
+    /// a corrupt tree cannot exhaust the stack, and a cycle ends at the
+    /// first node visited twice (each node is descended into only once).
     pub fn count_btree<R: BlockReader>(
         &mut self,
         r: &R,
@@ -76,36 +81,45 @@ impl RefCounts {
         levels: usize,
         values: &mut dyn FnMut(&mut Self, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.count_node(r, root, 0, levels, values, 0)
-    }
-
-    fn count_node<R: BlockReader>(
-        &mut self,
-        r: &R,
-        b: u64,
-        level: usize,
-        levels: usize,
-        values: &mut dyn FnMut(&mut Self, &[u8]) -> Result<()>,
-        depth: usize,
-    ) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::Invalid);
+        struct Frame<'a, R: BlockReader + 'a> {
+            node: ReadRef<'a, R::Io>,
+            /// Level of the children (internal: same; leaf: one down).
+            next_level: usize,
+            next: usize,
         }
-        if !self.inc(b)? {
-            return Ok(());
-        }
-        let d = r.read_lock(b, &BTREE_NODE_VALIDATOR)?;
-        let h = header(&d[..])?;
-        if h.is_internal() || level + 1 < levels {
-            let next = if h.is_internal() { level } else { level + 1 };
-            for i in 0..h.nr_entries as usize {
-                let c = node::value64(&d[..], i)?;
-                self.count_node(r, c, next, levels, values, depth + 1)?;
+        let mut path: PVec<Frame<'_, R>> = PVec::new();
+        let mut pending = Some((root, 0usize));
+        loop {
+            if let Some((b, level)) = pending.take() {
+                if self.inc(b)? {
+                    if path.len() >= MAX_DEPTH {
+                        return Err(Error::Invalid);
+                    }
+                    let node = r.read_lock(b, &BTREE_NODE_VALIDATOR)?;
+                    let h = header(&node[..])?;
+                    if h.is_internal() || level + 1 < levels {
+                        let next_level = if h.is_internal() { level } else { level + 1 };
+                        path.try_push(Frame {
+                            node,
+                            next_level,
+                            next: 0,
+                        })?;
+                    } else {
+                        values(self, node::values(&node[..])?)?;
+                    }
+                }
             }
-        } else {
-            values(self, node::values(&d[..])?)?;
+            let Some(top) = path.last_mut() else {
+                return Ok(());
+            };
+            let i = top.next;
+            if i >= node::nr_entries(&top.node[..])? {
+                path.pop();
+                continue;
+            }
+            top.next += 1;
+            pending = Some((node::value64(&top.node[..], i)?, top.next_level));
         }
-        Ok(())
     }
 
     /// Counts the metadata space map's own blocks (index block, bitmaps,
@@ -123,7 +137,7 @@ impl RefCounts {
     pub fn count_disk_sm<R: BlockReader>(&mut self, r: &R, root: &SmRoot) -> Result<()> {
         self.count_btree(r, root.bitmap_root, 1, &mut |rc, vals| {
             for c in vals.chunks_exact(INDEX_ENTRY_SIZE) {
-                rc.inc(IndexEntry::unpack(c).blocknr)?;
+                rc.inc(IndexEntry::unpack(c)?.blocknr)?;
             }
             Ok(())
         })?;

@@ -30,6 +30,9 @@ pub enum Error {
     ReadOnly,
     /// The object already exists (`-EEXIST`).
     Exists,
+    /// The transaction was poisoned by an operation that failed half way;
+    /// it must be aborted (`-EINVAL`, as upstream's commit in fail mode).
+    Poisoned,
 }
 
 /// Result type used throughout the engine.
@@ -50,6 +53,7 @@ impl Error {
             Error::WouldBlock => -11,     // EWOULDBLOCK == EAGAIN
             Error::ReadOnly => -1,        // EPERM
             Error::Exists => -17,         // EEXIST
+            Error::Poisoned => -22,       // EINVAL
         }
     }
 
@@ -67,6 +71,7 @@ impl Error {
             Error::WouldBlock => "EWOULDBLOCK",
             Error::ReadOnly => "EPERM",
             Error::Exists => "EEXIST",
+            Error::Poisoned => "EINVAL (transaction poisoned by a failed operation: abort it)",
         }
     }
 }

@@ -8,6 +8,9 @@
 //! exists only so `cargo test` can build it on the host.
 
 #![no_std]
+// As in `mod.rs` (an inner attribute there covers the engine in the module
+// build); here it covers the host tools too.
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 extern crate std;

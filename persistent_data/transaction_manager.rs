@@ -18,18 +18,34 @@
 //! Readers go through [`BlockReader`], implemented both by the transaction
 //! manager and by its [`NonBlocking`] view (upstream's non-blocking clone),
 //! which only reads cached blocks and queues the others for prefetch.
+//!
+//! **Poisoning.** A mutating operation that fails half way (say an insert
+//! that shadowed part of a path, dropping the originals' references, then
+//! ran out of space) leaves the transaction inconsistent, and its changes
+//! cannot be undone piecemeal. Committing it would write under-counted
+//! metadata: a block still in use could be handed out again. So such a
+//! failure *poisons* the transaction: [`TransactionManager::pre_commit`],
+//! [`TransactionManager::commit`] and every further change are refused
+//! with [`Error::Poisoned`] until [`TransactionManager::abort`] throws the
+//! transaction away and reopens the last commit. An operation that fails
+//! before changing anything (a missing key, no free data block) leaves the
+//! transaction usable. Callers wrap their own multi-step changes in
+//! [`TransactionManager::mutate`] to get the same rule.
 
 use crate::persistent_data::block_manager::{BlockManager, ReadRef, ValidatorRef, WriteBlock};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::BlockIo;
-use crate::persistent_data::shim::PVec;
+use crate::persistent_data::shim::{PBox, PVec};
 use crate::persistent_data::space_map::metadata::MetadataSm;
+use crate::persistent_data::space_map::SM_ROOT_SIZE;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Read access to metadata blocks, blocking or not.
 pub trait BlockReader {
+    /// The block I/O underneath.
+    type Io: BlockIo;
     /// Read-locks block `b`, checked with `v`.
-    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>>;
+    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_, Self::Io>>;
 }
 
 const PREFETCH_SLOTS: usize = 128;
@@ -168,17 +184,25 @@ pub struct TransactionManager<IO: BlockIo> {
     pub(crate) sm: MetadataSm,
     /// Blocks allocated or shadowed in this transaction.
     shadows: BlockSet,
-    prefetches: PrefetchSet,
+    /// On the heap: the manager is moved around by value.
+    prefetches: PBox<PrefetchSet>,
+    /// Changes made so far (write locks handed out, counts queued), to tell
+    /// a failed operation that changed something from one that did not.
+    changes: u64,
+    /// A mutating operation failed half way: see the module documentation.
+    poisoned: bool,
 }
 
 impl<IO: BlockIo> TransactionManager<IO> {
-    fn with_sm(bm: BlockManager<IO>, sm: MetadataSm) -> Self {
-        TransactionManager {
+    fn with_sm(bm: BlockManager<IO>, sm: MetadataSm) -> Result<Self> {
+        Ok(TransactionManager {
             bm,
             sm,
             shadows: BlockSet::new(),
-            prefetches: PrefetchSet::new(),
-        }
+            prefetches: PBox::try_new(PrefetchSet::new())?,
+            changes: 0,
+            poisoned: false,
+        })
     }
 
     /// Formats a fresh metadata space map over the whole device (capped at
@@ -186,7 +210,7 @@ impl<IO: BlockIo> TransactionManager<IO> {
     /// own blocks get a reference count of one. Nothing is committed until
     /// the caller writes a superblock with [`Self::commit`].
     pub fn create(bm: BlockManager<IO>, sb_location: u64) -> Result<Self> {
-        let mut tm = Self::with_sm(bm, MetadataSm::new()?);
+        let mut tm = Self::with_sm(bm, MetadataSm::new()?)?;
         tm.sm_format(sb_location)?;
         Ok(tm)
     }
@@ -194,9 +218,60 @@ impl<IO: BlockIo> TransactionManager<IO> {
     /// Opens existing metadata whose space map root (as stored in the
     /// superblock) is `sm_root`.
     pub fn open(bm: BlockManager<IO>, sm_root: &[u8]) -> Result<Self> {
-        let mut tm = Self::with_sm(bm, MetadataSm::new()?);
+        let mut tm = Self::with_sm(bm, MetadataSm::new()?)?;
         tm.sm_open(sm_root)?;
         Ok(tm)
+    }
+
+    /// True once a mutating operation failed half way: commits and changes
+    /// are refused until [`Self::abort`].
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Notes a change to the transaction (see [`Self::mutate`]).
+    pub(crate) fn changed(&mut self) {
+        self.changes = self.changes.wrapping_add(1);
+    }
+
+    /// Runs `f`, an operation that changes the transaction. Refused with
+    /// `Poisoned` on a poisoned transaction; if `f` fails after it changed
+    /// anything, the transaction is poisoned. Operations nest.
+    pub fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_usable()?;
+        let before = self.changes;
+        let r = f(self);
+        if r.is_err() && self.changes != before {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// Throws the transaction away and reopens the last commit: every
+    /// uncommitted change is dropped unwritten (write locks still out are
+    /// forgotten; unlocking one later drops its changes), then `sm_root`
+    /// is called to read the metadata space map root from the committed
+    /// superblock (it sees the device as the last commit left it). Clears
+    /// the poison; if reopening fails, the transaction stays poisoned and
+    /// the abort can be retried.
+    pub fn abort(
+        &mut self,
+        sm_root: impl FnOnce(&BlockManager<IO>) -> Result<[u8; SM_ROOT_SIZE]>,
+    ) -> Result<()> {
+        self.bm.discard_all();
+        self.shadows.clear();
+        self.poisoned = true;
+        let root = sm_root(&self.bm)?;
+        self.sm_open(&root)?;
+        self.poisoned = false;
+        Ok(())
     }
 
     /// The block manager.
@@ -209,8 +284,8 @@ impl<IO: BlockIo> TransactionManager<IO> {
         &mut self.bm
     }
 
-    /// Tears the transaction manager down, keeping the block manager (for
-    /// abort: reset the block manager and reopen from the superblock).
+    /// Tears the transaction manager down, keeping the block manager
+    /// (dirty blocks included; [`Self::abort`] drops them instead).
     pub fn into_bm(self) -> BlockManager<IO> {
         self.bm
     }
@@ -227,26 +302,21 @@ impl<IO: BlockIo> TransactionManager<IO> {
     }
 
     /// Read-locks `b`.
-    pub fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>> {
+    pub fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_, IO>> {
         self.bm.read_lock(b, Some(v))
     }
 
     /// Allocates a block (count 1), zeroes and write-locks it.
     pub fn new_block(&mut self, v: ValidatorRef) -> Result<WriteBlock> {
-        let b = self.sm_new_block()?;
-        // New blocks need no further shadowing this transaction. (Should
-        // the lock fail, `b` stays in the set harmlessly: it is free again,
-        // so nothing refers to it.)
-        match self
-            .insert_shadow(b)
-            .and_then(|()| self.bm.write_lock_zero(b, Some(v)))
-        {
-            Ok(wb) => Ok(wb),
-            Err(e) => {
-                let _ = self.sm_dec_range(b, b + 1);
-                Err(e)
-            }
-        }
+        self.mutate(|tm| {
+            let b = tm.sm_new_block()?;
+            tm.changed();
+            // New blocks need no further shadowing this transaction. A
+            // failure from here on poisons the transaction (`b` is counted
+            // but unused), so nothing is rolled back by hand.
+            tm.insert_shadow(b)?;
+            tm.bm.write_lock_zero(b, Some(v))
+        })
     }
 
     /// Write-locks a block that may be changed in this transaction: `orig`
@@ -255,29 +325,34 @@ impl<IO: BlockIo> TransactionManager<IO> {
     /// case the caller must take a reference on everything the block
     /// points to (sharing is pushed down lazily).
     pub fn shadow_block(&mut self, orig: u64, v: ValidatorRef) -> Result<(WriteBlock, bool)> {
-        let inc_children = self.sm_count_is_more_than_one(orig)?;
-        if self.is_shadow(orig) && !inc_children {
-            return Ok((self.bm.write_lock(orig, Some(v))?, false));
-        }
-        let orig_end = orig.checked_add(1).ok_or(Error::Invalid)?;
-        let new = self.sm_new_block()?;
-        if let Err(e) = self.insert_shadow(new) {
-            let _ = self.sm_dec_range(new, new + 1);
-            return Err(e);
-        }
-        self.sm_dec_range(orig, orig_end)?;
-        let copy = self.bm.read_copy(orig, Some(v))?;
-        let wb = self.bm.write_lock_with(new, Some(v), copy)?;
-        Ok((wb, inc_children))
+        self.mutate(|tm| {
+            let inc_children = tm.sm_count_is_more_than_one(orig)?;
+            if tm.is_shadow(orig) && !inc_children {
+                tm.changed();
+                return Ok((tm.bm.write_lock(orig, Some(v))?, false));
+            }
+            let orig_end = orig.checked_add(1).ok_or(Error::Invalid)?;
+            // Copy first: if the original cannot be read, nothing changed.
+            let copy = tm.bm.read_copy(orig, Some(v))?;
+            let new = tm.sm_new_block()?;
+            tm.changed();
+            tm.insert_shadow(new)?;
+            tm.sm_dec_range(orig, orig_end)?;
+            let wb = tm.bm.write_lock_with(new, Some(v), copy)?;
+            Ok((wb, inc_children))
+        })
     }
 
     /// Write-locks `b` without shadowing. Only for blocks known to be in
     /// the shadow set (re-locking a block this transaction already owns).
     pub fn write_lock_shadowed(&mut self, b: u64, v: ValidatorRef) -> Result<WriteBlock> {
-        if !self.is_shadow(b) {
-            return Err(Error::Invalid);
-        }
-        self.bm.write_lock(b, Some(v))
+        self.mutate(|tm| {
+            if !tm.is_shadow(b) {
+                return Err(Error::Invalid);
+            }
+            tm.changed();
+            tm.bm.write_lock(b, Some(v))
+        })
     }
 
     /// Releases a write lock.
@@ -315,21 +390,40 @@ impl<IO: BlockIo> TransactionManager<IO> {
         self.sm_count_is_more_than_one(b)
     }
 
-    /// Commits the metadata space map and flushes: everything but the
-    /// superblock is then stable.
+    /// Commits the metadata space map and flushes (the first of a
+    /// commit's two flushes): everything but the superblock is then
+    /// stable. Refused on a poisoned transaction; a failure poisons it.
     pub fn pre_commit(&mut self) -> Result<()> {
-        self.sm_commit()?;
-        self.bm.flush()
+        self.check_usable()?;
+        let r = self.sm_commit().and_then(|()| self.bm.flush());
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
     }
 
     /// Ends the transaction with `sb`, the already updated superblock:
-    /// writes and flushes every other dirty block (normally none are left
-    /// after [`Self::pre_commit`]), then writes the superblock and flushes
-    /// again, so it never reaches the disk before what it references. If
-    /// the first flush fails the superblock is not written.
+    /// writes it and flushes (the second flush). Should any other block
+    /// have been written or dirtied since [`Self::pre_commit`], it is
+    /// written and flushed first, so the superblock never reaches the disk
+    /// before what it references. If that fails the superblock is not
+    /// written.
+    ///
+    /// On a poisoned transaction `sb` is dropped unwritten and the commit
+    /// refused with `Poisoned`; a failed commit poisons the transaction.
     pub fn commit(&mut self, sb: WriteBlock) -> Result<()> {
+        if let Err(e) = self.check_usable() {
+            // The refusal is what matters; the superblock's own earlier
+            // changes (if any) belong to the poisoned transaction too.
+            let _ = self.bm.discard(sb);
+            return Err(e);
+        }
         self.shadows.clear();
-        self.bm.flush_and_unlock(sb)
+        let r = self.bm.flush_and_unlock(sb);
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
     }
 
     /// A view that only reads cached blocks (for lookups that must not
@@ -350,7 +444,9 @@ impl<IO: BlockIo> TransactionManager<IO> {
 }
 
 impl<IO: BlockIo> BlockReader for TransactionManager<IO> {
-    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>> {
+    type Io = IO;
+    #[inline]
+    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_, IO>> {
         self.bm.read_lock(b, Some(v))
     }
 }
@@ -376,13 +472,25 @@ pub fn with_runs(values_le: &[u8], mut f: impl FnMut(u64, u64) -> Result<()>) ->
     Ok(())
 }
 
-/// Upstream's non-blocking clone: reads only what is cached.
+/// Upstream's non-blocking clone: reads only what is cached, for the
+/// lookups a target makes on its I/O path (thin's map function).
+///
+/// A read never waits for I/O and never allocates: a block that is not
+/// cached, or is write-locked, is `WouldBlock`, and the block is queued for
+/// [`TransactionManager::issue_prefetches`]. `WouldBlock` and `NoMem` mean
+/// "defer the bio to the worker". Callers on an I/O path also run inside
+/// `noio_scope` (`rust/dm/noio.rs`), so that anything that does allocate
+/// cannot recurse into I/O on the device being served. The btree queries
+/// ([`crate::persistent_data::btree::lookup`], `lookup_next`,
+/// `find_lowest_key`/`find_highest_key`) allocate nothing; cursors and
+/// walks do, and are not for the I/O path.
 pub struct NonBlocking<'a, IO: BlockIo> {
     tm: &'a TransactionManager<IO>,
 }
 
 impl<IO: BlockIo> BlockReader for NonBlocking<'_, IO> {
-    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_>> {
+    type Io = IO;
+    fn read_lock(&self, b: u64, v: ValidatorRef) -> Result<ReadRef<'_, IO>> {
         let r = self.tm.bm.read_try_lock(b, Some(v));
         if let Err(Error::WouldBlock) = r {
             self.tm.prefetches.add(b);
@@ -393,7 +501,175 @@ impl<IO: BlockIo> BlockReader for NonBlocking<'_, IO> {
 
 #[cfg(test)]
 mod tests {
-    use super::BlockSet;
+    use super::{BlockSet, TransactionManager};
+    use crate::persistent_data::block_manager::BlockManager;
+    use crate::persistent_data::btree::{self, PlainValues};
+    use crate::persistent_data::check::{Mismatch, RefCounts};
+    use crate::persistent_data::endian::le64;
+    use crate::persistent_data::error::{Error, Result};
+    use crate::persistent_data::io::mem::{IoEvent, MemIo};
+    use crate::persistent_data::shim::PVec;
+    use crate::persistent_data::space_map::MetadataSpaceMap;
+    use crate::persistent_data::validator::test_validators::V1 as SB;
+
+    /// A btree of u64 values and its superblock at block 0: the metadata
+    /// space map root at 16, the tree's root at 48.
+    struct Tiny {
+        io: MemIo,
+        tm: TransactionManager<MemIo>,
+        root: u64,
+    }
+
+    impl Tiny {
+        fn format(nr_blocks: u64) -> Tiny {
+            let io = MemIo::new(nr_blocks);
+            let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0).unwrap();
+            let root = btree::empty(&mut tm, 8).unwrap();
+            let mut t = Tiny { io, tm, root };
+            t.commit().unwrap();
+            t
+        }
+
+        fn insert(&mut self, k: u64) -> Result<()> {
+            self.root = btree::insert(
+                &mut self.tm,
+                &mut PlainValues(8),
+                self.root,
+                &[k],
+                &k.to_le_bytes(),
+            )?;
+            Ok(())
+        }
+
+        fn commit(&mut self) -> Result<()> {
+            self.tm.pre_commit()?;
+            let mut sb = self.tm.bm_mut().write_lock_zero(0, Some(&SB))?;
+            if let Err(e) = self.tm.sm_copy_root(&mut sb[16..48]) {
+                self.tm.unlock(sb);
+                return Err(e);
+            }
+            sb[48..56].copy_from_slice(&self.root.to_le_bytes());
+            self.tm.commit(sb)
+        }
+
+        fn abort(&mut self) -> Result<()> {
+            let mut root = 0;
+            self.tm.abort(|bm| {
+                let sb = bm.read_lock(0, Some(&SB))?;
+                root = le64(&sb[..], 48)?;
+                let mut sm = [0u8; 32];
+                sm.copy_from_slice(&sb[16..48]);
+                Ok(sm)
+            })?;
+            self.root = root;
+            Ok(())
+        }
+
+        /// Differences between the metadata space map and a recount.
+        fn recount(&self) -> PVec<Mismatch> {
+            let mut rc = RefCounts::new(self.tm.sm_nr_blocks()).unwrap();
+            rc.inc(0).unwrap();
+            rc.count_metadata_sm(&self.tm, &self.tm.sm_root()).unwrap();
+            rc.count_btree(&self.tm, self.root, 1, &mut |_, _| Ok(()))
+                .unwrap();
+            rc.verify(&self.tm, &MetadataSpaceMap).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_half_done_operation_poisons_the_transaction_until_abort() {
+        let mut t = Tiny::format(64);
+        for k in 0..300 {
+            t.insert(k * 7).unwrap();
+        }
+        t.commit().unwrap();
+        let committed = t.root;
+        // Failing before any change is harmless.
+        assert_eq!(
+            btree::remove(&mut t.tm, &mut PlainValues(8), t.root, &[1]),
+            Err(Error::NoData)
+        );
+        assert!(!t.tm.is_poisoned());
+        // Fill the device until an insert runs out of space half way (its
+        // path is already shadowed, the originals' references dropped).
+        let mut k = 1;
+        let err = loop {
+            if let Err(e) = t.insert(k) {
+                break e;
+            }
+            k += 7;
+        };
+        assert_eq!(err, Error::NoSpace);
+        assert!(t.tm.is_poisoned());
+        assert_eq!(t.tm.pre_commit(), Err(Error::Poisoned));
+        let sb = t.tm.bm_mut().write_lock_zero(0, Some(&SB)).unwrap();
+        t.io.start_log();
+        assert_eq!(t.tm.commit(sb), Err(Error::Poisoned));
+        assert_eq!(t.io.take_log(), [], "a refused commit writes nothing");
+        assert_eq!(t.insert(3), Err(Error::Poisoned));
+        // Abort: back to the last commit, counts intact, usable again.
+        t.abort().unwrap();
+        assert!(!t.tm.is_poisoned());
+        assert_eq!(t.root, committed);
+        assert_eq!(t.recount()[..], []);
+        let mut v = [0u8; 8];
+        btree::lookup(&t.tm, t.root, &[7], &mut v).unwrap();
+        assert_eq!(
+            btree::lookup(&t.tm, t.root, &[1], &mut v),
+            Err(Error::NoData)
+        );
+        t.insert(1).unwrap();
+        t.commit().unwrap();
+        assert_eq!(t.recount()[..], []);
+        assert_eq!(t.tm.bm().leaked_write_locks(), 0);
+    }
+
+    #[test]
+    fn non_blocking_lookups_never_read_the_device() {
+        let mut t = Tiny::format(1024);
+        for k in 0..3000 {
+            t.insert(k).unwrap();
+        }
+        t.commit().unwrap();
+        t.io.model_cache(true);
+        t.io.drop_cache();
+        let nb = t.tm.non_blocking();
+        let mut v = [0u8; 8];
+        let mut rounds = 0;
+        loop {
+            let reads = t.io.stats().reads;
+            match btree::lookup(&nb, t.root, &[2999], &mut v) {
+                Ok(()) => break,
+                Err(e) => assert_eq!(e, Error::WouldBlock),
+            }
+            assert_eq!(t.io.stats().reads, reads, "a miss must not read");
+            // The worker's part: read in what the lookup missed.
+            t.tm.issue_prefetches();
+            assert!(t.io.stats().reads > reads, "the miss was queued");
+            rounds += 1;
+            assert!(rounds < 4, "one round per level");
+        }
+        assert_eq!(u64::from_le_bytes(v), 2999);
+        assert!(rounds >= 2);
+    }
+
+    #[test]
+    fn a_commit_flushes_twice() {
+        let mut t = Tiny::format(1024);
+        for k in 0..2000 {
+            t.insert(k * 13).unwrap();
+        }
+        t.io.start_log();
+        t.commit().unwrap();
+        let log = t.io.take_log();
+        let flushes: std::vec::Vec<usize> = (0..log.len())
+            .filter(|&i| log[i] == IoEvent::Flush)
+            .collect();
+        assert_eq!(flushes.len(), 2, "{log:?}");
+        // Everything else, a flush, then the superblock alone, a flush.
+        assert!(flushes[0] > 0);
+        assert_eq!(log[flushes[0] + 1..], [IoEvent::Write(0), IoEvent::Flush]);
+    }
 
     #[test]
     fn block_set_matches_a_model() {

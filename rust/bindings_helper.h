@@ -14,6 +14,7 @@
 #include <linux/dm-kcopyd.h>
 #include "helpers/bio.h"
 #include "helpers/completion.h"
+#include "helpers/crc32c.h"
 #include "helpers/dm_io.h"
 #include "helpers/irq_spinlock.h"
 #include "helpers/mm.h"

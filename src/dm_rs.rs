@@ -18,7 +18,7 @@ mod persistent_data;
 #[path = "../targets/mod.rs"]
 mod targets;
 
-use dm::{params, Family, FamilyBuilder};
+use dm::{params, Family, FamilyBuilder, UndoneFamily};
 use families::{Selection, FAMILIES};
 use kernel::prelude::*;
 
@@ -32,6 +32,9 @@ module! {
 
 struct DmRs {
     _families: KVec<Family>,
+    // Kept until exit: a table may use a type registered before its family
+    // was undone.
+    _undone: KVec<UndoneFamily>,
 }
 
 impl kernel::Module for DmRs {
@@ -48,6 +51,7 @@ impl kernel::Module for DmRs {
             }
         };
         let mut families = KVec::new();
+        let mut undone = KVec::new();
         for info in FAMILIES {
             if !selection.selects(info) {
                 continue;
@@ -57,20 +61,23 @@ impl kernel::Module for DmRs {
                 "snapshot" => builder.add::<targets::snapshot::origin::Origin>()?,
                 _ => continue,
             };
-            if let Some(f) = family.finish() {
-                families.push(f, GFP_KERNEL)?;
+            match family.finish() {
+                Ok(f) => families.push(f, GFP_KERNEL)?,
+                Err(u) => undone.push(u, GFP_KERNEL)?,
             }
         }
         if params::selftest() {
             let builder = FamilyBuilder::new("selftest", module, prefix)
                 .add::<targets::selftest::defer::Defer>()?
                 .add::<targets::selftest::services::Services>()?;
-            if let Some(f) = builder.finish() {
-                families.push(f, GFP_KERNEL)?;
+            match builder.finish() {
+                Ok(f) => families.push(f, GFP_KERNEL)?,
+                Err(u) => undone.push(u, GFP_KERNEL)?,
             }
         }
         Ok(DmRs {
             _families: families,
+            _undone: undone,
         })
     }
 }

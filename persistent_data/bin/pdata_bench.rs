@@ -18,8 +18,10 @@
 //! The writers commit every 10000 operations (a full commit: space maps,
 //! flush, superblock), so most operations shadow (copy-on-write) their
 //! path, as in a running pool; commits are part of the time measured.
-//! `PDATA_BENCH_CACHE_BLOCKS` sets the block manager's cache size
-//! (default 1024 blocks). Prints one tab-separated line per measurement:
+//! `PDATA_BENCH_CACHE_BLOCKS` sets how many dirty blocks the block
+//! manager holds (default 1024), `PDATA_BENCH_IO_CACHE_BLOCKS` how many
+//! blocks the memory device's cache (the model of dm-bufio) keeps (default
+//! 65536, 256 MiB). Prints one tab-separated line per measurement:
 //! `op<TAB>size<TAB>operations<TAB>seconds<TAB>ops_per_second`.
 //! Each operation's loop is its own `bench_op_*` function, so
 //! `callgrind_annotate --inclusive=yes` gives its instruction count
@@ -44,13 +46,12 @@ const COMMIT_EVERY: u64 = 10_000;
 /// Lookups and removes measured per size (on the full tree).
 const SAMPLE: u64 = 1_000_000;
 
-/// Block manager cache size: `PDATA_BENCH_CACHE_BLOCKS`, default the
-/// engine's `DEFAULT_CACHE_BLOCKS` (1024 blocks, 4 MiB).
-fn cache_blocks() -> usize {
-    std::env::var("PDATA_BENCH_CACHE_BLOCKS")
+/// A size from the environment variable `name`, or `default`.
+fn env_blocks(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(persistent_data::block_manager::DEFAULT_CACHE_BLOCKS)
+        .unwrap_or(default)
 }
 
 /// A bijection on u64 (the splitmix64 finaliser): distinct, scattered keys.
@@ -88,7 +89,15 @@ struct Pool {
 impl Pool {
     fn new(nr_meta: u64) -> Result<Pool> {
         let io = MemIo::new(nr_meta);
-        let tm = TransactionManager::create(BlockManager::new(io, cache_blocks()), 0)?;
+        io.set_cache_blocks(env_blocks(
+            "PDATA_BENCH_IO_CACHE_BLOCKS",
+            persistent_data::io::mem::DEFAULT_MEM_CACHE_BLOCKS,
+        ));
+        let dirty = env_blocks(
+            "PDATA_BENCH_CACHE_BLOCKS",
+            persistent_data::block_manager::DEFAULT_CACHE_BLOCKS,
+        );
+        let tm = TransactionManager::create(BlockManager::new(io, dirty), 0)?;
         Ok(Pool { tm, data: None })
     }
 

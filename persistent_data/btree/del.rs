@@ -26,34 +26,36 @@ pub fn del<IO: BlockIo>(
     root: u64,
     levels: usize,
 ) -> Result<()> {
-    if levels == 0 {
-        return Err(Error::Invalid);
-    }
-    let mut stack: PVec<Frame> = PVec::new();
-    push(tm, &mut stack, root, 0)?;
-    while let Some(f) = stack.last_mut() {
-        let h = header(&f.data[..])?;
-        let nr = h.nr_entries as usize;
-        if f.next >= nr || (h.is_leaf() && f.level + 1 >= levels) {
-            if h.is_leaf() && f.level + 1 >= levels && nr > 0 {
-                let values = node::values(&f.data[..])?;
-                vt.dec(tm, values)?;
-            }
-            let loc = f.loc;
-            stack.pop();
-            tm.dec(loc)?;
-            continue;
+    tm.mutate(|tm| {
+        if levels == 0 {
+            return Err(Error::Invalid);
         }
-        let child = node::value64(&f.data[..], f.next)?;
-        f.next += 1;
-        let level = if h.is_internal() {
-            f.level
-        } else {
-            f.level + 1
-        };
-        push(tm, &mut stack, child, level)?;
-    }
-    Ok(())
+        let mut stack: PVec<Frame> = PVec::new();
+        push(tm, &mut stack, root, 0)?;
+        while let Some(f) = stack.last_mut() {
+            let h = header(&f.data[..])?;
+            let nr = h.nr_entries as usize;
+            if f.next >= nr || (h.is_leaf() && f.level + 1 >= levels) {
+                if h.is_leaf() && f.level + 1 >= levels && nr > 0 {
+                    let values = node::values(&f.data[..])?;
+                    vt.dec(tm, values)?;
+                }
+                let loc = f.loc;
+                stack.pop();
+                tm.dec(loc)?;
+                continue;
+            }
+            let child = node::value64(&f.data[..], f.next)?;
+            f.next += 1;
+            let level = if h.is_internal() {
+                f.level
+            } else {
+                f.level + 1
+            };
+            push(tm, &mut stack, child, level)?;
+        }
+        Ok(())
+    })
 }
 
 fn push<IO: BlockIo>(

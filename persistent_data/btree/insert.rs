@@ -127,38 +127,45 @@ impl Spine {
 /// Allocates an empty leaf for values of `value_size` bytes; returns its
 /// location (the new tree's root).
 pub fn empty<IO: BlockIo>(tm: &mut TransactionManager<IO>, value_size: usize) -> Result<u64> {
-    if value_size == 0 || node::calc_max_entries(value_size) == 0 {
-        return Err(Error::Invalid);
-    }
-    let mut wb = tm.new_block(&BTREE_NODE_VALIDATOR)?;
-    node::init_node(&mut wb[..], LEAF_NODE, value_size);
-    let loc = wb.loc();
-    tm.unlock(wb);
-    Ok(loc)
+    tm.mutate(|tm| {
+        if value_size == 0 || node::calc_max_entries(value_size) == 0 {
+            return Err(Error::Invalid);
+        }
+        let mut wb = tm.new_block(&BTREE_NODE_VALIDATOR)?;
+        let r = node::init_node(&mut wb[..], LEAF_NODE, value_size);
+        let loc = wb.loc();
+        tm.unlock(wb);
+        r.map(|()| loc)
+    })
 }
 
 fn new_node_like<IO: BlockIo>(tm: &mut TransactionManager<IO>, like: &[u8]) -> Result<WriteBlock> {
     let h = header(like)?;
     let mut wb = tm.new_block(&BTREE_NODE_VALIDATOR)?;
-    node::Header { nr_entries: 0, ..h }.write(&mut wb[..]);
-    Ok(wb)
+    match (node::Header { nr_entries: 0, ..h }).write(&mut wb[..]) {
+        Ok(()) => Ok(wb),
+        Err(e) => {
+            tm.unlock(wb);
+            Err(e)
+        }
+    }
 }
 
 fn shift_down(n: &mut [u8], count: usize) -> Result<()> {
-    let nr = node::nr_entries(n);
+    let nr = node::nr_entries(n)?;
     let rest = nr.checked_sub(count).ok_or(Error::Invalid)?;
     node::move_within(n, 0, count, rest)
 }
 
 fn shift_up(n: &mut [u8], count: usize) -> Result<()> {
-    let nr = node::nr_entries(n);
+    let nr = node::nr_entries(n)?;
     node::move_within(n, count, 0, nr)
 }
 
 /// Evens out two siblings (left gets the smaller half).
 fn redistribute2(left: &mut [u8], right: &mut [u8]) -> Result<()> {
-    let nl = node::nr_entries(left);
-    let nr = node::nr_entries(right);
+    let nl = node::nr_entries(left)?;
+    let nr = node::nr_entries(right)?;
     let total = nl + nr;
     let tl = total / 2;
     let tr = total - tl;
@@ -173,16 +180,16 @@ fn redistribute2(left: &mut [u8], right: &mut [u8]) -> Result<()> {
         }
         node::copy_entries(right, 0, left, tl, delta)?;
     }
-    node::set_nr_entries(left, tl);
-    node::set_nr_entries(right, tr);
+    node::set_nr_entries(left, tl)?;
+    node::set_nr_entries(right, tr)?;
     Ok(())
 }
 
 /// Spreads two nodes' entries over three; `center` starts empty.
 fn redistribute3(left: &mut [u8], center: &mut [u8], right: &mut [u8]) -> Result<()> {
-    let nl = node::nr_entries(left);
-    let nr = node::nr_entries(right);
-    if node::nr_entries(center) != 0 {
+    let nl = node::nr_entries(left)?;
+    let nr = node::nr_entries(right)?;
+    if node::nr_entries(center)? != 0 {
         return Err(Error::Invalid);
     }
     let total = nl + nr;
@@ -205,9 +212,9 @@ fn redistribute3(left: &mut [u8], center: &mut [u8], right: &mut [u8]) -> Result
         node::copy_entries(right, 0, left, nl - right_short, right_short)?;
         node::copy_entries(center, 0, left, tl, nl - tl)?;
     }
-    node::set_nr_entries(left, tl);
-    node::set_nr_entries(center, tc);
-    node::set_nr_entries(right, tr);
+    node::set_nr_entries(left, tl)?;
+    node::set_nr_entries(center, tc)?;
+    node::set_nr_entries(right, tr)?;
     Ok(())
 }
 
@@ -230,14 +237,14 @@ fn split_beneath<IO: BlockIo>(tm: &mut TransactionManager<IO>, spine: &mut Spine
         }
     };
     let r = (|| {
-        node::set_nr_entries(&mut left[..], nr_left);
+        node::set_nr_entries(&mut left[..], nr_left)?;
         node::copy_entries(&mut left[..], 0, &pn[..], 0, nr_left)?;
-        node::set_nr_entries(&mut right[..], nr_right);
+        node::set_nr_entries(&mut right[..], nr_right)?;
         node::copy_entries(&mut right[..], 0, &pn[..], nr_left, nr_right)?;
         let lk = node::key(&left[..], 0)?;
         let rk = node::key(&right[..], 0)?;
-        node::init_node(&mut pn[..], INTERNAL_NODE, 8);
-        node::set_nr_entries(&mut pn[..], 2);
+        node::init_node(&mut pn[..], INTERNAL_NODE, 8)?;
+        node::set_nr_entries(&mut pn[..], 2)?;
         node::set_key(&mut pn[..], 0, lk)?;
         node::set_value64(&mut pn[..], 0, left.loc())?;
         node::set_key(&mut pn[..], 1, rk)?;
@@ -427,7 +434,7 @@ fn rebalance_or_split<IO: BlockIo>(
     key: u64,
 ) -> Result<()> {
     let parent = spine.parent.as_ref().ok_or(Error::Invalid)?;
-    let nr_parent = node::nr_entries(&parent[..]);
+    let nr_parent = node::nr_entries(&parent[..])?;
     let left_b = if pi > 0 {
         Some(node::value64(&parent[..], pi - 1)?)
     } else {
@@ -468,7 +475,7 @@ fn has_space_for_insert(d: &[u8], key: u64) -> Result<bool> {
     }
     // A full leaf is fine for an overwrite.
     if h.is_leaf() {
-        let i = node::lower_bound(d, key);
+        let i = node::lower_bound(d, key)?;
         return Ok(i >= 0 && node::key(d, i as usize)? == key);
     }
     Ok(false)
@@ -501,7 +508,7 @@ fn insert_raw<IO: BlockIo>(
             }
         }
         let cur = spine.cur()?;
-        i = node::lower_bound(&cur[..], key);
+        i = node::lower_bound(&cur[..], key)?;
         if header(&cur[..])?.is_leaf() {
             if i < 0 || node::key(&cur[..], i as usize)? != key {
                 i += 1;
@@ -521,7 +528,7 @@ fn insert_raw<IO: BlockIo>(
 }
 
 fn need_insert(d: &[u8], key: u64, index: usize) -> Result<bool> {
-    Ok(index >= node::nr_entries(d) || node::key(d, index)? != key)
+    Ok(index >= node::nr_entries(d)? || node::key(d, index)? != key)
 }
 
 /// Inserts or overwrites `keys -> value`; returns the new root and whether
@@ -533,48 +540,50 @@ pub fn insert_notify<IO: BlockIo>(
     keys: &[u64],
     value: &[u8],
 ) -> Result<(u64, bool)> {
-    let (last, upper) = keys.split_last().ok_or(Error::Invalid)?;
-    if value.len() != vt.size() {
-        return Err(Error::Invalid);
-    }
-    let mut spine = Spine::new();
-    let r = (|| {
-        let mut index: isize = -1;
-        let mut block = root;
-        for (level, &k) in upper.iter().enumerate() {
-            insert_raw(tm, &mut spine, block, &mut BlockRefs, k, &mut index)?;
-            let idx = index as usize;
-            if need_insert(&spine.cur()?[..], k, idx)? {
-                let vs = if level + 2 == keys.len() {
-                    vt.size()
-                } else {
-                    8
-                };
-                let new_tree = empty(tm, vs)?;
-                node::insert_at(&mut spine.cur()?[..], idx, k, &new_tree.to_le_bytes())?;
-            }
-            block = node::value64(&spine.cur()?[..], idx)?;
-        }
-        insert_raw(tm, &mut spine, block, vt, *last, &mut index)?;
-        let idx = index as usize;
-        let cur = spine.current.as_mut().ok_or(Error::Invalid)?;
-        if node::header(&cur[..])?.value_size as usize != value.len() {
+    tm.mutate(|tm| {
+        let (last, upper) = keys.split_last().ok_or(Error::Invalid)?;
+        if value.len() != vt.size() {
             return Err(Error::Invalid);
         }
-        let inserted = need_insert(&cur[..], *last, idx)?;
-        if inserted {
-            node::insert_at(&mut cur[..], idx, *last, value)?;
-        } else {
-            let old = node::value(&cur[..], idx)?;
-            if !vt.equal(old, value) {
-                vt.dec(tm, old)?;
+        let mut spine = Spine::new();
+        let r = (|| {
+            let mut index: isize = -1;
+            let mut block = root;
+            for (level, &k) in upper.iter().enumerate() {
+                insert_raw(tm, &mut spine, block, &mut BlockRefs, k, &mut index)?;
+                let idx = index as usize;
+                if need_insert(&spine.cur()?[..], k, idx)? {
+                    let vs = if level + 2 == keys.len() {
+                        vt.size()
+                    } else {
+                        8
+                    };
+                    let new_tree = empty(tm, vs)?;
+                    node::insert_at(&mut spine.cur()?[..], idx, k, &new_tree.to_le_bytes())?;
+                }
+                block = node::value64(&spine.cur()?[..], idx)?;
             }
-            node::set_value(&mut cur[..], idx, value)?;
-        }
-        Ok((spine.root()?, inserted))
-    })();
-    spine.exit(tm);
-    r
+            insert_raw(tm, &mut spine, block, vt, *last, &mut index)?;
+            let idx = index as usize;
+            let cur = spine.current.as_mut().ok_or(Error::Invalid)?;
+            if node::header(&cur[..])?.value_size as usize != value.len() {
+                return Err(Error::Invalid);
+            }
+            let inserted = need_insert(&cur[..], *last, idx)?;
+            if inserted {
+                node::insert_at(&mut cur[..], idx, *last, value)?;
+            } else {
+                let old = node::value(&cur[..], idx)?;
+                if !vt.equal(old, value) {
+                    vt.dec(tm, old)?;
+                }
+                node::set_value(&mut cur[..], idx, value)?;
+            }
+            Ok((spine.root()?, inserted))
+        })();
+        spine.exit(tm);
+        r
+    })
 }
 
 /// Inserts or overwrites `keys -> value`; returns the new root.
@@ -618,7 +627,7 @@ pub(crate) fn get_overwrite_leaf_vt<IO: BlockIo>(
             }
             let cur = spine.cur()?;
             let h = header(&cur[..])?;
-            i = node::lower_bound(&cur[..], key);
+            i = node::lower_bound(&cur[..], key)?;
             if i < 0 || i as usize >= h.nr_entries as usize {
                 return Err(Error::Invalid);
             }

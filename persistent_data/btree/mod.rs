@@ -24,6 +24,8 @@ mod insert;
 mod lookup;
 pub mod node;
 mod remove;
+#[cfg(test)]
+mod tests;
 mod walk;
 
 use crate::persistent_data::error::Result;

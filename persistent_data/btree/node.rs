@@ -11,9 +11,10 @@
 //! Every accessor is bounds-checked and returns [`Error::Invalid`] instead of
 //! panicking; headers are sanity-checked by [`NodeValidator`] on read.
 
-use crate::persistent_data::block_manager::{le32_at, le64_at, put_le32, CsumValidator, Validator};
+use crate::persistent_data::endian::{le32, le64, set_le32};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::{Block, BLOCK_SIZE};
+use crate::persistent_data::validator::{CsumValidator, Validator};
 
 /// `flags` bit of an internal node (values are child block numbers).
 pub const INTERNAL_NODE: u32 = 1;
@@ -37,29 +38,31 @@ pub fn calc_max_entries(value_size: usize) -> u32 {
 }
 
 /// Validator for btree nodes: location, checksum, then header sanity.
-pub struct NodeValidator;
-
-static NODE_CSUM: CsumValidator = CsumValidator {
-    name: "btree_node",
-    xor: BTREE_CSUM_XOR,
-    blocknr_offset: 8,
-};
+pub struct NodeValidator {
+    csum: CsumValidator,
+}
 
 /// The btree node validator.
-pub static BTREE_NODE_VALIDATOR: NodeValidator = NodeValidator;
+pub static BTREE_NODE_VALIDATOR: NodeValidator = NodeValidator {
+    csum: CsumValidator {
+        name: "btree_node",
+        xor: BTREE_CSUM_XOR,
+        blocknr_offset: 8,
+    },
+};
 
 impl Validator for NodeValidator {
     fn name(&self) -> &'static str {
-        "btree_node"
+        self.csum.name
     }
 
     fn check(&self, b: u64, data: &Block) -> Result<()> {
-        NODE_CSUM.check(b, data)?;
-        Header::read(data).check().map_err(|_| Error::BadChecksum)
+        self.csum.check(b, data)?;
+        header(data).map(|_| ()).map_err(|_| Error::BadChecksum)
     }
 
-    fn prepare_for_write(&self, b: u64, data: &mut Block) {
-        NODE_CSUM.prepare_for_write(b, data)
+    fn prepare_for_write(&self, b: u64, data: &mut Block) -> Result<()> {
+        self.csum.prepare_for_write(b, data)
     }
 }
 
@@ -77,25 +80,34 @@ pub struct Header {
 }
 
 impl Header {
-    /// Decodes the header of `d`.
-    pub fn read(d: &[u8]) -> Header {
-        Header {
-            flags: le32_at(d, OFF_FLAGS),
-            nr_entries: le32_at(d, OFF_NR),
-            max_entries: le32_at(d, OFF_MAX),
-            value_size: le32_at(d, OFF_VSIZE),
-        }
+    /// Decodes the header of `d` (not checked: see [`header`]).
+    #[inline]
+    pub fn read(d: &[u8]) -> Result<Header> {
+        // The layout, spelt out as a pattern: nothing to get out of range.
+        let Some(
+            &[_, _, _, _, f0, f1, f2, f3, _, _, _, _, _, _, _, _, n0, n1, n2, n3, m0, m1, m2, m3, v0, v1, v2, v3, _, _, _, _],
+        ) = d.first_chunk::<NODE_HEADER_SIZE>()
+        else {
+            return Err(Error::Invalid);
+        };
+        Ok(Header {
+            flags: u32::from_le_bytes([f0, f1, f2, f3]),
+            nr_entries: u32::from_le_bytes([n0, n1, n2, n3]),
+            max_entries: u32::from_le_bytes([m0, m1, m2, m3]),
+            value_size: u32::from_le_bytes([v0, v1, v2, v3]),
+        })
     }
 
     /// Encodes into `d` (leaves csum and blocknr alone).
-    pub fn write(&self, d: &mut [u8]) {
-        put_le32(d, OFF_FLAGS, self.flags);
-        put_le32(d, OFF_NR, self.nr_entries);
-        put_le32(d, OFF_MAX, self.max_entries);
-        put_le32(d, OFF_VSIZE, self.value_size);
+    pub fn write(&self, d: &mut [u8]) -> Result<()> {
+        set_le32(d, OFF_FLAGS, self.flags)?;
+        set_le32(d, OFF_NR, self.nr_entries)?;
+        set_le32(d, OFF_MAX, self.max_entries)?;
+        set_le32(d, OFF_VSIZE, self.value_size)
     }
 
     /// The structural checks upstream's `node_check` makes.
+    #[inline]
     pub fn check(&self) -> Result<()> {
         let need = (8u64 + u64::from(self.value_size))
             .checked_mul(u64::from(self.max_entries))
@@ -131,47 +143,153 @@ impl Header {
 
 /// Header of `d`, checked (a node we made ourselves is never checked by the
 /// validator, so every user re-checks before trusting sizes).
+#[inline]
 pub fn header(d: &[u8]) -> Result<Header> {
-    let h = Header::read(d);
+    let h = Header::read(d)?;
     h.check()?;
     Ok(h)
 }
 
+/// A read-only view of a node whose header was read and checked once, for
+/// the read paths (a lookup touches a node a handful of times; re-reading
+/// the header each time was a large share of its cost).
+#[derive(Clone, Copy)]
+pub struct Node<'a> {
+    h: Header,
+    /// The keys of the entries in use.
+    keys: &'a [[u8; 8]],
+    /// The values of the entries in use.
+    values: &'a [u8],
+}
+
+impl<'a> Node<'a> {
+    /// Checks `d`'s header and that its entries lie inside `d`.
+    #[inline]
+    // `as_chunks` is newer than the kernel's minimum Rust (1.78), but the
+    // module is built with the pinned toolchain (rust-toolchain.toml), as
+    // the kernel's own metadata requires; it saves half of a lookup's key
+    // comparisons' cost.
+    #[allow(clippy::incompatible_msrv)]
+    pub fn new(d: &'a [u8]) -> Result<Self> {
+        let h = header(d)?;
+        let nr = h.nr_entries as usize;
+        // `check` bounds `max_entries` and the value size so that every
+        // entry lies inside a block: these cannot overflow.
+        let keys = d
+            .get(NODE_HEADER_SIZE..NODE_HEADER_SIZE + 8 * nr)
+            .ok_or(Error::Invalid)?
+            .as_chunks::<8>()
+            .0;
+        let v0 = h.val_off(0);
+        let values = d.get(v0..v0 + h.vs() * nr).ok_or(Error::Invalid)?;
+        Ok(Node { h, keys, values })
+    }
+
+    /// The checked header.
+    #[inline]
+    pub fn header(&self) -> Header {
+        self.h
+    }
+
+    /// Entries in use.
+    #[inline]
+    pub fn nr_entries(&self) -> usize {
+        self.h.nr_entries as usize
+    }
+
+    /// True for internal nodes.
+    #[inline]
+    pub fn is_internal(&self) -> bool {
+        self.h.is_internal()
+    }
+
+    /// Key `i` (an entry in use).
+    #[inline]
+    pub fn key(&self, i: usize) -> Result<u64> {
+        self.keys
+            .get(i)
+            .map(|k| u64::from_le_bytes(*k))
+            .ok_or(Error::Invalid)
+    }
+
+    /// Value `i` (an entry in use).
+    #[inline]
+    pub fn value(&self, i: usize) -> Result<&'a [u8]> {
+        let vs = self.h.vs();
+        self.values.get(vs * i..vs * i + vs).ok_or(Error::Invalid)
+    }
+
+    /// Value `i` as a little-endian u64 (child block or subtree root).
+    #[inline]
+    pub fn value64(&self, i: usize) -> Result<u64> {
+        self.value(i)?
+            .get(..8)
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or(Error::Invalid)
+    }
+
+    /// Binary search, assuming sorted keys without duplicates: `Ok` with
+    /// the index of `key`, else `Err` with the index of the first larger
+    /// key (possibly `nr_entries`).
+    #[inline]
+    pub fn search(&self, key: u64) -> core::result::Result<usize, usize> {
+        self.keys
+            .binary_search_by(|k| u64::from_le_bytes(*k).cmp(&key))
+    }
+
+    /// Index of the largest key `<= key`, or -1.
+    #[inline]
+    pub fn lower_bound(&self, key: u64) -> isize {
+        match self.search(key) {
+            Ok(i) => i as isize,
+            Err(i) => i as isize - 1,
+        }
+    }
+
+    /// Index of the smallest key `>= key`, or `nr_entries`.
+    #[inline]
+    pub fn upper_bound(&self, key: u64) -> isize {
+        match self.search(key) {
+            Ok(i) | Err(i) => i as isize,
+        }
+    }
+}
+
 /// Initialises an empty node header.
-pub fn init_node(d: &mut [u8], flags: u32, value_size: usize) {
+pub fn init_node(d: &mut [u8], flags: u32, value_size: usize) -> Result<()> {
     Header {
         flags,
         nr_entries: 0,
         max_entries: calc_max_entries(value_size),
-        value_size: value_size as u32,
+        value_size: u32::try_from(value_size).map_err(|_| Error::Invalid)?,
     }
-    .write(d);
+    .write(d)
 }
 
 /// Number of entries in use.
-pub fn nr_entries(d: &[u8]) -> usize {
-    le32_at(d, OFF_NR) as usize
+#[inline]
+pub fn nr_entries(d: &[u8]) -> Result<usize> {
+    Ok(le32(d, OFF_NR)? as usize)
 }
 
 /// Sets the number of entries in use.
-pub fn set_nr_entries(d: &mut [u8], n: usize) {
-    put_le32(d, OFF_NR, n as u32)
+pub fn set_nr_entries(d: &mut [u8], n: usize) -> Result<()> {
+    set_le32(d, OFF_NR, u32::try_from(n).map_err(|_| Error::Invalid)?)
 }
 
-/// Key `i`.
+/// Key `i` (below `max_entries`).
+#[inline]
 pub fn key(d: &[u8], i: usize) -> Result<u64> {
-    let h = Header::read(d);
-    if i >= h.max_entries as usize {
+    if i >= le32(d, OFF_MAX)? as usize {
         return Err(Error::Invalid);
     }
-    d.get(NODE_HEADER_SIZE + 8 * i..NODE_HEADER_SIZE + 8 * i + 8)
-        .ok_or(Error::Invalid)
-        .map(|_| le64_at(d, NODE_HEADER_SIZE + 8 * i))
+    le64(d, NODE_HEADER_SIZE + 8 * i)
 }
 
 /// Sets key `i`.
 pub fn set_key(d: &mut [u8], i: usize, k: u64) -> Result<()> {
-    let h = Header::read(d);
+    let h = Header::read(d)?;
     if i >= h.max_entries as usize {
         return Err(Error::Invalid);
     }
@@ -183,8 +301,9 @@ pub fn set_key(d: &mut [u8], i: usize, k: u64) -> Result<()> {
 }
 
 /// Value bytes of entry `i`.
+#[inline]
 pub fn value(d: &[u8], i: usize) -> Result<&[u8]> {
-    let h = Header::read(d);
+    let h = Header::read(d)?;
     if i >= h.max_entries as usize {
         return Err(Error::Invalid);
     }
@@ -194,7 +313,7 @@ pub fn value(d: &[u8], i: usize) -> Result<&[u8]> {
 
 /// Mutable value bytes of entry `i`.
 pub fn value_mut(d: &mut [u8], i: usize) -> Result<&mut [u8]> {
-    let h = Header::read(d);
+    let h = Header::read(d)?;
     if i >= h.max_entries as usize {
         return Err(Error::Invalid);
     }
@@ -211,6 +330,7 @@ pub fn values(d: &[u8]) -> Result<&[u8]> {
 }
 
 /// Value `i` as a little-endian u64 (child block or subtree root).
+#[inline]
 pub fn value64(d: &[u8], i: usize) -> Result<u64> {
     let v = value(d, i)?;
     let a: [u8; 8] = v
@@ -239,39 +359,16 @@ pub fn set_value(d: &mut [u8], i: usize, v: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Binary search over keys, assuming no duplicates. Returns the index of
-/// `key` if present; otherwise the index before (`want_hi == false`,
-/// possibly -1) or after (`want_hi == true`, possibly `nr_entries`).
-fn bsearch(d: &[u8], key: u64, want_hi: bool) -> isize {
-    let mut lo: isize = -1;
-    let mut hi: isize = nr_entries(d).min(calc_max_entries(0) as usize) as isize;
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        let mk = le64_at(d, NODE_HEADER_SIZE + 8 * mid as usize);
-        if mk == key {
-            return mid;
-        }
-        if mk < key {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    if want_hi {
-        hi
-    } else {
-        lo
-    }
-}
-
 /// Index of the largest key `<= key`, or -1.
-pub fn lower_bound(d: &[u8], key: u64) -> isize {
-    bsearch(d, key, false)
+#[inline]
+pub fn lower_bound(d: &[u8], key: u64) -> Result<isize> {
+    Ok(Node::new(d)?.lower_bound(key))
 }
 
 /// Index of the smallest key `>= key`, or `nr_entries`.
-pub fn upper_bound(d: &[u8], key: u64) -> isize {
-    bsearch(d, key, true)
+#[inline]
+pub fn upper_bound(d: &[u8], key: u64) -> Result<isize> {
+    Ok(Node::new(d)?.upper_bound(key))
 }
 
 /// Moves `count` entries inside one node from `src` to `dst` (overlap ok).
@@ -340,8 +437,7 @@ pub fn insert_at(d: &mut [u8], index: usize, k: u64, v: &[u8]) -> Result<()> {
     }
     set_key(d, index, k)?;
     set_value(d, index, v)?;
-    set_nr_entries(d, nr + 1);
-    Ok(())
+    set_nr_entries(d, nr + 1)
 }
 
 /// Deletes entry `index`, shifting later entries down.
@@ -354,8 +450,7 @@ pub fn delete_at(d: &mut [u8], index: usize) -> Result<()> {
     if after > 0 {
         move_within(d, index, index + 1, after)?;
     }
-    set_nr_entries(d, nr - 1);
-    Ok(())
+    set_nr_entries(d, nr - 1)
 }
 
 #[cfg(test)]
@@ -373,39 +468,43 @@ mod tests {
     #[test]
     fn insert_delete_search() {
         let mut d = [0u8; BLOCK_SIZE];
-        init_node(&mut d, LEAF_NODE, 8);
+        init_node(&mut d, LEAF_NODE, 8).unwrap();
         for (i, k) in [10u64, 30, 20, 5].iter().enumerate() {
-            let pos = upper_bound(&d, *k) as usize;
+            let pos = upper_bound(&d, *k).unwrap() as usize;
             insert_at(&mut d, pos, *k, &(i as u64).to_le_bytes()).unwrap();
         }
         let keys: std::vec::Vec<u64> = (0..4).map(|i| key(&d, i).unwrap()).collect();
         assert_eq!(keys, [5, 10, 20, 30]);
-        assert_eq!(lower_bound(&d, 4), -1);
-        assert_eq!(lower_bound(&d, 25), 2);
-        assert_eq!(upper_bound(&d, 25), 3);
-        assert_eq!(upper_bound(&d, 31), 4);
+        assert_eq!(lower_bound(&d, 4).unwrap(), -1);
+        assert_eq!(lower_bound(&d, 25).unwrap(), 2);
+        assert_eq!(upper_bound(&d, 25).unwrap(), 3);
+        assert_eq!(upper_bound(&d, 31).unwrap(), 4);
         assert_eq!(value64(&d, 2).unwrap(), 2);
         delete_at(&mut d, 0).unwrap();
         assert_eq!(key(&d, 0).unwrap(), 10);
-        assert_eq!(nr_entries(&d), 3);
+        assert_eq!(nr_entries(&d).unwrap(), 3);
         assert!(delete_at(&mut d, 3).is_err());
+        // Short or oversized nodes are errors, not zeroes.
+        assert_eq!(nr_entries(&d[..10]), Err(Error::Invalid));
+        assert_eq!(key(&d, 252), Err(Error::Invalid));
+        assert_eq!(lower_bound(&d[..40], 5), Err(Error::Invalid));
         // Value area begins after max_entries keys.
-        assert_eq!(Header::read(&d).val_off(0), 32 + 8 * 252);
+        assert_eq!(Header::read(&d).unwrap().val_off(0), 32 + 8 * 252);
     }
 
     #[test]
     fn validator_rejects_bad_headers() {
         let mut d = [0u8; BLOCK_SIZE];
-        init_node(&mut d, LEAF_NODE, 8);
-        BTREE_NODE_VALIDATOR.prepare_for_write(7, &mut d);
+        init_node(&mut d, LEAF_NODE, 8).unwrap();
+        BTREE_NODE_VALIDATOR.prepare_for_write(7, &mut d).unwrap();
         assert!(BTREE_NODE_VALIDATOR.check(7, &d).is_ok());
         let mut bad = d;
-        put_le32(&mut bad, OFF_NR, 253);
-        BTREE_NODE_VALIDATOR.prepare_for_write(7, &mut bad);
+        set_le32(&mut bad, OFF_NR, 253).unwrap();
+        BTREE_NODE_VALIDATOR.prepare_for_write(7, &mut bad).unwrap();
         assert_eq!(BTREE_NODE_VALIDATOR.check(7, &bad), Err(Error::BadChecksum));
         let mut bad = d;
-        put_le32(&mut bad, OFF_FLAGS, 0);
-        BTREE_NODE_VALIDATOR.prepare_for_write(7, &mut bad);
+        set_le32(&mut bad, OFF_FLAGS, 0).unwrap();
+        BTREE_NODE_VALIDATOR.prepare_for_write(7, &mut bad).unwrap();
         assert_eq!(BTREE_NODE_VALIDATOR.check(7, &bad), Err(Error::BadChecksum));
         assert_eq!(
             BTREE_NODE_VALIDATOR.check(8, &d),

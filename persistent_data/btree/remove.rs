@@ -45,9 +45,8 @@ fn shift(left: &mut [u8], right: &mut [u8], count: isize) -> Result<()> {
         node::copy_entries(left, nl as usize, right, 0, c)?;
         node::move_within(right, 0, c, nr as usize - c)?;
     }
-    node::set_nr_entries(left, (nl - count) as usize);
-    node::set_nr_entries(right, (nr + count) as usize);
-    Ok(())
+    node::set_nr_entries(left, (nl - count) as usize)?;
+    node::set_nr_entries(right, (nr + count) as usize)
 }
 
 struct Child {
@@ -61,13 +60,13 @@ fn rebalance2_nodes<IO: BlockIo>(
     l: &mut Child,
     r: &mut Child,
 ) -> Result<()> {
-    let nl = node::nr_entries(&l.wb[..]);
-    let nr = node::nr_entries(&r.wb[..]);
+    let nl = node::nr_entries(&l.wb[..])?;
+    let nr = node::nr_entries(&r.wb[..])?;
     // Keep both above a third full, whichever one the removal then hits.
     let threshold = 2 * (merge_threshold(&l.wb[..])? + 1);
     if nl + nr < threshold {
         node::copy_entries(&mut l.wb[..], nl, &r.wb[..], 0, nr)?;
-        node::set_nr_entries(&mut l.wb[..], nl + nr);
+        node::set_nr_entries(&mut l.wb[..], nl + nr)?;
         node::delete_at(parent, r.index)?;
         // Only the node goes; its children now belong to left.
         tm.dec(r.wb.loc())?;
@@ -123,16 +122,16 @@ fn delete_center_node<IO: BlockIo>(
     c: &mut Child,
     r: &mut Child,
 ) -> Result<()> {
-    let nl = node::nr_entries(&l.wb[..]);
-    let nc = node::nr_entries(&c.wb[..]);
-    let nr = node::nr_entries(&r.wb[..]);
+    let nl = node::nr_entries(&l.wb[..])?;
+    let nc = node::nr_entries(&c.wb[..])?;
+    let nr = node::nr_entries(&r.wb[..])?;
     let max = header(&l.wb[..])?.max_entries as usize;
     let s = (max - nl.min(max)).min(nc);
     if nl + s > max {
         return Err(Error::Invalid);
     }
     node::copy_entries(&mut l.wb[..], nl, &c.wb[..], 0, s)?;
-    node::set_nr_entries(&mut l.wb[..], nl + s);
+    node::set_nr_entries(&mut l.wb[..], nl + s)?;
     if s != nc {
         let rest = nc - s;
         if nr + rest > max {
@@ -140,7 +139,7 @@ fn delete_center_node<IO: BlockIo>(
         }
         node::move_within(&mut r.wb[..], rest, 0, nr)?;
         node::copy_entries(&mut r.wb[..], 0, &c.wb[..], s, rest)?;
-        node::set_nr_entries(&mut r.wb[..], nr + rest);
+        node::set_nr_entries(&mut r.wb[..], nr + rest)?;
     }
     let k = node::key(&r.wb[..], 0)?;
     node::set_key(parent, r.index, k)?;
@@ -152,9 +151,9 @@ fn delete_center_node<IO: BlockIo>(
 
 fn redistribute3(parent: &mut [u8], l: &mut Child, c: &mut Child, r: &mut Child) -> Result<()> {
     let (left, center, right) = (&mut l.wb[..], &mut c.wb[..], &mut r.wb[..]);
-    let mut nl = node::nr_entries(left) as isize;
-    let nc = node::nr_entries(center) as isize;
-    let mut nr = node::nr_entries(right) as isize;
+    let mut nl = node::nr_entries(left)? as isize;
+    let nc = node::nr_entries(center)? as isize;
+    let mut nr = node::nr_entries(right)? as isize;
     let max = header(left)?.max_entries as isize;
     let total = nl + nc + nr;
     let target_right = total / 3;
@@ -245,7 +244,7 @@ fn rebalance_children<IO: BlockIo>(
     key: u64,
 ) -> Result<()> {
     let n = spine.current.as_mut().ok_or(Error::Invalid)?;
-    let nr = node::nr_entries(&n[..]);
+    let nr = node::nr_entries(&n[..])?;
     if nr == 1 {
         // A lone child: pull it up into this node.
         let b = node::value64(&n[..], 0)?;
@@ -257,7 +256,7 @@ fn rebalance_children<IO: BlockIo>(
         n.copy_from_slice(&child[..]);
         return tm.dec(b);
     }
-    let i = node::lower_bound(&n[..], key);
+    let i = node::lower_bound(&n[..], key)?;
     if i < 0 {
         return Err(Error::NoData);
     }
@@ -303,11 +302,11 @@ fn remove_raw<IO: BlockIo>(
             leaf = header(&spine.cur()?[..])?.is_leaf();
         }
         let cur = spine.cur()?;
-        i = node::lower_bound(&cur[..], key);
+        i = node::lower_bound(&cur[..], key)?;
         if leaf {
             if find == Find::Exact
                 && (i < 0
-                    || i as usize >= node::nr_entries(&cur[..])
+                    || i as usize >= node::nr_entries(&cur[..])?
                     || node::key(&cur[..], i as usize)? != key)
             {
                 return Err(Error::NoData);
@@ -330,36 +329,38 @@ pub fn remove<IO: BlockIo>(
     root: u64,
     keys: &[u64],
 ) -> Result<u64> {
-    // Check first: a removal that shadows its path and then finds nothing
-    // would leave the caller holding a released root.
-    let mut probe = [0u8; 64];
-    let probe = probe.get_mut(..vt.size()).ok_or(Error::Invalid)?;
-    lookup(tm, root, keys, probe)?;
+    tm.mutate(|tm| {
+        // Check first: a removal that shadows its path and then finds nothing
+        // would leave the caller holding a released root.
+        let mut probe = [0u8; 64];
+        let probe = probe.get_mut(..vt.size()).ok_or(Error::Invalid)?;
+        lookup(tm, root, keys, probe)?;
 
-    let last = keys.len() - 1;
-    let mut spine = Spine::new();
-    let r = (|| {
-        let mut index: isize = -1;
-        let mut block = root;
-        for (level, &k) in keys.iter().enumerate() {
-            let i = if level == last {
-                remove_raw(tm, &mut spine, vt, block, k, index, Find::Exact)?
-            } else {
-                remove_raw(tm, &mut spine, &mut BlockRefs, block, k, index, Find::Exact)?
-            };
-            let cur = spine.current.as_mut().ok_or(Error::Invalid)?;
-            if level != last {
-                block = node::value64(&cur[..], i as usize)?;
-                index = i;
-                continue;
+        let last = keys.len() - 1;
+        let mut spine = Spine::new();
+        let r = (|| {
+            let mut index: isize = -1;
+            let mut block = root;
+            for (level, &k) in keys.iter().enumerate() {
+                let i = if level == last {
+                    remove_raw(tm, &mut spine, vt, block, k, index, Find::Exact)?
+                } else {
+                    remove_raw(tm, &mut spine, &mut BlockRefs, block, k, index, Find::Exact)?
+                };
+                let cur = spine.current.as_mut().ok_or(Error::Invalid)?;
+                if level != last {
+                    block = node::value64(&cur[..], i as usize)?;
+                    index = i;
+                    continue;
+                }
+                vt.dec(tm, node::value(&cur[..], i as usize)?)?;
+                node::delete_at(&mut cur[..], i as usize)?;
             }
-            vt.dec(tm, node::value(&cur[..], i as usize)?)?;
-            node::delete_at(&mut cur[..], i as usize)?;
-        }
-        spine.root()
-    })();
-    spine.exit(tm);
-    r
+            spine.root()
+        })();
+        spine.exit(tm);
+        r
+    })
 }
 
 fn remove_one<IO: BlockIo>(
@@ -382,7 +383,7 @@ fn remove_one<IO: BlockIo>(
         let k = *keys.get(last).ok_or(Error::Invalid)?;
         let i = remove_raw(tm, &mut spine, vt, block, k, index, Find::Nearest)?.max(0) as usize;
         let cur = spine.current.as_mut().ok_or(Error::Invalid)?;
-        if i >= node::nr_entries(&cur[..]) {
+        if i >= node::nr_entries(&cur[..])? {
             return Err(Error::NoData);
         }
         let found = node::key(&cur[..], i)?;
@@ -413,22 +414,24 @@ pub fn remove_leaves<IO: BlockIo>(
     keys: &[u64],
     end_key: u64,
 ) -> Result<(u64, u32)> {
-    let mut k = [0u64; 8];
-    let k = k.get_mut(..keys.len()).ok_or(Error::Invalid)?;
-    if k.is_empty() {
-        return Err(Error::Invalid);
-    }
-    k.copy_from_slice(keys);
-    let mut removed = 0u32;
-    loop {
-        let (new_root, r) = remove_one(tm, vt, root, k, end_key);
-        if let Some(nr) = new_root {
-            root = nr;
+    tm.mutate(|tm| {
+        let mut k = [0u64; 8];
+        let k = k.get_mut(..keys.len()).ok_or(Error::Invalid)?;
+        if k.is_empty() {
+            return Err(Error::Invalid);
         }
-        match r {
-            Ok(()) => removed += 1,
-            Err(Error::NoData) => return Ok((root, removed)),
-            Err(e) => return Err(e),
+        k.copy_from_slice(keys);
+        let mut removed = 0u32;
+        loop {
+            let (new_root, r) = remove_one(tm, vt, root, k, end_key);
+            if let Some(nr) = new_root {
+                root = nr;
+            }
+            match r {
+                Ok(()) => removed += 1,
+                Err(Error::NoData) => return Ok((root, removed)),
+                Err(e) => return Err(e),
+            }
         }
-    }
+    })
 }

@@ -2,42 +2,62 @@
 
 //! In-order traversal of single-level trees: a callback walk and a cursor.
 
-use super::node::{self, header, BTREE_NODE_VALIDATOR};
+use super::node::{self, header, Node, BTREE_NODE_VALIDATOR};
 use super::MAX_DEPTH;
 use crate::persistent_data::block_manager::ReadRef;
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::shim::PVec;
 use crate::persistent_data::transaction_manager::BlockReader;
 
-fn walk_node<R: BlockReader>(
-    r: &R,
-    b: u64,
-    f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
-    depth: usize,
-) -> Result<()> {
-    if depth >= MAX_DEPTH {
-        return Err(Error::Invalid);
-    }
-    let d = r.read_lock(b, &BTREE_NODE_VALIDATOR)?;
-    let h = header(&d[..])?;
-    for i in 0..h.nr_entries as usize {
-        if h.is_internal() {
-            walk_node(r, node::value64(&d[..], i)?, f, depth + 1)?;
-        } else {
-            f(node::key(&d[..], i)?, node::value(&d[..], i)?)?;
-        }
-    }
-    Ok(())
+/// One node on the walk's path: its read lock, the next entry to visit.
+struct Frame<'a, R: BlockReader + 'a> {
+    node: ReadRef<'a, R::Io>,
+    next: usize,
 }
 
 /// Calls `f(key, value)` for every entry of the single-level tree at
 /// `root`, in key order; stops at the first error `f` returns.
+///
+/// Iterative, with the path on the heap: at most [`MAX_DEPTH`] levels, and
+/// keys must rise strictly from one entry to the next, so a corrupt tree
+/// (a cycle, a node reachable twice) ends in `Invalid` instead of
+/// exhausting the stack or walking forever.
 pub fn walk<R: BlockReader>(
     r: &R,
     root: u64,
     f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    walk_node(r, root, f, 0)
+    let mut path: PVec<Frame<'_, R>> = PVec::new();
+    let mut last: Option<u64> = None;
+    path.try_push(Frame {
+        node: r.read_lock(root, &BTREE_NODE_VALIDATOR)?,
+        next: 0,
+    })?;
+    while let Some(top) = path.last_mut() {
+        let n = Node::new(&top.node[..])?;
+        let i = top.next;
+        if i >= n.nr_entries() {
+            path.pop();
+            continue;
+        }
+        top.next += 1;
+        if n.is_internal() {
+            let child = n.value64(i)?;
+            if path.len() >= MAX_DEPTH {
+                return Err(Error::Invalid);
+            }
+            let node = r.read_lock(child, &BTREE_NODE_VALIDATOR)?;
+            path.try_push(Frame { node, next: 0 })?;
+        } else {
+            let k = n.key(i)?;
+            if last.is_some_and(|l| k <= l) {
+                return Err(Error::Invalid);
+            }
+            last = Some(k);
+            f(k, n.value(i)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Cursor depth limit, as upstream.
@@ -47,7 +67,7 @@ const CURSOR_MAX_DEPTH: usize = 16;
 /// path.
 pub struct Cursor<'a, R: BlockReader> {
     r: &'a R,
-    nodes: PVec<(ReadRef<'a>, usize)>,
+    nodes: PVec<(ReadRef<'a, R::Io>, usize)>,
 }
 
 impl<'a, R: BlockReader> Cursor<'a, R> {
@@ -93,7 +113,7 @@ impl<'a, R: BlockReader> Cursor<'a, R> {
         loop {
             let (d, i) = self.nodes.last_mut().ok_or(Error::NoData)?;
             *i += 1;
-            if *i < node::nr_entries(&d[..]) {
+            if *i < node::nr_entries(&d[..])? {
                 break;
             }
             self.nodes.pop();

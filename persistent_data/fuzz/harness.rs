@@ -21,9 +21,10 @@
 
 use persistent_data::block_manager::{le64_at, put_le32, put_le64, BlockManager, Validator};
 use persistent_data::btree::node::{self, BTREE_NODE_VALIDATOR};
-use persistent_data::btree::{self, BlockRefs, Cursor, PlainValues, ValueType};
+use persistent_data::btree::{self, BlockRefs, Cursor, PlainValues};
 use persistent_data::checker::cache::{ARRAY_BLOCK_VALIDATOR, CACHE_SB_VALIDATOR};
 use persistent_data::checker::thin::{off, THIN_MAGIC, THIN_SB_VALIDATOR};
+use persistent_data::checker::thin_writer::ThinPool;
 use persistent_data::checker::{self, Format};
 use persistent_data::io::mem::MemIo;
 use persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
@@ -31,7 +32,7 @@ use persistent_data::space_map::common::{
     bitmap_find_free, bitmap_lookup, BITMAP_VALIDATOR, INDEX_VALIDATOR,
 };
 use persistent_data::space_map::{DiskSpaceMap, SmRoot, SpaceMap};
-use persistent_data::transaction_manager::{with_runs, TransactionManager};
+use persistent_data::transaction_manager::TransactionManager;
 use persistent_data::{array, bitset, Result};
 use std::sync::OnceLock;
 
@@ -53,49 +54,6 @@ fn validator(i: u8) -> Option<&'static dyn Validator> {
 /// space map format uses).
 pub const FUZZ_BASE: u64 = 40;
 const DEV_BLOCKS: u64 = 64;
-
-/// Thin mapping values: `data_block << 24 | time`.
-pub struct BlockTime<'a>(pub &'a mut DiskSpaceMap);
-
-impl<IO: BlockIo> ValueType<IO> for BlockTime<'_> {
-    fn size(&self) -> usize {
-        8
-    }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.inc(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            self.0.dec(tm, le64_at(c, 0) >> 24)?;
-        }
-        Ok(())
-    }
-    /// The same data block is the same mapping, whatever its time stamp.
-    fn equal(&self, a: &[u8], b: &[u8]) -> bool {
-        le64_at(a, 0) >> 24 == le64_at(b, 0) >> 24
-    }
-}
-
-/// Thin's top level: device subtree roots (dec deletes the subtree).
-pub struct DevTrees<'a>(pub &'a mut DiskSpaceMap);
-
-impl<IO: BlockIo> ValueType<IO> for DevTrees<'_> {
-    fn size(&self) -> usize {
-        8
-    }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        with_runs(v, |b, e| tm.inc_range(b, e))
-    }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        for c in v.chunks_exact(8) {
-            btree::del(tm, &mut BlockTime(self.0), le64_at(c, 0), 1)?;
-        }
-        Ok(())
-    }
-}
 
 fn key_from(data: &[u8], i: usize) -> u64 {
     let mut k = [0u8; 8];
@@ -143,9 +101,10 @@ pub fn blocks(data: &[u8]) {
         }
         let loc = FUZZ_BASE + i as u64;
         if let Some(v) = vs.get(i).copied().flatten() {
-            v.prepare_for_write(loc, &mut b);
+            let _ = v.prepare_for_write(loc, &mut b);
         }
-        let _ = io.write(loc, &b);
+        // The fuzz block is what the device holds.
+        io.poke(loc, 0, &b);
         raws.push(b);
     }
     let Some(first) = raws.first().copied() else {
@@ -320,7 +279,7 @@ pub fn blocks(data: &[u8]) {
             put_le32(&mut sb, 236, 8);
             put_le32(&mut sb, 240, (k1 % 100_000) as u32);
             put_le64(&mut sb, 284, FUZZ_BASE + 2);
-            CACHE_SB_VALIDATOR.prepare_for_write(0, &mut sb);
+            let _ = CACHE_SB_VALIDATOR.prepare_for_write(0, &mut sb);
         } else {
             put_le64(&mut sb, off::MAGIC, THIN_MAGIC);
             put_le32(&mut sb, off::VERSION, 2);
@@ -335,9 +294,9 @@ pub fn blocks(data: &[u8]) {
             put_le64(&mut sb, off::DETAILS_ROOT, FUZZ_BASE + 2);
             put_le32(&mut sb, off::DATA_BLOCK_SIZE, 128);
             put_le32(&mut sb, off::META_BLOCK_SIZE, 8);
-            THIN_SB_VALIDATOR.prepare_for_write(0, &mut sb);
+            let _ = THIN_SB_VALIDATOR.prepare_for_write(0, &mut sb);
         }
-        let _ = io.write(0, &sb);
+        io.poke(0, 0, &sb);
         let fmt = if cache { Format::Cache } else { Format::Thin };
         let _ = checker::check(io.clone(), Some(fmt));
     }
@@ -349,95 +308,28 @@ pub fn blocks(data: &[u8]) {
 /// Blocks in the seed image's metadata device.
 pub const SEED_BLOCKS: u64 = 96;
 
-fn commit_thin(
-    tm: &mut TransactionManager<MemIo>,
-    data: &mut DiskSpaceMap,
-    mapping: u64,
-    details: u64,
-    held: u64,
-) -> Result<()> {
-    SpaceMap::commit(data, tm)?;
-    tm.pre_commit()?;
-    let mut sb = tm.bm_mut().write_lock_zero(0, Some(&THIN_SB_VALIDATOR))?;
-    put_le64(&mut sb[..], off::MAGIC, THIN_MAGIC);
-    put_le32(&mut sb[..], off::VERSION, 2);
-    put_le32(&mut sb[..], off::TIME, 1);
-    put_le64(&mut sb[..], off::HELD_ROOT, held);
-    data.copy_root(tm, &mut sb[off::DATA_SM..off::DATA_SM + 32])?;
-    tm.sm_copy_root(&mut sb[off::META_SM..off::META_SM + 32])?;
-    put_le64(&mut sb[..], off::MAPPING_ROOT, mapping);
-    put_le64(&mut sb[..], off::DETAILS_ROOT, details);
-    put_le32(&mut sb[..], off::DATA_BLOCK_SIZE, 128);
-    put_le32(&mut sb[..], off::META_BLOCK_SIZE, 8);
-    put_le64(&mut sb[..], off::META_NR_BLOCKS, SEED_BLOCKS);
-    tm.commit(sb)
-}
-
 fn build_seed() -> Result<Vec<u8>> {
     let io = MemIo::new(SEED_BLOCKS);
-    let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0)?;
-    let mut data = DiskSpaceMap::create(&mut tm, 20_000)?;
-    let mut mapping = btree::empty(&mut tm, 8)?;
-    let mut details = btree::empty(&mut tm, 24)?;
-    let dev0 = btree::empty(&mut tm, 8)?;
-    mapping = btree::insert(
-        &mut tm,
-        &mut DevTrees(&mut data),
-        mapping,
-        &[0],
-        &dev0.to_le_bytes(),
-    )?;
+    let mut pool = ThinPool::format(BlockManager::new(io.clone(), 64), 20_000, 128)?;
+    pool.create_thin(0)?;
     // Three leaves' worth, with a gap pattern.
     for vb in 0..600u64 {
-        let b = data.new_block(&mut tm)?;
-        mapping = btree::insert(
-            &mut tm,
-            &mut BlockTime(&mut data),
-            mapping,
-            &[0, vb * 2],
-            &(b << 24).to_le_bytes(),
-        )?;
+        pool.map(0, vb * 2)?;
     }
     // Device 1: a snapshot of 0 (shared root), then a few overwrites so it
     // shares some leaves and not others.
-    let mut v = [0u8; 8];
-    btree::lookup(&tm, mapping, &[0], &mut v)?;
-    tm.inc(u64::from_le_bytes(v))?;
-    mapping = btree::insert(&mut tm, &mut DevTrees(&mut data), mapping, &[1], &v)?;
+    pool.create_snap(1, 0)?;
     for vb in 0..20u64 {
-        let b = data.new_block(&mut tm)?;
-        mapping = btree::insert(
-            &mut tm,
-            &mut BlockTime(&mut data),
-            mapping,
-            &[1, vb * 2],
-            &((b << 24) | 1).to_le_bytes(),
-        )?;
+        pool.map(1, vb * 2)?;
     }
-    for dev in [0u64, 1] {
-        let mut d = [0u8; 24];
-        put_le64(&mut d, 0, 600);
-        put_le32(&mut d, 16, dev as u32);
-        details = btree::insert(&mut tm, &mut PlainValues(24), details, &[dev], &d)?;
-    }
-    // A metadata snapshot: a superblock copy holding the current roots.
-    let mut held = tm.new_block(&THIN_SB_VALIDATOR)?;
-    let held_loc = held.loc();
-    put_le64(&mut held[..], off::MAGIC, THIN_MAGIC);
-    put_le64(&mut held[..], off::MAPPING_ROOT, mapping);
-    put_le64(&mut held[..], off::DETAILS_ROOT, details);
-    tm.unlock(held);
-    tm.inc(mapping)?;
-    tm.inc(details)?;
-    // Then change the live trees so they diverge from the snapshot.
+    // A metadata snapshot (a shadow of the superblock holding the current
+    // roots), then the live trees diverge from it.
+    pool.reserve_metadata_snap()?;
     for vb in 0..50u64 {
-        mapping = btree::remove(&mut tm, &mut BlockTime(&mut data), mapping, &[0, vb * 4])?;
+        pool.remove(0, vb * 4)?;
     }
-    let mut d = [0u8; 24];
-    put_le64(&mut d, 0, 550);
-    details = btree::insert(&mut tm, &mut PlainValues(24), details, &[0], &d)?;
-    commit_thin(&mut tm, &mut data, mapping, details, held_loc)?;
-    drop(tm);
+    pool.commit()?;
+    drop(pool);
     Ok(io.image())
 }
 
@@ -581,7 +473,7 @@ pub fn image(data: &[u8]) {
                 let o = b as usize * BLOCK_SIZE;
                 if let Some(blk) = img.get_mut(o..o + BLOCK_SIZE) {
                     if let Ok(blk) = <&mut Block>::try_from(blk) {
-                        v.prepare_for_write(b, blk);
+                        let _ = v.prepare_for_write(b, blk);
                     }
                 }
             }
@@ -665,78 +557,57 @@ pub fn exercise_thin(img: Vec<u8>, ops: u8) {
 }
 
 fn engine_ops(io: &MemIo, ops: u8) -> Result<()> {
-    let bm = BlockManager::new(io.clone(), 32);
-    let sb = bm.read_copy(0, Some(&THIN_SB_VALIDATOR))?;
-    let sbv = checker::thin::ThinSuperblock::parse(&sb);
-    let meta_root = sb
-        .get(off::META_SM..off::META_SM + 32)
-        .unwrap_or(&[])
-        .to_vec();
-    let data_root = sb
-        .get(off::DATA_SM..off::DATA_SM + 32)
-        .unwrap_or(&[])
-        .to_vec();
-    drop(sb);
-    let mut tm = TransactionManager::open(bm, &meta_root)?;
-    let mut data = DiskSpaceMap::open(&data_root)?;
-    let mut mapping = sbv.mapping_root;
-    let mut details = sbv.details_root;
+    let mut pool = ThinPool::open(BlockManager::new(io.clone(), 32))?;
+    let mapping = pool.mapping_root();
+    let details = pool.details_root();
+    let tm = &pool.tm;
 
     // Walk everything.
     let mut devs = Vec::new();
-    let _ = btree::walk(&tm, mapping, &mut |dev, v| {
+    let _ = btree::walk(tm, mapping, &mut |dev, v| {
         devs.push((dev, le64_at(v, 0)));
         Ok(())
     });
     for &(_, root) in devs.iter().take(4) {
-        let _ = btree::walk(&tm, root, &mut |_, _| Ok(()));
+        let _ = btree::walk(tm, root, &mut |_, _| Ok(()));
     }
-    let _ = btree::walk(&tm, details, &mut |_, _| Ok(()));
+    let _ = btree::walk(tm, details, &mut |_, _| Ok(()));
     let mut hk = [0u64; 2];
-    let _ = btree::find_highest_key(&tm, mapping, &mut hk);
-    let _ = btree::find_lowest_key(&tm, mapping, &mut hk);
+    let _ = btree::find_highest_key(tm, mapping, &mut hk);
+    let _ = btree::find_lowest_key(tm, mapping, &mut hk);
     let mut v = [0u8; 8];
     for vb in [0u64, 2, 101, 600, 1198] {
-        let _ = btree::lookup(&tm, mapping, &[0, vb], &mut v);
-        let _ = btree::lookup_next(&tm, mapping, &[1, vb], &mut v);
+        let _ = btree::lookup(tm, mapping, &[0, vb], &mut v);
+        let _ = btree::lookup_next(tm, mapping, &[1, vb], &mut v);
     }
+    let _ = pool.held_mappings();
     // Every count read is a block read and a checksum: sample.
     for b in (0..SEED_BLOCKS).step_by(7) {
-        let _ = tm.sm_count(b);
+        let _ = pool.tm.sm_count(b);
     }
     for b in (0..20_000).step_by(1999) {
-        let _ = data.count(&tm, b);
+        let _ = pool.data.count(&pool.tm, b);
     }
 
     // Change it: remap, unmap, snapshot, delete, allocate, then commit.
     let remaining = (ops & 3) + 1;
     for i in 0..u64::from(remaining) * 5 {
-        let b = data.new_block(&mut tm)?;
-        mapping = btree::insert(
-            &mut tm,
-            &mut BlockTime(&mut data),
-            mapping,
-            &[i % 2, i * 7],
-            &((b << 24) | 2).to_le_bytes(),
-        )?;
-        let _ = btree::remove(&mut tm, &mut BlockTime(&mut data), mapping, &[0, i * 8])
-            .map(|r| mapping = r);
+        pool.map(i % 2, i * 7)?;
+        let _ = pool.remove(0, i * 8);
     }
     if ops & 4 != 0 {
-        btree::lookup(&tm, mapping, &[0], &mut v)?;
-        tm.inc(u64::from_le_bytes(v))?;
-        mapping = btree::insert(&mut tm, &mut DevTrees(&mut data), mapping, &[7], &v)?;
-        mapping = btree::remove(&mut tm, &mut DevTrees(&mut data), mapping, &[1])?;
-        let (r, _) =
-            btree::remove_leaves(&mut tm, &mut BlockTime(&mut data), mapping, &[0, 0], 64)?;
-        mapping = r;
+        pool.create_snap(7, 0)?;
+        pool.delete(1)?;
+        pool.remove_range(0, 0, 64)?;
     }
-    let mut d = [0u8; 24];
-    put_le64(&mut d, 0, 1);
-    details = btree::insert(&mut tm, &mut PlainValues(24), details, &[9], &d)?;
-    tm.sm_new_block().and_then(|b| tm.dec(b))?;
-    commit_thin(&mut tm, &mut data, mapping, details, sbv.held_root)?;
-    drop(tm);
+    if ops & 8 != 0 {
+        let _ = pool.release_metadata_snap();
+        let _ = pool.reserve_metadata_snap();
+    }
+    pool.create_thin(9)?;
+    pool.tm.sm_new_block().and_then(|b| pool.tm.dec(b))?;
+    pool.commit()?;
+    drop(pool);
     // Whatever was committed must still check without panicking.
     let _ = checker::check(io.clone(), Some(Format::Thin));
     Ok(())

@@ -9,25 +9,35 @@
 //! Handles are cheap clones sharing one device, so a test can keep one
 //! while the engine owns another.
 //!
+//! Each handle reads through its own [`HostCache`], as each dm-bufio client
+//! has its own: a block is loaded from `current` once, checked by a
+//! validator once, and handed out without a copy ([`MemIo::stats`] counts
+//! loads as reads). A clone starts with an empty cache. Caches stay
+//! coherent: a write through any handle, [`MemIo::poke`],
+//! [`MemIo::crash`] and [`MemIo::drop_cache`] empty every other handle's
+//! cache. The per-handle cache is a `RefCell` (no lock on a cached read),
+//! so a handle is `Send` but not `Sync`.
+//!
 //! Host-only test double: it indexes its own images directly (after
 //! range-checking block numbers).
 
 #![allow(clippy::indexing_slicing)]
 
+use super::cache::{HostBuf, HostCache};
 use super::{Block, BlockIo, BLOCK_SIZE};
 use crate::persistent_data::error::{Error, Result};
+use crate::persistent_data::validator::ValidatorRef;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-#[derive(Default)]
 struct State {
     current: Vec<u8>,
     durable: Vec<u8>,
     unflushed: Vec<bool>,
-    cached: Vec<bool>,
-    model_cache: bool,
     fail_writes_after: Option<u64>,
     fail_flush: bool,
     fail_reads: Vec<u64>,
@@ -57,9 +67,49 @@ pub struct IoStats {
     pub flushes: u64,
 }
 
-/// A shared in-memory block device.
-#[derive(Clone)]
-pub struct MemIo(Arc<Mutex<State>>);
+/// Blocks a [`MemIo`] caches by default (256 MiB, far more than the
+/// tests' working sets; [`MemIo::set_cache_blocks`] changes it).
+pub const DEFAULT_MEM_CACHE_BLOCKS: usize = 65536;
+
+/// What the handles of one device share.
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped whenever cached blocks may have gone stale.
+    generation: AtomicU64,
+    model_cache: AtomicBool,
+}
+
+/// One handle's cache, valid while `generation` is the device's.
+struct LocalCache {
+    cache: HostCache,
+    generation: u64,
+}
+
+impl LocalCache {
+    /// The cache, emptied first if the device changed under it.
+    #[inline]
+    fn current(&mut self, shared: &Shared) -> &mut HostCache {
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.cache.clear();
+            self.generation = g;
+        }
+        &mut self.cache
+    }
+}
+
+/// A handle on a shared in-memory block device.
+pub struct MemIo {
+    shared: Arc<Shared>,
+    local: RefCell<LocalCache>,
+}
+
+impl Clone for MemIo {
+    /// Another handle on the same device, with an empty cache.
+    fn clone(&self) -> Self {
+        Self::handle(Arc::clone(&self.shared))
+    }
+}
 
 impl MemIo {
     /// A zero-filled device of `nr_blocks` blocks.
@@ -73,21 +123,47 @@ impl MemIo {
     pub fn from_image(mut image: Vec<u8>) -> Self {
         let n = image.len() / BLOCK_SIZE;
         image.truncate(n * BLOCK_SIZE);
-        MemIo(Arc::new(Mutex::new(State {
+        let state = State {
             durable: image.clone(),
             current: image,
             unflushed: vec![false; n],
-            cached: vec![false; n],
-            ..State::default()
-        })))
+            fail_writes_after: None,
+            fail_flush: false,
+            fail_reads: Vec::new(),
+            reads: 0,
+            writes: 0,
+            flushes: 0,
+            log: None,
+        };
+        Self::handle(Arc::new(Shared {
+            state: Mutex::new(state),
+            generation: AtomicU64::new(0),
+            model_cache: AtomicBool::new(false),
+        }))
+    }
+
+    fn handle(shared: Arc<Shared>) -> Self {
+        let generation = shared.generation.load(Ordering::Acquire);
+        MemIo {
+            shared,
+            local: RefCell::new(LocalCache {
+                cache: HostCache::new(DEFAULT_MEM_CACHE_BLOCKS),
+                generation,
+            }),
+        }
     }
 
     fn st(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another test thread panicked.
-        match self.0.lock() {
+        match self.shared.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    /// Every handle's cache is stale from now on.
+    fn invalidate(&self) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// What a reader sees now.
@@ -119,7 +195,8 @@ impl MemIo {
             }
             s.unflushed[i] = false;
         }
-        s.cached.iter_mut().for_each(|c| *c = false);
+        // After a power cut nothing is cached.
+        self.invalidate();
     }
 
     /// Blocks written since the last flush.
@@ -153,15 +230,23 @@ impl MemIo {
         s.fail_reads.clear();
     }
 
-    /// Models a cache for `try_read`: when on, only blocks read or written
-    /// since the last [`MemIo::drop_cache`] are "cached".
+    /// Makes `try_read` behave as dm-bufio's does: when on, it returns only
+    /// blocks in the cache (read, written or prefetched since the last
+    /// [`MemIo::drop_cache`]) and `WouldBlock` for the others. When off (the
+    /// default), `try_read` loads a missing block like `read`.
     pub fn model_cache(&self, on: bool) {
-        self.st().model_cache = on;
+        self.shared.model_cache.store(on, Ordering::Relaxed);
     }
 
-    /// Forgets which blocks are cached.
+    /// Empties every handle's cache (buffers still held stay valid).
     pub fn drop_cache(&self) {
-        self.st().cached.iter_mut().for_each(|c| *c = false);
+        self.invalidate();
+    }
+
+    /// Sets how many blocks this handle's cache keeps (held ones are never
+    /// evicted).
+    pub fn set_cache_blocks(&self, n: usize) {
+        self.local.borrow_mut().cache.set_capacity(n);
     }
 
     /// I/O counters.
@@ -185,12 +270,38 @@ impl MemIo {
         self.st().log.take().unwrap_or_default()
     }
 
-    /// Overwrites part of block `b` in both images (corruption tests).
+    /// Overwrites part of block `b` in both images (corruption tests) and
+    /// drops it from the cache, so the next read sees the change.
     pub fn poke(&self, b: u64, offset: usize, bytes: &[u8]) {
         let mut s = self.st();
         let at = b as usize * BLOCK_SIZE + offset;
         s.current[at..at + bytes.len()].copy_from_slice(bytes);
         s.durable[at..at + bytes.len()].copy_from_slice(bytes);
+        self.invalidate();
+    }
+
+    /// Block `b` through this handle's cache; `try_only`: only if cached.
+    #[inline]
+    fn cached(&self, b: u64, v: Option<ValidatorRef>, try_only: bool) -> Result<HostBuf> {
+        let mut local = self.local.borrow_mut();
+        let cache = local.current(&self.shared);
+        if try_only {
+            return cache.try_read(b, v);
+        }
+        cache.read(b, v, |buf| self.st().load(b, buf))
+    }
+}
+
+impl State {
+    /// A device read of block `b` into `buf`.
+    fn load(&mut self, b: u64, buf: &mut Block) -> Result<()> {
+        let r = range(self, b)?;
+        if self.fail_reads.contains(&b) {
+            return Err(Error::Io);
+        }
+        buf.copy_from_slice(&self.current[r]);
+        self.reads += 1;
+        Ok(())
     }
 }
 
@@ -203,52 +314,47 @@ fn range(s: &State, b: u64) -> Result<core::ops::Range<usize>> {
 }
 
 impl BlockIo for MemIo {
+    type Held<'a> = HostBuf;
+
     fn nr_blocks(&self) -> u64 {
         self.st().unflushed.len() as u64
     }
 
-    fn read(&self, b: u64, buf: &mut Block) -> Result<()> {
-        let mut s = self.st();
-        if s.fail_reads.contains(&b) {
-            return Err(Error::Io);
-        }
-        let r = range(&s, b)?;
-        buf.copy_from_slice(&s.current[r]);
-        s.cached[b as usize] = true;
-        s.reads += 1;
-        Ok(())
+    #[inline]
+    fn read(&self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
+        self.cached(b, v, false)
     }
 
-    fn try_read(&self, b: u64, buf: &mut Block) -> Result<()> {
+    fn try_read(&self, b: u64, v: Option<ValidatorRef>) -> Result<HostBuf> {
+        let model = self.shared.model_cache.load(Ordering::Relaxed);
+        self.cached(b, v, model)
+    }
+
+    fn write(&mut self, b: u64, buf: &Block, v: Option<ValidatorRef>) -> Result<()> {
         {
-            let s = self.st();
-            range(&s, b)?;
-            if s.model_cache && !s.cached[b as usize] {
-                return Err(Error::WouldBlock);
+            let mut s = self.st();
+            let r = range(&s, b)?;
+            match s.fail_writes_after {
+                Some(0) => return Err(Error::Io),
+                Some(n) => s.fail_writes_after = Some(n - 1),
+                None => {}
+            }
+            s.current[r].copy_from_slice(buf);
+            s.unflushed[b as usize] = true;
+            s.writes += 1;
+            if let Some(l) = s.log.as_mut() {
+                l.push(IoEvent::Write(b));
             }
         }
-        self.read(b, buf)
-    }
-
-    fn write(&self, b: u64, buf: &Block) -> Result<()> {
-        let mut s = self.st();
-        let r = range(&s, b)?;
-        match s.fail_writes_after {
-            Some(0) => return Err(Error::Io),
-            Some(n) => s.fail_writes_after = Some(n - 1),
-            None => {}
-        }
-        s.current[r].copy_from_slice(buf);
-        s.unflushed[b as usize] = true;
-        s.cached[b as usize] = true;
-        s.writes += 1;
-        if let Some(l) = s.log.as_mut() {
-            l.push(IoEvent::Write(b));
-        }
+        // Other handles' copies are stale; this one's gets the new block.
+        let shared = &self.shared;
+        let local = self.local.get_mut();
+        local.current(shared).written(b, buf, v);
+        local.generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
         Ok(())
     }
 
-    fn flush(&self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         let mut s = self.st();
         if s.fail_flush {
             return Err(Error::Io);
@@ -266,5 +372,12 @@ impl BlockIo for MemIo {
             l.push(IoEvent::Flush);
         }
         Ok(())
+    }
+
+    fn prefetch(&self, b: u64) {
+        let mut local = self.local.borrow_mut();
+        local
+            .current(&self.shared)
+            .prefetch(b, |buf| self.st().load(b, buf));
     }
 }

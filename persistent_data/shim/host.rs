@@ -91,20 +91,6 @@ impl<T: Clone> PVec<T> {
         self.0.resize(n, v);
         Ok(())
     }
-
-    /// Appends clones of `s`.
-    pub fn try_extend_from_slice(&mut self, s: &[T]) -> Result<()> {
-        self.try_reserve(s.len())?;
-        self.0.extend_from_slice(s);
-        Ok(())
-    }
-
-    /// A copy of the vector.
-    pub fn try_clone(&self) -> Result<Self> {
-        let mut v = Self::try_with_capacity(self.len())?;
-        v.try_extend_from_slice(self)?;
-        Ok(v)
-    }
 }
 
 impl<T> Deref for PVec<T> {

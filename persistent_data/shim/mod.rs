@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The only allocation interface the engine uses.
+//! What the engine takes from its environment: allocation, and in the
+//! kernel CRC32C.
 //!
-//! The kernel has no `alloc` crate, only `kernel::alloc::{KVec, KBox}` whose
+//! The kernel has no `alloc` crate, only `kernel::alloc::{KVVec, KBox}` whose
 //! every allocation may fail. [`PVec`] and [`PBox`] expose the small fallible
-//! API the engine needs; `host.rs` backs them with `std`, `kernel.rs` with
-//! `KVec`/`KBox` (the kernel passes `--cfg MODULE` when building modules).
+//! API the engine needs; `host.rs` backs them with `std`, `kernel.rs`
+//! re-exports their implementation over `KVVec`/`KBox` in
+//! `rust/dm/engine_alloc.rs` (the kernel passes `--cfg MODULE` when building
+//! modules), so the engine itself has no `unsafe`. In the module, `crc32c`
+//! is the kernel's (`rust/dm/crc32c.rs`); the host uses the engine's
+//! software table ([`crate::persistent_data::checksum`]).
 //!
 //! API (identical in both builds):
 //!
 //! * `PVec<T>`: `new`, `try_with_capacity`, `try_reserve`, `try_push`,
 //!   `pop`, `truncate`, `clear`, `len`, `is_empty`, `try_insert`, `remove`,
-//!   `try_resize` / `try_extend_from_slice` / `try_clone` (for `T: Clone`),
+//!   `try_resize` (for `T: Clone`),
 //!   and `Deref`/`DerefMut` to `[T]`.
 //! * `PBox<T>`: `try_new`, `Deref`/`DerefMut`; `PBox::<[u8; N]>::try_zeroed`;
 //!   for `T: Copy`, `PBox::<[T; N]>::try_new_array` (N copies of a value)
@@ -26,7 +31,7 @@ pub use host::{PBox, PVec};
 #[cfg(MODULE)]
 mod kernel;
 #[cfg(MODULE)]
-pub use kernel::{PBox, PVec};
+pub use kernel::{crc32c, PBox, PVec};
 
 #[cfg(test)]
 mod tests {
@@ -51,8 +56,6 @@ mod tests {
         assert_eq!(&v[..], &[0, 1, 2, 3, 4, 9, 9]);
         v.try_resize(2, 0).unwrap();
         assert_eq!(&v[..], &[0, 1]);
-        let c = v.try_clone().unwrap();
-        assert_eq!(&c[..], &[0, 1]);
         assert!(v.try_insert(9, 1).is_err());
         v.clear();
         assert!(v.is_empty());

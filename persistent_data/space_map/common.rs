@@ -10,15 +10,15 @@
 //! block; the disk space map in a btree (index number -> entry), fronted by
 //! a small write-back cache.
 
-use crate::persistent_data::block_manager::{
-    le32_at, le64_at, put_le32, put_le64, CsumValidator, ValidatorRef,
-};
+use crate::persistent_data::block_manager::WriteBlock;
 use crate::persistent_data::btree::{self, node, PlainValues};
+use crate::persistent_data::endian::{le32, le64, set_le64};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
 use crate::persistent_data::shim::PBox;
 use crate::persistent_data::space_map::SmRoot;
 use crate::persistent_data::transaction_manager::{BlockReader, TransactionManager};
+use crate::persistent_data::validator::{CsumValidator, ValidatorRef};
 
 /// Bitmap block header size (`csum u32 | not_used u32 | blocknr u64`).
 pub const BITMAP_HEADER_SIZE: usize = 16;
@@ -62,62 +62,72 @@ pub struct IndexEntry {
 
 impl IndexEntry {
     /// Decodes 16 bytes.
-    pub fn unpack(d: &[u8]) -> IndexEntry {
-        IndexEntry {
-            blocknr: le64_at(d, 0),
-            nr_free: le32_at(d, 8),
-            none_free_before: le32_at(d, 12),
-        }
+    pub fn unpack(d: &[u8]) -> Result<IndexEntry> {
+        Ok(IndexEntry {
+            blocknr: le64(d, 0)?,
+            nr_free: le32(d, 8)?,
+            none_free_before: le32(d, 12)?,
+        })
     }
 
     /// Encodes to 16 bytes.
     pub fn pack(&self) -> [u8; INDEX_ENTRY_SIZE] {
         let mut d = [0u8; INDEX_ENTRY_SIZE];
-        put_le64(&mut d, 0, self.blocknr);
-        put_le32(&mut d, 8, self.nr_free);
-        put_le32(&mut d, 12, self.none_free_before);
+        let (blocknr, rest) = d.split_at_mut(8);
+        let (nr_free, none_free_before) = rest.split_at_mut(4);
+        blocknr.copy_from_slice(&self.blocknr.to_le_bytes());
+        nr_free.copy_from_slice(&self.nr_free.to_le_bytes());
+        none_free_before.copy_from_slice(&self.none_free_before.to_le_bytes());
         d
     }
 }
 
+/// Offset of the word holding entry `bit`; `Invalid` past the bitmap.
+fn bitmap_word(bit: u64) -> Result<usize> {
+    if bit >= ENTRIES_PER_BLOCK {
+        return Err(Error::Invalid);
+    }
+    Ok(BITMAP_HEADER_SIZE + 8 * (bit / 32) as usize)
+}
+
 /// Count of entry `bit` in a bitmap block. Each 64-bit little-endian word
 /// holds 32 entries; bit `2i` of the word is the high bit of entry `i`.
-pub fn bitmap_lookup(d: &Block, bit: u64) -> u32 {
-    let w = le64_at(d, BITMAP_HEADER_SIZE + 8 * (bit / 32) as usize);
+pub fn bitmap_lookup(d: &Block, bit: u64) -> Result<u32> {
+    let w = le64(d, bitmap_word(bit)?)?;
     let s = 2 * (bit % 32);
     let hi = (w >> s) & 1;
     let lo = (w >> (s + 1)) & 1;
-    ((hi << 1) | lo) as u32
+    Ok(((hi << 1) | lo) as u32)
 }
 
 /// Sets the count of entry `bit` (0..=3).
-pub fn bitmap_set(d: &mut Block, bit: u64, val: u32) {
-    let off = BITMAP_HEADER_SIZE + 8 * (bit / 32) as usize;
-    let mut w = le64_at(d, off);
+pub fn bitmap_set(d: &mut Block, bit: u64, val: u32) -> Result<()> {
+    let off = bitmap_word(bit)?;
+    let mut w = le64(d, off)?;
     let s = 2 * (bit % 32);
     w &= !(3u64 << s);
     w |= u64::from((val >> 1) & 1) << s;
     w |= u64::from(val & 1) << (s + 1);
-    put_le64(d, off, w);
+    set_le64(d, off, w)
 }
 
 /// First free entry in `[begin, end)`, skipping full words quickly.
-pub fn bitmap_find_free(d: &Block, mut begin: u64, end: u64) -> Option<u64> {
+pub fn bitmap_find_free(d: &Block, mut begin: u64, end: u64) -> Result<Option<u64>> {
     while begin < end {
         if begin % 32 == 0 {
-            let w = le64_at(d, BITMAP_HEADER_SIZE + 8 * (begin / 32) as usize);
+            let w = le64(d, bitmap_word(begin)?)?;
             // Every 2-bit entry non-zero: (w | w >> 1) has all low bits set.
             if (w | (w >> 1)) & 0x5555_5555_5555_5555 == 0x5555_5555_5555_5555 {
                 begin += 32;
                 continue;
             }
         }
-        if bitmap_lookup(d, begin) == 0 {
-            return Some(begin);
+        if bitmap_lookup(d, begin)? == 0 {
+            return Ok(Some(begin));
         }
         begin += 1;
     }
-    None
+    Ok(None)
 }
 
 const IE_CACHE_SIZE: usize = 64;
@@ -249,7 +259,7 @@ pub fn open_meta<R: BlockReader>(r: &R, root: &SmRoot) -> Result<LlDisk> {
     if let Index::Meta(m) = &mut ll.index {
         for (i, e) in m.iter_mut().enumerate() {
             let o = 16 + INDEX_ENTRY_SIZE * i;
-            *e = IndexEntry::unpack(d.get(o..o + INDEX_ENTRY_SIZE).ok_or(Error::Invalid)?);
+            *e = IndexEntry::unpack(d.get(o..o + INDEX_ENTRY_SIZE).ok_or(Error::Invalid)?)?;
         }
     }
     drop(d);
@@ -294,7 +304,7 @@ pub fn load_ie<R: BlockReader>(r: &R, ll: &LlDisk, index: u64) -> Result<IndexEn
             }
             let mut v = [0u8; INDEX_ENTRY_SIZE];
             btree::lookup(r, ll.bitmap_root, &[index], &mut v)?;
-            Ok(IndexEntry::unpack(&v))
+            IndexEntry::unpack(&v)
         }
     }
 }
@@ -426,7 +436,7 @@ fn lookup_bitmap_in<R: BlockReader, L: IeSource>(r: &R, ll: &mut L, b: u64) -> R
     }
     let ie = ll.ie(r, b / ENTRIES_PER_BLOCK)?;
     let d = r.read_lock(ie.blocknr, bitmap_v())?;
-    Ok(bitmap_lookup(&d, b % ENTRIES_PER_BLOCK))
+    bitmap_lookup(&d, b % ENTRIES_PER_BLOCK)
 }
 
 /// Count of `b` in the bitmap (3 means "see the ref-count tree").
@@ -476,7 +486,7 @@ fn find_free_block_in<R: BlockReader, L: IeSource>(
             .max(u64::from(ie.none_free_before));
         let hi = (end - base).min(ENTRIES_PER_BLOCK);
         let d = r.read_lock(ie.blocknr, bitmap_v())?;
-        if let Some(bit) = bitmap_find_free(&d, lo, hi) {
+        if let Some(bit) = bitmap_find_free(&d, lo, hi)? {
             return Ok(base + bit);
         }
     }
@@ -595,13 +605,47 @@ enum Op {
 }
 
 /// Shadows bitmap `ie` points to; returns the write lock and updates `ie`.
-fn shadow_bitmap<IO: BlockIo, C: LlCtx<IO>>(
-    c: &mut C,
-    ie: &mut IndexEntry,
-) -> Result<crate::persistent_data::block_manager::WriteBlock> {
+fn shadow_bitmap<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, ie: &mut IndexEntry) -> Result<WriteBlock> {
     let (wb, _) = c.tm().shadow_block(ie.blocknr, bitmap_v())?;
     ie.blocknr = wb.loc();
     Ok(wb)
+}
+
+/// Checks, before anything is shadowed, that applying `op` to entries
+/// `[bit, bit_end)` of the bitmap `ie` describes keeps every count and
+/// total in range: a double free or a corrupt total then fails with
+/// nothing changed, instead of poisoning the transaction half way.
+fn precheck<IO: BlockIo, C: LlCtx<IO>>(
+    c: &C,
+    ie: &IndexEntry,
+    bit: u64,
+    bit_end: u64,
+    op: &Op,
+) -> Result<()> {
+    let (tm, ll) = c.both();
+    let d = tm.read_lock(ie.blocknr, bitmap_v())?;
+    let mut flips = 0u32;
+    for x in bit..bit_end {
+        match (op, bitmap_lookup(&d, x)?) {
+            (Op::Inc, 0) | (Op::Dec, 1) => flips += 1,
+            (Op::Dec, 0) => return Err(Error::Invalid),
+            _ => {}
+        }
+    }
+    let ok = match op {
+        Op::Inc => {
+            ll.nr_allocated.checked_add(u64::from(flips)).is_some()
+                && ie.nr_free.checked_sub(flips).is_some()
+        }
+        Op::Dec => {
+            ll.nr_allocated.checked_sub(u64::from(flips)).is_some()
+                && ie.nr_free.checked_add(flips).is_some()
+        }
+    };
+    if !ok {
+        return Err(Error::Invalid);
+    }
+    Ok(())
 }
 
 /// Applies `op` to the counts of `[b, e)`; returns the change in the number
@@ -620,9 +664,10 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
             return Err(Error::Invalid);
         }
         let mut ie = load_ie(tm, ll, index)?;
-        let mut held = Some(shadow_bitmap(c, &mut ie)?);
         // `bit <= b`, so this is at most `e`.
         let bit_end = (bit + (e - b)).min(ENTRIES_PER_BLOCK);
+        precheck(c, &ie, bit, bit_end, &op)?;
+        let mut held = Some(shadow_bitmap(c, &mut ie)?);
         let r = (|| -> Result<()> {
             while bit < bit_end {
                 // The bitmap is dropped around btree updates (they may
@@ -632,10 +677,16 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
                     Some(wb) => wb,
                     None => c.tm().write_lock_shadowed(ie.blocknr, bitmap_v())?,
                 };
-                let old = bitmap_lookup(&wb, bit);
+                let old = match bitmap_lookup(&wb, bit) {
+                    Ok(old) => old,
+                    Err(e) => {
+                        c.tm().unlock(wb);
+                        return Err(e);
+                    }
+                };
                 match (&op, old) {
                     (Op::Inc, 0) => {
-                        bitmap_set(&mut wb, bit, 1);
+                        held = Some(wb);
                         nr_allocations += 1;
                         let ll = c.ll();
                         ll.nr_allocated = ll.nr_allocated.checked_add(1).ok_or(Error::Invalid)?;
@@ -643,15 +694,16 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
                         if u64::from(ie.none_free_before) == bit {
                             ie.none_free_before = (bit + 1) as u32;
                         }
-                        held = Some(wb);
+                        set_held(&mut held, bit, 1)?;
                     }
                     (Op::Inc, 1) => {
-                        bitmap_set(&mut wb, bit, 2);
                         held = Some(wb);
+                        set_held(&mut held, bit, 2)?;
                     }
                     (Op::Inc, 2) => {
-                        bitmap_set(&mut wb, bit, 3);
+                        let r = bitmap_set(&mut wb, bit, 3);
                         c.tm().unlock(wb);
+                        r?;
                         set_big(c, b, 3)?;
                     }
                     (Op::Inc, _) => {
@@ -663,17 +715,17 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
                         return Err(Error::Invalid);
                     }
                     (Op::Dec, 1) => {
-                        bitmap_set(&mut wb, bit, 0);
+                        held = Some(wb);
                         nr_allocations -= 1;
                         let ll = c.ll();
                         ll.nr_allocated = ll.nr_allocated.checked_sub(1).ok_or(Error::Invalid)?;
                         ie.nr_free = ie.nr_free.checked_add(1).ok_or(Error::Invalid)?;
                         ie.none_free_before = ie.none_free_before.min(bit as u32);
-                        held = Some(wb);
+                        set_held(&mut held, bit, 0)?;
                     }
                     (Op::Dec, 2) => {
-                        bitmap_set(&mut wb, bit, 1);
                         held = Some(wb);
+                        set_held(&mut held, bit, 1)?;
                     }
                     (Op::Dec, _) => {
                         c.tm().unlock(wb);
@@ -681,9 +733,8 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
                         let old = lookup_big(tm, ll, b)?;
                         if old <= 3 {
                             del_big(c, b)?;
-                            let mut wb = c.tm().write_lock_shadowed(ie.blocknr, bitmap_v())?;
-                            bitmap_set(&mut wb, bit, 2);
-                            held = Some(wb);
+                            held = Some(c.tm().write_lock_shadowed(ie.blocknr, bitmap_v())?);
+                            set_held(&mut held, bit, 2)?;
                         } else {
                             adjust_big(c, b, false)?;
                         }
@@ -701,6 +752,12 @@ fn inc_dec<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, mut b: u64, e: u64, op: Op) -> 
         save_ie(c, index, ie)?;
     }
     Ok(nr_allocations)
+}
+
+/// Sets entry `bit` of the held bitmap (which stays held, for the caller
+/// to unlock, whatever happens).
+fn set_held(held: &mut Option<WriteBlock>, bit: u64, val: u32) -> Result<()> {
+    bitmap_set(held.as_mut().ok_or(Error::Invalid)?, bit, val)
 }
 
 /// Increments the counts of `[b, e)`.
@@ -722,20 +779,30 @@ pub(crate) fn insert<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, count: u32) -
         return Err(Error::Invalid);
     }
     let mut ie = load_ie(tm, ll, index)?;
-    let mut wb = shadow_bitmap(c, &mut ie)?;
-    let mut old = bitmap_lookup(&wb, bit);
-    if old > 2 {
-        let (tm, ll) = c.both();
-        match lookup_big(tm, ll, b) {
-            Ok(v) => old = v,
-            Err(e) => {
-                c.tm().unlock(wb);
-                return Err(e);
-            }
+    // Everything is worked out before anything changes.
+    let old = {
+        let d = tm.read_lock(ie.blocknr, bitmap_v())?;
+        match bitmap_lookup(&d, bit)? {
+            o if o > 2 => lookup_big(tm, ll, b)?,
+            o => o,
         }
-    }
-    bitmap_set(&mut wb, bit, count.min(3));
+    };
+    let (delta, nr_allocated, nr_free) = match (old, count) {
+        (0, n) if n > 0 => (1, ll.nr_allocated.checked_add(1), ie.nr_free.checked_sub(1)),
+        (o, 0) if o > 0 => (
+            -1,
+            ll.nr_allocated.checked_sub(1),
+            ie.nr_free.checked_add(1),
+        ),
+        _ => (0, Some(ll.nr_allocated), Some(ie.nr_free)),
+    };
+    let (Some(nr_allocated), Some(nr_free)) = (nr_allocated, nr_free) else {
+        return Err(Error::Invalid);
+    };
+    let mut wb = shadow_bitmap(c, &mut ie)?;
+    let r = bitmap_set(&mut wb, bit, count.min(3));
     c.tm().unlock(wb);
+    r?;
     if count <= 2 {
         if old > 2 {
             del_big(c, b)?;
@@ -743,25 +810,13 @@ pub(crate) fn insert<IO: BlockIo, C: LlCtx<IO>>(c: &mut C, b: u64, count: u32) -
     } else {
         set_big(c, b, count)?;
     }
-    let delta = match (old, count) {
-        (0, n) if n > 0 => {
-            let ll = c.ll();
-            ll.nr_allocated = ll.nr_allocated.checked_add(1).ok_or(Error::Invalid)?;
-            ie.nr_free = ie.nr_free.checked_sub(1).ok_or(Error::Invalid)?;
-            if u64::from(ie.none_free_before) == bit {
-                ie.none_free_before = (bit + 1) as u32;
-            }
-            1
-        }
-        (o, 0) if o > 0 => {
-            let ll = c.ll();
-            ll.nr_allocated = ll.nr_allocated.checked_sub(1).ok_or(Error::Invalid)?;
-            ie.nr_free = ie.nr_free.checked_add(1).ok_or(Error::Invalid)?;
-            ie.none_free_before = ie.none_free_before.min(bit as u32);
-            -1
-        }
-        _ => 0,
-    };
+    c.ll().nr_allocated = nr_allocated;
+    ie.nr_free = nr_free;
+    match delta {
+        1 if u64::from(ie.none_free_before) == bit => ie.none_free_before = (bit + 1) as u32,
+        -1 => ie.none_free_before = ie.none_free_before.min(bit as u32),
+        _ => {}
+    }
     save_ie(c, index, ie)?;
     Ok(delta)
 }
@@ -817,23 +872,29 @@ mod tests {
     #[test]
     fn bitmap_packing_high_bit_first() {
         let mut d = [0u8; BLOCK_SIZE];
-        bitmap_set(&mut d, 0, 2);
+        bitmap_set(&mut d, 0, 2).unwrap();
         // Entry 0's high bit is bit 0 of the first word.
-        assert_eq!(le64_at(&d, 16), 1);
-        bitmap_set(&mut d, 0, 1);
-        assert_eq!(le64_at(&d, 16), 2);
-        bitmap_set(&mut d, 33, 3);
-        assert_eq!(le64_at(&d, 24), 0b1100);
-        assert_eq!(bitmap_lookup(&d, 33), 3);
-        assert_eq!(bitmap_lookup(&d, 0), 1);
-        assert_eq!(bitmap_find_free(&d, 0, 64), Some(1));
+        assert_eq!(le64(&d, 16).unwrap(), 1);
+        bitmap_set(&mut d, 0, 1).unwrap();
+        assert_eq!(le64(&d, 16).unwrap(), 2);
+        bitmap_set(&mut d, 33, 3).unwrap();
+        assert_eq!(le64(&d, 24).unwrap(), 0b1100);
+        assert_eq!(bitmap_lookup(&d, 33), Ok(3));
+        assert_eq!(bitmap_lookup(&d, 0), Ok(1));
+        assert_eq!(bitmap_find_free(&d, 0, 64), Ok(Some(1)));
         for i in 0..64 {
-            bitmap_set(&mut d, i, 1);
+            bitmap_set(&mut d, i, 1).unwrap();
         }
-        assert_eq!(bitmap_find_free(&d, 0, 64), None);
-        assert_eq!(bitmap_find_free(&d, 0, 65), Some(64));
+        assert_eq!(bitmap_find_free(&d, 0, 64), Ok(None));
+        assert_eq!(bitmap_find_free(&d, 0, 65), Ok(Some(64)));
         assert_eq!(ENTRIES_PER_BLOCK, 16320);
         assert_eq!(MAX_METADATA_BLOCKS, 4_161_600);
+        // Past the bitmap: an error, never a silent "free".
+        assert_eq!(bitmap_lookup(&d, ENTRIES_PER_BLOCK), Err(Error::Invalid));
+        assert_eq!(
+            bitmap_set(&mut d, ENTRIES_PER_BLOCK, 1),
+            Err(Error::Invalid)
+        );
     }
 
     #[test]
@@ -843,6 +904,6 @@ mod tests {
             nr_free: 77,
             none_free_before: 9,
         };
-        assert_eq!(IndexEntry::unpack(&e.pack()), e);
+        assert_eq!(IndexEntry::unpack(&e.pack()), Ok(e));
     }
 }

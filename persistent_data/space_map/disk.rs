@@ -22,18 +22,20 @@ pub struct DiskSpaceMap {
 impl DiskSpaceMap {
     /// Creates an empty space map of `nr_blocks` blocks and commits it.
     pub fn create<IO: BlockIo>(tm: &mut TransactionManager<IO>, nr_blocks: u64) -> Result<Self> {
-        let mut ll = LlDisk::new_disk()?;
-        ll.bitmap_root = btree::empty(tm, INDEX_VT.0)?;
-        ll.ref_count_root = btree::empty(tm, REF_COUNT_VT.0)?;
-        let mut sm = DiskSpaceMap {
-            old_ll: ll.try_clone()?,
-            ll,
-            begin: 0,
-            allocated_this_transaction: 0,
-        };
-        common::extend(&mut sm.ctx(tm), nr_blocks)?;
-        SpaceMap::commit(&mut sm, tm)?;
-        Ok(sm)
+        tm.mutate(|tm| {
+            let mut ll = LlDisk::new_disk()?;
+            ll.bitmap_root = btree::empty(tm, INDEX_VT.0)?;
+            ll.ref_count_root = btree::empty(tm, REF_COUNT_VT.0)?;
+            let mut sm = DiskSpaceMap {
+                old_ll: ll.try_clone()?,
+                ll,
+                begin: 0,
+                allocated_this_transaction: 0,
+            };
+            common::extend(&mut sm.ctx(tm), nr_blocks)?;
+            SpaceMap::commit(&mut sm, tm)?;
+            Ok(sm)
+        })
     }
 
     /// Opens a space map from the root stored in a superblock.
@@ -81,45 +83,57 @@ impl<IO: BlockIo> SpaceMap<IO> for DiskSpaceMap {
     }
 
     fn set_count(&mut self, tm: &mut TransactionManager<IO>, b: u64, count: u32) -> Result<()> {
-        let d = common::insert(&mut self.ctx(tm), b, count)?;
-        self.allocated_this_transaction += d;
-        Ok(())
+        tm.mutate(|tm| {
+            let d = common::insert(&mut self.ctx(tm), b, count)?;
+            self.allocated_this_transaction += d;
+            Ok(())
+        })
     }
 
     fn inc_range(&mut self, tm: &mut TransactionManager<IO>, b: u64, e: u64) -> Result<()> {
-        let d = common::inc(&mut self.ctx(tm), b, e)?;
-        self.allocated_this_transaction += d;
-        Ok(())
+        tm.mutate(|tm| {
+            let d = common::inc(&mut self.ctx(tm), b, e)?;
+            self.allocated_this_transaction += d;
+            Ok(())
+        })
     }
 
     fn dec_range(&mut self, tm: &mut TransactionManager<IO>, b: u64, e: u64) -> Result<()> {
-        let d = common::dec(&mut self.ctx(tm), b, e)?;
-        self.allocated_this_transaction += d;
-        Ok(())
+        tm.mutate(|tm| {
+            let d = common::dec(&mut self.ctx(tm), b, e)?;
+            self.allocated_this_transaction += d;
+            Ok(())
+        })
     }
 
     fn new_block(&mut self, tm: &mut TransactionManager<IO>) -> Result<u64> {
-        let nr = self.ll.nr_blocks;
-        // Both lls are ours here: index entries read on the way are cached.
-        let (old, ll) = (&mut self.old_ll, &mut self.ll);
-        let b = match common::find_common_free_block_in(&*tm, old, ll, self.begin, nr) {
-            Err(Error::NoSpace) => common::find_common_free_block_in(&*tm, old, ll, 0, self.begin),
-            r => r,
-        }?;
-        self.begin = b + 1;
-        self.inc_range(tm, b, b + 1)?;
-        Ok(b)
+        tm.mutate(|tm| {
+            let nr = self.ll.nr_blocks;
+            // Both lls are ours here: index entries read on the way are cached.
+            let (old, ll) = (&mut self.old_ll, &mut self.ll);
+            let b = match common::find_common_free_block_in(&*tm, old, ll, self.begin, nr) {
+                Err(Error::NoSpace) => {
+                    common::find_common_free_block_in(&*tm, old, ll, 0, self.begin)
+                }
+                r => r,
+            }?;
+            self.begin = b + 1;
+            self.inc_range(tm, b, b + 1)?;
+            Ok(b)
+        })
     }
 
     fn commit(&mut self, tm: &mut TransactionManager<IO>) -> Result<()> {
-        common::commit(&mut self.ctx(tm))?;
-        self.old_ll = self.ll.try_clone()?;
-        self.allocated_this_transaction = 0;
-        Ok(())
+        tm.mutate(|tm| {
+            common::commit(&mut self.ctx(tm))?;
+            self.old_ll = self.ll.try_clone()?;
+            self.allocated_this_transaction = 0;
+            Ok(())
+        })
     }
 
     fn extend(&mut self, tm: &mut TransactionManager<IO>, extra: u64) -> Result<()> {
-        common::extend(&mut self.ctx(tm), extra)
+        tm.mutate(|tm| common::extend(&mut self.ctx(tm), extra))
     }
 
     fn root(&self, _tm: &TransactionManager<IO>) -> SmRoot {

@@ -112,6 +112,7 @@ impl<IO: BlockIo> TransactionManager<IO> {
         if self.sm.bops.len() >= MAX_RECURSIVE_OPS {
             return Err(Error::NoMem);
         }
+        self.changed();
         self.sm.bops.try_push(Bop { kind, b, e })
     }
 
@@ -228,28 +229,34 @@ impl<IO: BlockIo> TransactionManager<IO> {
 
     /// Sets metadata block `b`'s count (not while recursing).
     pub fn sm_set_count(&mut self, b: u64, count: u32) -> Result<()> {
-        if self.sm.bootstrap || self.sm.recursion > 0 {
-            return Err(Error::Invalid);
-        }
-        self.sm_in();
-        let r = common::insert(self, b, count);
-        let r2 = self.sm_out();
-        r.and(r2)
+        self.mutate(|tm| {
+            if tm.sm.bootstrap || tm.sm.recursion > 0 {
+                return Err(Error::Invalid);
+            }
+            tm.sm_in();
+            let r = common::insert(tm, b, count);
+            let r2 = tm.sm_out();
+            r.and(r2)
+        })
     }
 
     /// Increments the counts of `[b, e)`.
     pub fn sm_inc_range(&mut self, b: u64, e: u64) -> Result<()> {
-        self.sm_apply(BopKind::Inc, b, e)
+        self.mutate(|tm| tm.sm_apply(BopKind::Inc, b, e))
     }
 
     /// Decrements the counts of `[b, e)`.
     pub fn sm_dec_range(&mut self, b: u64, e: u64) -> Result<()> {
-        self.sm_apply(BopKind::Dec, b, e)
+        self.mutate(|tm| tm.sm_apply(BopKind::Dec, b, e))
     }
 
     /// Allocates a metadata block (count 1), next-fit from a cursor that
     /// wraps once; only blocks free in the committed view qualify.
     pub fn sm_new_block(&mut self) -> Result<u64> {
+        self.mutate(Self::sm_new_block_inner)
+    }
+
+    fn sm_new_block_inner(&mut self) -> Result<u64> {
         if self.sm.bootstrap {
             // While formatting the ll does not cover anything yet.
             let limit = match self.sm.ll.nr_blocks {
@@ -284,17 +291,23 @@ impl<IO: BlockIo> TransactionManager<IO> {
     /// Writes the space map's index out and makes the current counts the
     /// committed view.
     pub fn sm_commit(&mut self) -> Result<()> {
-        if self.sm.bootstrap {
-            return Ok(());
-        }
-        common::commit(self)?;
-        self.sm.old_ll = self.sm.ll.try_clone()?;
-        self.sm.allocated_this_transaction = 0;
-        Ok(())
+        self.mutate(|tm| {
+            if tm.sm.bootstrap {
+                return Ok(());
+            }
+            common::commit(tm)?;
+            tm.sm.old_ll = tm.sm.ll.try_clone()?;
+            tm.sm.allocated_this_transaction = 0;
+            Ok(())
+        })
     }
 
     /// Grows the metadata space map by `extra` blocks.
     pub fn sm_extend(&mut self, extra: u64) -> Result<()> {
+        self.mutate(|tm| tm.sm_extend_inner(extra))
+    }
+
+    fn sm_extend_inner(&mut self, extra: u64) -> Result<()> {
         let mut old_len = self.sm.ll.nr_blocks;
         let new_len = old_len.checked_add(extra).ok_or(Error::Invalid)?;
         if new_len > MAX_METADATA_BLOCKS {
@@ -302,6 +315,7 @@ impl<IO: BlockIo> TransactionManager<IO> {
         }
         // Allocate the new structures from the new space only, then count
         // them, repeating until counting allocates nothing more.
+        self.changed();
         self.sm.begin = old_len;
         self.sm.bootstrap = true;
         let r = (|| {

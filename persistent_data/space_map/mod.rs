@@ -17,7 +17,7 @@ pub mod common;
 pub mod disk;
 pub mod metadata;
 
-use crate::persistent_data::block_manager::{le64_at, put_le64};
+use crate::persistent_data::endian::{le64, set_le64};
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::BlockIo;
 use crate::persistent_data::transaction_manager::TransactionManager;
@@ -48,10 +48,10 @@ impl SmRoot {
             return Err(Error::Invalid);
         }
         Ok(SmRoot {
-            nr_blocks: le64_at(d, 0),
-            nr_allocated: le64_at(d, 8),
-            bitmap_root: le64_at(d, 16),
-            ref_count_root: le64_at(d, 24),
+            nr_blocks: le64(d, 0)?,
+            nr_allocated: le64(d, 8)?,
+            bitmap_root: le64(d, 16)?,
+            ref_count_root: le64(d, 24)?,
         })
     }
 
@@ -60,11 +60,10 @@ impl SmRoot {
         if d.len() < SM_ROOT_SIZE {
             return Err(Error::NoSpace);
         }
-        put_le64(d, 0, self.nr_blocks);
-        put_le64(d, 8, self.nr_allocated);
-        put_le64(d, 16, self.bitmap_root);
-        put_le64(d, 24, self.ref_count_root);
-        Ok(())
+        set_le64(d, 0, self.nr_blocks)?;
+        set_le64(d, 8, self.nr_allocated)?;
+        set_le64(d, 16, self.bitmap_root)?;
+        set_le64(d, 24, self.ref_count_root)
     }
 }
 

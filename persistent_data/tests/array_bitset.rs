@@ -184,7 +184,7 @@ fn count_array<R: BlockReader>(
                 continue;
             }
             let d = r.read_lock(b, &ARRAY_VALIDATOR)?;
-            let h = ArrayHeader::read(&d[..]);
+            let h = ArrayHeader::read(&d[..]).unwrap();
             if h.value_size as usize != value_size {
                 return Err(Error::Invalid);
             }
@@ -1569,7 +1569,7 @@ mod golden {
             let d = tm
                 .read_lock(u64::from_le_bytes(v), &ARRAY_VALIDATOR)
                 .unwrap();
-            sb.hint_size = ArrayHeader::read(&d[..]).value_size as usize;
+            sb.hint_size = ArrayHeader::read(&d[..]).unwrap().value_size as usize;
             assert!(sb.policy_hint_size == 0 || sb.policy_hint_size == sb.hint_size);
         }
         (io, tm, sb)

@@ -90,10 +90,12 @@ fn huge_index_key_and_data_size() {
     use persistent_data::block_manager::Validator;
     let (a, b) = img.split_at_mut(4096);
     persistent_data::checker::thin::THIN_SB_VALIDATOR
-        .prepare_for_write(0, (&mut a[..4096]).try_into().unwrap());
+        .prepare_for_write(0, (&mut a[..4096]).try_into().unwrap())
+        .unwrap();
     let blk = &mut b[(index_root as usize - 1) * 4096..index_root as usize * 4096];
     persistent_data::btree::node::BTREE_NODE_VALIDATOR
-        .prepare_for_write(index_root, blk.try_into().unwrap());
+        .prepare_for_write(index_root, blk.try_into().unwrap())
+        .unwrap();
     let r = persistent_data::checker::check(persistent_data::io::mem::MemIo::from_image(img), None);
     assert!(
         r.mentions("data space map index: 2 entries for 18446744073709551615 blocks"),

@@ -7,85 +7,27 @@
 
 use persistent_data::block_manager::{le64_at, put_le32, put_le64, BlockManager, Validator};
 use persistent_data::btree::node::BTREE_NODE_VALIDATOR;
-use persistent_data::btree::{self, BlockRefs, ValueType};
+use persistent_data::btree::{self, BlockRefs};
 use persistent_data::checker::cache::{ARRAY_BLOCK_VALIDATOR, CACHE_MAGIC, CACHE_SB_VALIDATOR};
-use persistent_data::checker::thin::{off, THIN_MAGIC, THIN_SB_VALIDATOR};
+use persistent_data::checker::thin::off;
+use persistent_data::checker::thin_writer::ThinPool;
 use persistent_data::io::mem::MemIo;
-use persistent_data::io::{Block, BlockIo, BLOCK_SIZE};
+use persistent_data::io::{Block, BLOCK_SIZE};
 use persistent_data::space_map::common::{
     bitmap_lookup, bitmap_set, BITMAP_VALIDATOR, ENTRIES_PER_BLOCK,
 };
-use persistent_data::space_map::{DiskSpaceMap, SpaceMap};
-use persistent_data::transaction_manager::{with_runs, TransactionManager};
-use persistent_data::Result;
-use std::path::{Path, PathBuf};
+use persistent_data::space_map::SpaceMap;
+use persistent_data::transaction_manager::TransactionManager;
+use std::path::PathBuf;
 use std::process::Command;
 
 #[path = "common/testdata.rs"]
 mod testdata;
 
-/// Writes `bytes` to a fresh file; tests run in parallel, so every call gets
-/// its own name.
-fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("pdata-check-{}-{n}-{name}", std::process::id()));
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
+#[path = "common/tools.rs"]
+mod tools;
 
-/// Runs `pdata-check` on `path`; returns the exit code and stdout.
-fn run(path: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pdata-check"))
-        .args(args)
-        .arg(path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-    )
-}
-
-fn check_bytes(name: &str, image: &[u8]) -> (i32, String) {
-    let p = tmp(name, image);
-    let r = run(&p, &[]);
-    std::fs::remove_file(&p).ok();
-    r
-}
-
-/// An upstream thin-provisioning-tools program. `scripts/setup` installs
-/// them, so a missing one fails the test rather than skipping the check.
-fn upstream_tool(tool: &str) -> PathBuf {
-    ["/usr/sbin/", "/sbin/", "/usr/bin/"]
-        .iter()
-        .map(|d| PathBuf::from(d).join(tool))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("{tool} not installed (scripts/setup installs thin-provisioning-tools)")
-        })
-}
-
-/// Runs an upstream checker (`thin_check`, `cache_check`) on `image`; its
-/// exit code (-1 if a signal killed it).
-fn upstream(tool: &str, image: &[u8]) -> i32 {
-    let bin = upstream_tool(tool);
-    let p = tmp(&format!("{tool}.img"), image);
-    let st = Command::new(bin)
-        .arg(&p)
-        .output()
-        .expect("run upstream checker");
-    std::fs::remove_file(&p).ok();
-    if st.status.code() != Some(0) {
-        eprintln!(
-            "{tool}: {}{}",
-            String::from_utf8_lossy(&st.stdout),
-            String::from_utf8_lossy(&st.stderr)
-        );
-    }
-    st.status.code().unwrap_or(-1)
-}
+use tools::{check_bytes, run, tmp, upstream, upstream_tool};
 
 fn block(img: &[u8], b: u64) -> Block {
     let o = b as usize * BLOCK_SIZE;
@@ -204,7 +146,9 @@ fn keys_out_of_order_are_reported() {
     let (k0, k1) = (le64_at(&d, 32), le64_at(&d, 40));
     put_le64(&mut d, 32, k1);
     put_le64(&mut d, 40, k0);
-    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    BTREE_NODE_VALIDATOR
+        .prepare_for_write(leaf, &mut d)
+        .unwrap();
     let mut bad = img.clone();
     put_block(&mut bad, leaf, &d);
     let (code, out) = check_bytes("order.img", &bad);
@@ -215,6 +159,35 @@ fn keys_out_of_order_are_reported() {
     );
 }
 
+#[test]
+fn under_full_btree_node_is_reported() {
+    let img = victim();
+    let root = sb_u64(&img, off::MAPPING_ROOT);
+    let d = block(&img, first_leaf(&img, root));
+    let dev = le64_at(&d, 32);
+    let dev_root = le64_at(&d, 32 + 8 * 252);
+    // A device tree deep enough to have non-root leaves.
+    assert_eq!(le64_at(&block(&img, dev_root), 4) as u32 & 2, 0);
+    let leaf = first_leaf(&img, dev_root);
+    let mut d = block(&img, leaf);
+    let (nr, max) = (le64_at(&d, 16) as u32, (le64_at(&d, 16) >> 32) as u32);
+    assert!(nr >= max / 3, "{nr} of {max}");
+    // Two entries left of 252: a third would be 84.
+    put_le32(&mut d, 16, 2);
+    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    let mut bad = img.clone();
+    put_block(&mut bad, leaf, &d);
+    let (code, out) = check_bytes("underfull.img", &bad);
+    assert_eq!(code, 1, "{out}");
+    let want = format!(
+        "error: device {dev} mappings: btree node {leaf}: 2 entries, under a third of its {max} (only a root may be)"
+    );
+    assert!(out.contains(&want), "want {want:?} in:\n{out}");
+    assert_ne!(upstream("thin_check", &bad), 0, "thin_check accepts it");
+    // The untouched image has no such complaint.
+    assert_eq!(check_bytes("full.img", &img).0, 0);
+}
+
 /// Sets metadata block `b`'s count in its bitmap (re-stamped); returns the
 /// old count.
 fn set_meta_count(img: &mut [u8], b: u64, count: u32) -> u32 {
@@ -223,9 +196,9 @@ fn set_meta_count(img: &mut [u8], b: u64, count: u32) -> u32 {
     let i = (b / ENTRIES_PER_BLOCK) as usize;
     let bitmap = le64_at(&idx, 16 + 16 * i);
     let mut d = block(img, bitmap);
-    let old = bitmap_lookup(&d, b % ENTRIES_PER_BLOCK);
-    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count);
-    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d);
+    let old = bitmap_lookup(&d, b % ENTRIES_PER_BLOCK).unwrap();
+    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count).unwrap();
+    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d).unwrap();
     put_block(img, bitmap, &d);
     old
 }
@@ -262,119 +235,27 @@ fn dropped_reference_count_is_an_error() {
 
 // ---- thin metadata written by this engine ----
 
-use harness::BlockTime;
-
-/// Thin's top level: device subtree roots.
-struct DevTrees;
-
-impl<IO: BlockIo> ValueType<IO> for DevTrees {
-    fn size(&self) -> usize {
-        8
+/// A pool with devices 0 (`n` mappings) and 1 (a snapshot of 0 with a
+/// few blocks overwritten), committed.
+fn build_thin(n: u64) -> (MemIo, ThinPool<MemIo>) {
+    let io = MemIo::new(1024);
+    let mut pool = ThinPool::format(BlockManager::new(io.clone(), 64), 40_000, 128).unwrap();
+    pool.create_thin(0).unwrap();
+    for vb in 0..n {
+        pool.map(0, vb * 3).unwrap();
     }
-    fn inc(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        with_runs(v, |b, e| tm.inc_range(b, e))
+    pool.create_snap(1, 0).unwrap();
+    for vb in 0..10 {
+        pool.map(1, vb * 3).unwrap();
     }
-    fn dec(&mut self, tm: &mut TransactionManager<IO>, v: &[u8]) -> Result<()> {
-        with_runs(v, |b, e| tm.dec_range(b, e))
-    }
-}
-
-struct Thin {
-    io: MemIo,
-    tm: TransactionManager<MemIo>,
-    data: DiskSpaceMap,
-    mapping: u64,
-    details: u64,
-}
-
-impl Thin {
-    /// A pool with devices 0 (`n` mappings) and 1 (a snapshot of 0 with a
-    /// few blocks overwritten).
-    fn build(n: u64) -> Thin {
-        let io = MemIo::new(1024);
-        let mut tm = TransactionManager::create(BlockManager::new(io.clone(), 64), 0).unwrap();
-        let mut data = DiskSpaceMap::create(&mut tm, 40000).unwrap();
-        let mut mapping = btree::empty(&mut tm, 8).unwrap();
-        let mut details = btree::empty(&mut tm, 24).unwrap();
-        let dev0 = btree::empty(&mut tm, 8).unwrap();
-        mapping =
-            btree::insert(&mut tm, &mut DevTrees, mapping, &[0], &dev0.to_le_bytes()).unwrap();
-        for vb in 0..n {
-            let b = data.new_block(&mut tm).unwrap();
-            mapping = btree::insert(
-                &mut tm,
-                &mut BlockTime(&mut data),
-                mapping,
-                &[0, vb * 3],
-                &(b << 24).to_le_bytes(),
-            )
-            .unwrap();
-        }
-        // Snapshot: share device 0's root.
-        let mut v = [0u8; 8];
-        btree::lookup(&tm, mapping, &[0], &mut v).unwrap();
-        tm.inc(u64::from_le_bytes(v)).unwrap();
-        mapping = btree::insert(&mut tm, &mut DevTrees, mapping, &[1], &v).unwrap();
-        for vb in 0..10 {
-            let b = data.new_block(&mut tm).unwrap();
-            mapping = btree::insert(
-                &mut tm,
-                &mut BlockTime(&mut data),
-                mapping,
-                &[1, vb * 3],
-                &(b << 24 | 1).to_le_bytes(),
-            )
-            .unwrap();
-        }
-        for dev in [0u64, 1] {
-            let mut d = [0u8; 24];
-            put_le64(&mut d, 0, n);
-            put_le32(&mut d, 16, dev as u32);
-            details =
-                btree::insert(&mut tm, &mut btree::PlainValues(24), details, &[dev], &d).unwrap();
-        }
-        let mut t = Thin {
-            io,
-            tm,
-            data,
-            mapping,
-            details,
-        };
-        t.commit();
-        t
-    }
-
-    fn commit(&mut self) {
-        SpaceMap::commit(&mut self.data, &mut self.tm).unwrap();
-        self.tm.pre_commit().unwrap();
-        let mut sb = self
-            .tm
-            .bm_mut()
-            .write_lock_zero(0, Some(&THIN_SB_VALIDATOR))
-            .unwrap();
-        put_le64(&mut sb[..], off::MAGIC, THIN_MAGIC);
-        put_le32(&mut sb[..], off::VERSION, 2);
-        put_le32(&mut sb[..], off::TIME, 1);
-        put_le64(&mut sb[..], off::TRANS_ID, 1);
-        self.data
-            .copy_root(&self.tm, &mut sb[off::DATA_SM..off::DATA_SM + 32])
-            .unwrap();
-        self.tm
-            .sm_copy_root(&mut sb[off::META_SM..off::META_SM + 32])
-            .unwrap();
-        put_le64(&mut sb[..], off::MAPPING_ROOT, self.mapping);
-        put_le64(&mut sb[..], off::DETAILS_ROOT, self.details);
-        put_le32(&mut sb[..], off::DATA_BLOCK_SIZE, 128);
-        put_le32(&mut sb[..], off::META_BLOCK_SIZE, 8);
-        put_le64(&mut sb[..], off::META_NR_BLOCKS, self.io.nr_blocks());
-        self.tm.commit(sb).unwrap();
-    }
+    pool.commit().unwrap();
+    (io, pool)
 }
 
 #[test]
 fn engine_written_thin_metadata_is_clean() {
-    let t = Thin::build(3000);
-    let img = t.io.image();
+    let (io, _pool) = build_thin(3000);
+    let img = io.image();
     let (code, out) = check_bytes("engine-thin.img", &img);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
@@ -387,13 +268,11 @@ fn engine_written_thin_metadata_is_clean() {
 #[test]
 fn engine_made_leaks_and_double_frees_are_reported() {
     // A data block referenced once but counted twice: a leak.
-    let mut t = Thin::build(500);
-    let mut v = [0u8; 8];
-    btree::lookup(&t.tm, t.mapping, &[0, 3], &mut v).unwrap();
-    let b = u64::from_le_bytes(v) >> 24;
-    t.data.inc(&mut t.tm, b).unwrap();
-    t.commit();
-    let (code, out) = check_bytes("engine-leak.img", &t.io.image());
+    let (io, mut pool) = build_thin(500);
+    let (b, _) = pool.lookup(0, 3).unwrap().unwrap();
+    pool.data.inc(&mut pool.tm, b).unwrap();
+    pool.commit().unwrap();
+    let (code, out) = check_bytes("engine-leak.img", &io.image());
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(&format!(
@@ -403,11 +282,11 @@ fn engine_made_leaks_and_double_frees_are_reported() {
     );
 
     // A metadata block whose count dropped to zero while still in use.
-    let mut t = Thin::build(500);
-    let d = t.details;
-    t.tm.dec(d).unwrap();
-    t.commit();
-    let (code, out) = check_bytes("engine-free.img", &t.io.image());
+    let (io, mut pool) = build_thin(500);
+    let d = pool.details_root();
+    pool.tm.dec(d).unwrap();
+    pool.commit().unwrap();
+    let (code, out) = check_bytes("engine-free.img", &io.image());
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(&format!(
@@ -419,12 +298,19 @@ fn engine_made_leaks_and_double_frees_are_reported() {
 
 #[test]
 fn mapped_blocks_mismatch_is_reported() {
-    let mut t = Thin::build(100);
-    let mut d = [0u8; 24];
-    put_le64(&mut d, 0, 99);
-    t.details = btree::insert(&mut t.tm, &mut btree::PlainValues(24), t.details, &[0], &d).unwrap();
-    t.commit();
-    let (code, out) = check_bytes("engine-mapped.img", &t.io.image());
+    let (io, pool) = build_thin(100);
+    let leaf = pool.details_root();
+    drop(pool);
+    // Device 0's details are the first value of the single details leaf
+    // (values start after 126 keys); mapped_blocks is their first field.
+    let mut img = io.image();
+    let mut d = block(&img, leaf);
+    assert_eq!(le64_at(&d, 32), 0);
+    assert_eq!(le64_at(&d, 32 + 8 * 126), 100);
+    put_le64(&mut d, 32 + 8 * 126, 99);
+    BTREE_NODE_VALIDATOR.prepare_for_write(leaf, &mut d);
+    put_block(&mut img, leaf, &d);
+    let (code, out) = check_bytes("engine-mapped.img", &img);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("device 0: details say 99 mapped blocks, tree has 100"),
@@ -544,7 +430,9 @@ fn engine_written_cache_metadata_is_clean_and_damage_is_found() {
     let mut bad = img.clone();
     let mut d = block(&bad, first_ab);
     d[24 + 8] |= 2;
-    ARRAY_BLOCK_VALIDATOR.prepare_for_write(first_ab, &mut d);
+    ARRAY_BLOCK_VALIDATOR
+        .prepare_for_write(first_ab, &mut d)
+        .unwrap();
     put_block(&mut bad, first_ab, &d);
     let (code, out) = check_bytes("cache-dirty.img", &bad);
     assert_eq!(code, 1, "{out}");
@@ -570,8 +458,8 @@ fn set_meta_count_cache(img: &mut [u8], b: u64, count: u32) {
     let idx = block(img, index);
     let bitmap = le64_at(&idx, 16 + 16 * (b / ENTRIES_PER_BLOCK) as usize);
     let mut d = block(img, bitmap);
-    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count);
-    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d);
+    bitmap_set(&mut d, b % ENTRIES_PER_BLOCK, count).unwrap();
+    BITMAP_VALIDATOR.prepare_for_write(bitmap, &mut d).unwrap();
     put_block(img, bitmap, &d);
 }
 

@@ -9,11 +9,13 @@
 //!   is. Only here may a bio be split with [`MapBio::accept_partial`].
 //! * [`EndioBio`]: the bio `end_io` is given; consumed by
 //!   [`EndioBio::done`], [`EndioBio::requeue`] or [`EndioBio::hold`]
-//!   (the `Incomplete` result).
+//!   (the `Incomplete` result), which gives a [`ReturnedBio`]: ended or
+//!   requeued later, never resubmitted (its I/O used up its position).
 //! * [`HeldBio`]: a bio the target owns until it completes it
 //!   ([`HeldBio::end`]), resubmits it to a device ([`HeldBio::submit_to`]) or
 //!   requeues it; each consumes the handle. Dropping a held bio without doing
-//!   any of that ends it with an I/O error, so no bio is ever lost.
+//!   any of that ends it with an I/O error, so no bio is lost unless its
+//!   handle is leaked (`mem::forget`, a reference cycle).
 //! * [`Bio`]: read-only accessors, reached through any of the above.
 //!
 //! A target declares typed per-bio data ([`Target::PerBio`]): dm core
@@ -227,10 +229,16 @@ impl<T: Target> Owned<T> {
         }
     }
 
-    fn zero_fill(&mut self) {
-        // SAFETY: the bio is ours (type invariant); zeroing its pages is what
-        // a read completion may do.
+    fn zero_fill(&mut self) -> Result {
+        // Only a read's pages are ours to fill: a write's belong to the
+        // submitter, and discards and write-zeroes carry no pages at all.
+        if self.bio().op() != BioOp::Read || self.bio().size() == 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: the bio is ours (type invariant) and a read with data, so
+        // its pages are the destination of the read, ours to fill.
         unsafe { bindings::dmrs_zero_fill_bio(self.ptr.as_ptr()) };
+        Ok(())
     }
 }
 
@@ -322,8 +330,9 @@ impl<T: Target> MapBio<'_, T> {
         MapResult::submitted()
     }
 
-    /// Zeroes the bio's data pages (a read served from nothing).
-    pub(crate) fn zero_fill(&mut self) {
+    /// Zeroes the data of a read (a read served from nothing); `EINVAL` for
+    /// anything but a read with data.
+    pub(crate) fn zero_fill(&mut self) -> Result {
         self.inner.zero_fill()
     }
 }
@@ -391,13 +400,20 @@ impl<'a, T: Target> EndioBio<'a, T> {
     }
 
     /// Takes the bio back: completion stops here and the target owns the bio
-    /// again (to retry it, or end it later, which calls `end_io` again).
-    pub(crate) fn hold(self) -> (HeldBio<T>, EndioResult) {
-        // SAFETY: the bio is ours (type invariant of `Owned`).
-        unsafe { (*self.inner.ptr.as_ptr()).bi_status = *self.status };
+    /// again, to end it later (which calls `end_io` again). It cannot be
+    /// resubmitted: the completed I/O used up its position and size.
+    pub(crate) fn hold(self) -> (ReturnedBio<T>, EndioResult) {
+        let bio = self.inner.ptr.as_ptr();
+        // SAFETY: the bio is ours (type invariant of `Owned`); the driver
+        // below may leave a stale `bi_next` after completion, which must not
+        // leak into a later completion.
+        unsafe {
+            (*bio).bi_status = *self.status;
+            bindings::dmrs_bio_set_next(bio, core::ptr::null_mut());
+        }
         // INVARIANT: dm core does nothing more with the bio after
-        // DM_ENDIO_INCOMPLETE; ownership moves to the held handle.
-        (HeldBio { inner: self.inner }, EndioResult::incomplete())
+        // DM_ENDIO_INCOMPLETE; ownership moves to the returned handle.
+        (ReturnedBio { inner: self.inner }, EndioResult::incomplete())
     }
 }
 
@@ -431,8 +447,8 @@ impl<T: Target> HeldBio<T> {
         self.inner.per_bio_mut()
     }
 
-    /// Zeroes the bio's data pages.
-    pub(crate) fn zero_fill(&mut self) {
+    /// Zeroes the data of a read; `EINVAL` for anything but a read with data.
+    pub(crate) fn zero_fill(&mut self) -> Result {
         self.inner.zero_fill()
     }
 
@@ -462,7 +478,11 @@ impl<T: Target> HeldBio<T> {
 
     /// Points the bio at `sector` of `dev` and submits it
     /// (`dm_submit_bio_remap`); dm core completes the original when it ends.
+    /// It may sleep (request allocation below): process context only, never
+    /// from `end_io`.
     pub(crate) fn submit_to(mut self, dev: &DmDev, sector: u64) {
+        // SAFETY: no preconditions; debug kernels report atomic callers.
+        unsafe { bindings::dmrs_might_sleep() };
         self.inner.remap(dev, sector);
         let bio = self.into_raw();
         // SAFETY: we owned the dm clone (type invariant), remapped it to one
@@ -493,6 +513,58 @@ impl<T: Target> Drop for HeldBio<T> {
     fn drop(&mut self) {
         // A held bio must never be lost: one dropped without an ending ends
         // in an I/O error rather than hanging its submitter (and suspend).
+        // SAFETY: we own the bio (type invariant) and drop runs once.
+        unsafe { bindings::dmrs_bio_endio_status(self.inner.ptr.as_ptr(), BlkStatus::IO_ERROR.0) };
+    }
+}
+
+/// A bio `end_io` took back ([`EndioBio::hold`]): the target owns it until
+/// it ends it again (which calls `end_io` again) or requeues it. Unlike a
+/// [`HeldBio`] it cannot be resubmitted. Dropping it ends it with an I/O
+/// error.
+pub(crate) struct ReturnedBio<T: Target> {
+    inner: Owned<T>,
+}
+
+// SAFETY: as for `HeldBio`.
+unsafe impl<T: Target> Send for ReturnedBio<T> {}
+// SAFETY: as for `HeldBio`.
+unsafe impl<T: Target> Sync for ReturnedBio<T> {}
+
+impl<T: Target> ReturnedBio<T> {
+    /// This target's data for the bio.
+    pub(crate) fn per_bio(&self) -> &T::PerBio {
+        self.inner.per_bio()
+    }
+
+    /// This target's data for the bio, to change.
+    pub(crate) fn per_bio_mut(&mut self) -> &mut T::PerBio {
+        self.inner.per_bio_mut()
+    }
+
+    /// Ends the bio (again) with `status`.
+    pub(crate) fn end(self, status: BlkStatus) {
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: we owned the bio (type invariant) and give it up here, once.
+        unsafe { bindings::dmrs_bio_endio_status(me.inner.ptr.as_ptr(), status.0) };
+    }
+
+    /// Has dm core requeue the original bio (kept while a noflush suspend
+    /// is in progress, failed otherwise).
+    pub(crate) fn requeue(self) {
+        self.end(BlkStatus::DM_REQUEUE)
+    }
+}
+
+impl<T: Target> core::ops::Deref for ReturnedBio<T> {
+    type Target = Bio;
+    fn deref(&self) -> &Bio {
+        self.inner.bio()
+    }
+}
+
+impl<T: Target> Drop for ReturnedBio<T> {
+    fn drop(&mut self) {
         // SAFETY: we own the bio (type invariant) and drop runs once.
         unsafe { bindings::dmrs_bio_endio_status(self.inner.ptr.as_ptr(), BlkStatus::IO_ERROR.0) };
     }
@@ -576,24 +648,6 @@ impl<T: Target> BioList<T> {
         bio.set_raw_next(core::ptr::null_mut());
         self.len -= 1;
         Some(bio)
-    }
-
-    /// Moves every bio of `other` to the end of this list.
-    pub(crate) fn append(&mut self, other: &mut BioList<T>) {
-        let taken = core::mem::take(other);
-        let taken = core::mem::ManuallyDrop::new(taken);
-        if taken.head.is_null() {
-            return;
-        }
-        if self.tail.is_null() {
-            self.head = taken.head;
-        } else {
-            // SAFETY: `tail` is ours; `taken.head` was the other list's, now ours.
-            unsafe { bindings::dmrs_bio_set_next(self.tail, taken.head) };
-        }
-        // INVARIANT: the chains are joined; `taken` is never dropped.
-        self.tail = taken.tail;
-        self.len += taken.len;
     }
 
     /// Takes the whole list, leaving this one empty.

@@ -73,15 +73,27 @@ impl IoBuffer {
         self.data.len() as u64
     }
 
-    fn memory(&self) -> bindings::dm_io_memory {
-        let mut mem = bindings::dm_io_memory {
-            type_: bindings::dm_io_mem_type_DM_IO_VMA,
-            offset: 0,
-            ..Default::default()
-        };
-        mem.ptr.vma = self.data.as_ptr().cast_mut().cast::<c_void>();
-        mem
+    /// The buffer as dm-io memory. It takes `&mut self` because dm-io may
+    /// write through the pointer (reads): the pointer must come from a unique
+    /// borrow.
+    fn memory(&mut self) -> bindings::dm_io_memory {
+        vma_memory(self.data.as_mut_ptr())
     }
+
+    /// The buffer as dm-io memory that dm-io only reads (writes to a device).
+    fn memory_to_write(&self) -> bindings::dm_io_memory {
+        vma_memory(self.data.as_ptr().cast_mut())
+    }
+}
+
+fn vma_memory(ptr: *mut u8) -> bindings::dm_io_memory {
+    let mut mem = bindings::dm_io_memory {
+        type_: bindings::dm_io_mem_type_DM_IO_VMA,
+        offset: 0,
+        ..Default::default()
+    };
+    mem.ptr.vma = ptr.cast::<c_void>();
+    mem
 }
 
 /// What an I/O does.
@@ -205,7 +217,7 @@ impl DmIoClient {
         if op == IoOp::Read || buf.len() != region.bytes() {
             return Err(EINVAL);
         }
-        self.run_sync(op.opf(), buf.memory(), &mut [region.as_raw()])
+        self.run_sync(op.opf(), buf.memory_to_write(), &mut [region.as_raw()])
     }
 
     /// Flushes `dev`'s volatile cache (an empty `REQ_PREFLUSH` write) and
@@ -260,6 +272,7 @@ impl DmIoClient {
         let context = (&*io.completion as *const IoCompletion)
             .cast_mut()
             .cast::<c_void>();
+        let mut io = io;
         let mut req = this.request(op.opf(), io.buf.memory(), context);
         let mut raw = io.region.as_raw();
         // SAFETY: the client is live; with a notify function and one region,

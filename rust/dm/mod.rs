@@ -20,9 +20,11 @@ pub(crate) mod args;
 pub(crate) mod bindings;
 pub(crate) mod bio;
 pub(crate) mod bufio;
+pub(crate) mod crc32c;
 pub(crate) mod delayed_work;
 pub(crate) mod device;
 pub(crate) mod dm_io;
+pub(crate) mod engine_alloc;
 pub(crate) mod irq_spinlock;
 pub(crate) mod kcopyd;
 mod module_ref;
@@ -37,10 +39,10 @@ pub(crate) mod target;
 pub(crate) mod workqueue;
 
 pub(crate) use args::ArgSet;
-pub(crate) use bio::{BioList, BioOp, BlkStatus, EndioBio, HeldBio, MapBio};
+pub(crate) use bio::{BioList, BioOp, BlkStatus, EndioBio, HeldBio, MapBio, ReturnedBio};
 pub(crate) use device::{DeviceVisitor, DmDev};
 pub(crate) use irq_spinlock::IrqSpinLock;
-pub(crate) use registration::{Family, FamilyBuilder};
+pub(crate) use registration::{Family, FamilyBuilder, UndoneFamily};
 pub(crate) use status::{StatusType, StatusWriter};
 pub(crate) use target::{
     CtrResult, EndioResult, MapResult, QueueLimits, Target, TargetCtx, TargetError, TargetHandle,

@@ -26,12 +26,15 @@ const MAX_TYPE_NAME_LEN: usize = bindings::DM_MAX_TYPE_NAME as usize - 1;
 ///
 /// # Invariants
 ///
-/// `tt` is registered with dm core under `name` from creation until drop; its
-/// heap location never changes while registered (dm core links it in a list).
+/// `tt` is registered with dm core under `_name` while `registered` is true
+/// (from creation until `unregister` or drop); its heap location never
+/// changes (dm core links it in a list, and tables point to it).
 struct Registration {
     tt: KBox<Opaque<bindings::target_type>>,
     // dm core reads the name through `tt.name` while registered.
     _name: CString,
+    // Whether `tt` is still registered (see `unregister`).
+    registered: bool,
 }
 
 // SAFETY: after registration dm core owns all access to `tt`; we only pass its
@@ -84,20 +87,42 @@ impl Registration {
             T::VERSION[2]
         );
         // INVARIANT: registered above; the box is never moved out of.
-        Ok(Some(Self { tt, _name: name }))
+        Ok(Some(Self {
+            tt,
+            _name: name,
+            registered: true,
+        }))
+    }
+}
+
+impl Registration {
+    /// Unregisters now; the memory stays with `self`.
+    fn unregister(&mut self) {
+        if self.registered {
+            // SAFETY: registered since creation until now (type invariant).
+            unsafe { bindings::dm_unregister_target(self.tt.get()) };
+            self.registered = false;
+        }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // SAFETY: registered since creation (type invariant); module exit runs
-        // after dm core dropped every table using it (module refcount).
-        unsafe { bindings::dm_unregister_target(self.tt.get()) };
+        // Module exit runs after dm core dropped every table using it
+        // (module refcount).
+        self.unregister();
     }
 }
 
 /// A registered family of target types.
 pub(crate) struct Family {
+    _regs: KVec<Registration>,
+}
+
+/// A family undone because one of its names was taken: its types are
+/// unregistered, but their memory stays until module exit, because a table
+/// may have been created with one of them while the module was loading.
+pub(crate) struct UndoneFamily {
     _regs: KVec<Registration>,
 }
 
@@ -140,16 +165,21 @@ impl FamilyBuilder {
         Ok(self)
     }
 
-    /// The registered family, or `None` (everything undone, logged) if one of
-    /// its names was taken by another module.
-    pub(crate) fn finish(self) -> Option<Family> {
+    /// The registered family, or (everything unregistered, logged) the
+    /// undone one if one of its names was taken by another module.
+    pub(crate) fn finish(self) -> Result<Family, UndoneFamily> {
         if self.busy {
             pr_info!(
                 "{} family: a target name is registered by another module; skipping the family\n",
                 self.name
             );
-            return None;
+            let mut regs = self.regs;
+            for reg in regs.iter_mut() {
+                reg.unregister();
+            }
+            let undone = UndoneFamily { _regs: regs };
+            return Err(undone);
         }
-        Some(Family { _regs: self.regs })
+        Ok(Family { _regs: self.regs })
     }
 }

@@ -114,8 +114,9 @@ unsafe impl Send for TiPtr {}
 /// A handle on a live target for what runs outside dm core's callbacks (a
 /// worker, a timer): table events, suspend state, the device's name.
 ///
-/// Cloning is cheap. After the target's destructor every call is a no-op
-/// (`None`/`false`), so a handle kept anywhere can never reach a freed table.
+/// Cloning is cheap. After the target's destructor every call is inert (no
+/// event; `None`; `suspended()` true, `noflush_suspending()` false), so a
+/// handle kept anywhere can never reach a freed table.
 /// Calls sleep (a mutex): not for interrupt context.
 #[derive(Clone)]
 pub(crate) struct TargetHandle {
@@ -140,6 +141,9 @@ impl TargetHandle {
     }
 
     fn with<R>(&self, f: impl FnOnce(*mut bindings::dm_target) -> R) -> Option<R> {
+        // A mutex: debug kernels report a call from `end_io` or a lock.
+        // SAFETY: no preconditions.
+        unsafe { bindings::dmrs_might_sleep() };
         let guard = self.ti.lock();
         guard.as_ref().map(|p| f(p.0))
     }
@@ -417,19 +421,26 @@ impl<T: Target> TargetVTable<T> {
     /// # Safety
     ///
     /// `ti` was handed to us by dm core and its `ctr` completed, so `private`
-    /// holds a `KBox<Private<T>>` from `into_foreign` that `dtr` has not freed.
-    unsafe fn private<'a>(ti: *mut bindings::dm_target) -> &'a Private<T> {
-        // SAFETY: by the function's safety contract `private` came from
-        // `into_foreign` and is still owned by the foreign side.
-        unsafe { <KBox<Private<T>> as ForeignOwnable>::borrow((*ti).private) }
+    /// holds a `KBox<Private<T>>` from `into_foreign`, or NULL once `dtr` has
+    /// taken it back.
+    unsafe fn private<'a>(ti: *mut bindings::dm_target) -> Option<&'a Private<T>> {
+        // SAFETY: `ti` is valid (function contract).
+        let p = unsafe { (*ti).private };
+        if p.is_null() {
+            // `dtr` is running: the target is being dropped.
+            return None;
+        }
+        // SAFETY: by the function's safety contract a non-null `private` came
+        // from `into_foreign` and is still owned by the foreign side.
+        Some(unsafe { <KBox<Private<T>> as ForeignOwnable>::borrow(p) })
     }
 
     /// # Safety
     ///
     /// As for [`Self::private`].
-    unsafe fn target<'a>(ti: *mut bindings::dm_target) -> &'a T {
+    unsafe fn target<'a>(ti: *mut bindings::dm_target) -> Option<&'a T> {
         // SAFETY: as the caller promises.
-        unsafe { Self::private(ti) }.target.as_ref().get_ref()
+        unsafe { Self::private(ti) }.map(|p| p.target.as_ref().get_ref())
     }
 
     /// # Safety
@@ -498,6 +509,9 @@ impl<T: Target> TargetVTable<T> {
         // one place that takes it back, and no borrow is alive since no
         // callback runs concurrently with `dtr`.
         let private = unsafe { <KBox<Private<T>> as ForeignOwnable>::from_foreign((*ti).private) };
+        // SAFETY: `ti` is valid; from here on callbacks see no target (see
+        // `private`), should a dying target end a bio it still holds.
+        unsafe { (*ti).private = core::ptr::null_mut() };
         let Private {
             target,
             mut devs,
@@ -520,8 +534,7 @@ impl<T: Target> TargetVTable<T> {
         bio: *mut kernel::bindings::bio,
     ) -> c_int {
         // SAFETY: `ti` is constructed (function contract).
-        let t = unsafe { Self::target(ti) };
-        let Some(bio) = NonNull::new(bio) else {
+        let (Some(t), Some(bio)) = (unsafe { Self::target(ti) }, NonNull::new(bio)) else {
             return bindings::DM_MAPIO_KILL as c_int;
         };
         // SAFETY: dm core allocated `PER_BIO_SIZE` bytes of per-bio data for
@@ -556,7 +569,7 @@ impl<T: Target> TargetVTable<T> {
     ) -> c_int {
         // SAFETY: `ti` is constructed (function contract).
         let t = unsafe { Self::target(ti) };
-        let (Some(bio), Some(status)) = (NonNull::new(bio), NonNull::new(error)) else {
+        let (Some(t), Some(bio), Some(status)) = (t, NonNull::new(bio), NonNull::new(error)) else {
             return bindings::DM_ENDIO_DONE as c_int;
         };
         // SAFETY: dm core lends the status variable for the call.
@@ -577,7 +590,9 @@ impl<T: Target> TargetVTable<T> {
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn presuspend_callback(ti: *mut bindings::dm_target) {
         // SAFETY: `ti` is constructed (function contract).
-        unsafe { Self::target(ti) }.presuspend()
+        if let Some(t) = unsafe { Self::target(ti) } {
+            t.presuspend()
+        }
     }
 
     /// # Safety
@@ -585,7 +600,9 @@ impl<T: Target> TargetVTable<T> {
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn presuspend_undo_callback(ti: *mut bindings::dm_target) {
         // SAFETY: `ti` is constructed (function contract).
-        unsafe { Self::target(ti) }.presuspend_undo()
+        if let Some(t) = unsafe { Self::target(ti) } {
+            t.presuspend_undo()
+        }
     }
 
     /// # Safety
@@ -593,7 +610,9 @@ impl<T: Target> TargetVTable<T> {
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn postsuspend_callback(ti: *mut bindings::dm_target) {
         // SAFETY: `ti` is constructed (function contract).
-        unsafe { Self::target(ti) }.postsuspend()
+        if let Some(t) = unsafe { Self::target(ti) } {
+            t.postsuspend()
+        }
     }
 
     /// # Safety
@@ -601,9 +620,10 @@ impl<T: Target> TargetVTable<T> {
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn preresume_callback(ti: *mut bindings::dm_target) -> c_int {
         // SAFETY: `ti` is constructed (function contract).
-        match unsafe { Self::target(ti) }.preresume() {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
+        match unsafe { Self::target(ti) }.map(|t| t.preresume()) {
+            Some(Ok(())) => 0,
+            Some(Err(e)) => e.to_errno(),
+            None => ENXIO.to_errno(),
         }
     }
 
@@ -612,7 +632,9 @@ impl<T: Target> TargetVTable<T> {
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn resume_callback(ti: *mut bindings::dm_target) {
         // SAFETY: `ti` is constructed (function contract).
-        unsafe { Self::target(ti) }.resume()
+        if let Some(t) = unsafe { Self::target(ti) } {
+            t.resume()
+        }
     }
 
     /// # Safety
@@ -626,11 +648,13 @@ impl<T: Target> TargetVTable<T> {
         result: *mut c_char,
         maxlen: c_uint,
     ) {
-        // SAFETY: `ti` is constructed (function contract).
-        let t = unsafe { Self::target(ti) };
         // SAFETY: dm core gives us `maxlen` writable bytes at `result`.
         let buf = unsafe { slice_from_raw(result, maxlen) };
         let mut out = StatusWriter::new(buf);
+        // SAFETY: `ti` is constructed (function contract).
+        let Some(t) = (unsafe { Self::target(ti) }) else {
+            return;
+        };
         let ty = match ty {
             bindings::status_type_t_STATUSTYPE_INFO => StatusType::Info,
             bindings::status_type_t_STATUSTYPE_TABLE => StatusType::Table,
@@ -651,7 +675,9 @@ impl<T: Target> TargetVTable<T> {
         maxlen: c_uint,
     ) -> c_int {
         // SAFETY: `ti` is constructed (function contract).
-        let t = unsafe { Self::target(ti) };
+        let Some(t) = (unsafe { Self::target(ti) }) else {
+            return ENXIO.to_errno();
+        };
         // SAFETY: dm core passes `argc` valid strings for the call.
         let mut args = unsafe { ArgSet::from_raw(argc, argv) };
         // SAFETY: dm core gives us `maxlen` writable bytes at `result`.
@@ -674,7 +700,9 @@ impl<T: Target> TargetVTable<T> {
         data: *mut c_void,
     ) -> c_int {
         // SAFETY: `ti` is constructed (function contract).
-        let private = unsafe { Self::private(ti) };
+        let Some(private) = (unsafe { Self::private(ti) }) else {
+            return 0;
+        };
         // SAFETY: `ti`, `f` and `data` come from dm core for this call and
         // `devs` are `ti`'s devices; the visitor lives only in this call.
         let mut visitor = unsafe { DeviceVisitor::new(ti, f, data, &private.devs) };
@@ -689,8 +717,7 @@ impl<T: Target> TargetVTable<T> {
         limits: *mut kernel::bindings::queue_limits,
     ) {
         // SAFETY: `ti` is constructed (function contract).
-        let t = unsafe { Self::target(ti) };
-        let Some(mut lim) = NonNull::new(limits) else {
+        let (Some(t), Some(mut lim)) = (unsafe { Self::target(ti) }, NonNull::new(limits)) else {
             return;
         };
         // SAFETY: dm core lends us the limits exclusively for the call.

@@ -6,6 +6,9 @@
 unsigned int dmrs_memalloc_noio_save(void);
 void dmrs_memalloc_noio_restore(unsigned int flags);
 
+/* Debug kernels warn when this runs in atomic context. */
+void dmrs_might_sleep(void);
+
 /* 0 for a valid pointer, else the negative errno. */
 long dmrs_ptr_err_or_zero(const void *ptr);
 

@@ -13,15 +13,16 @@
 //! pass|retry|nospace` (what `end_io` does with a failed held bio: let it
 //! fail, take it back to hold it again, or turn the error into ENOSPC); for
 //! the bios held so far: `release` (resubmit to the device), `release-zero`
-//! (end reads as zeros), `fail` (end with an I/O error), `drop` (drop the
-//! handles), `requeue`; `event` raises a table event; `name` and `stats`
-//! answer in the message result.
+//! (end reads as zeros), `fail` (end with an I/O error), `fail-final` (the
+//! same, marked not to be taken back), `drop` (drop the handles), `requeue`;
+//! `finish-returned` ends the bio `end_io` took back successfully; `event`
+//! raises a table event; `name` and `stats` answer in the message result.
 
 use crate::dm::args::{eq_ignore_case, parse_u64, ArgSpec};
 use crate::dm::{
     ArgSet, BioList, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult,
-    HeldBio, IrqSpinLock, MapBio, MapResult, QueueLimits, StatusType, StatusWriter, Target,
-    TargetCtx, TargetError, TargetHandle,
+    HeldBio, IrqSpinLock, MapBio, MapResult, QueueLimits, ReturnedBio, StatusType, StatusWriter,
+    Target, TargetCtx, TargetError, TargetHandle,
 };
 use core::fmt::Write;
 use kernel::c_str;
@@ -76,6 +77,8 @@ struct State {
     mode: Mode,
     endio: EndioMode,
     held: BioList<Defer>,
+    /// The last bio `end_io` took back (one at a time is enough here).
+    returned: Option<ReturnedBio<Defer>>,
     stats: Stats,
 }
 
@@ -102,7 +105,7 @@ pub(crate) struct Defer {
 
 impl Defer {
     fn take_held(&self) -> BioList<Defer> {
-        self.state.lock().held.take_all()
+        self.state.with(|st| st.held.take_all())
     }
 }
 
@@ -201,6 +204,7 @@ impl Target for Defer {
                         mode: Mode::Pass,
                         endio: EndioMode::Pass,
                         held: BioList::new(),
+                        returned: None,
                         stats: Stats::default(),
                     },
                     "dmrs_defer::state"
@@ -215,64 +219,61 @@ impl Target for Defer {
         let sector = bio.sector();
         if bio.is_empty_flush() {
             let nr = bio.target_bio_nr();
-            let mut st = self.state.lock();
-            st.stats.flushes += 1;
-            st.stats.max_flush_nr = st.stats.max_flush_nr.max(nr);
-            drop(st);
+            self.state.with(|st| {
+                st.stats.flushes += 1;
+                st.stats.max_flush_nr = st.stats.max_flush_nr.max(nr);
+            });
             return bio.remap(&self.dev, sector);
         }
-        // The lock is never held while a bio ends: ending one calls our
-        // `end_io`, which takes it.
-        let mode = {
-            let mut st = self.state.lock();
+        // No bio ends inside `with`: ending one calls our `end_io`, which
+        // takes the lock.
+        let (write, fua) = (bio.is_write(), bio.is_fua());
+        let mode = self.state.with(|st| {
             st.stats.mapped += 1;
-            if bio.is_write() {
-                st.stats.writes += 1;
-            }
-            if bio.is_fua() {
-                st.stats.fua += 1;
-            }
-            st.mode
-        };
-        debug_assert!(!bio.per_bio().held);
-        match mode {
-            Mode::Pass => bio.remap(&self.dev, sector),
-            Mode::Error => bio.kill(),
-            Mode::Requeue(n) => {
-                let mut st = self.state.lock();
+            st.stats.writes += u64::from(write);
+            st.stats.fua += u64::from(fua);
+            let mode = st.mode;
+            if let Mode::Requeue(n) = mode {
                 st.stats.requeued += 1;
                 st.mode = if n > 1 {
                     Mode::Requeue(n - 1)
                 } else {
                     Mode::Pass
                 };
-                drop(st);
-                bio.requeue()
             }
+            mode
+        });
+        debug_assert!(!bio.per_bio().held);
+        match mode {
+            Mode::Pass => bio.remap(&self.dev, sector),
+            Mode::Error => bio.kill(),
+            Mode::Requeue(_) => bio.requeue(),
             Mode::Hold => {
                 bio.per_bio_mut().held = true;
                 let (held, result) = bio.hold();
-                let mut st = self.state.lock();
-                st.held.push(held);
-                st.stats.held += 1;
+                self.state.with(|st| {
+                    st.held.push(held);
+                    st.stats.held += 1;
+                });
                 result
             }
             Mode::Split(n) => {
                 if bio.sectors() > n {
                     let accepted = bio.accept_partial(n).is_ok();
-                    let mut st = self.state.lock();
-                    if accepted {
-                        st.stats.partial += 1;
-                    } else {
-                        st.stats.refused += 1;
-                    }
+                    self.state.with(|st| {
+                        if accepted {
+                            st.stats.partial += 1;
+                        } else {
+                            st.stats.refused += 1;
+                        }
+                    });
                 }
                 bio.remap(&self.dev, sector)
             }
-            Mode::Zero if bio.op() == BioOp::Read => {
-                bio.zero_fill();
-                bio.end(BlkStatus::OK)
-            }
+            Mode::Zero if bio.op() == BioOp::Read => match bio.zero_fill() {
+                Ok(()) => bio.end(BlkStatus::OK),
+                Err(_) => bio.kill(),
+            },
             Mode::Zero => bio.remap(&self.dev, sector),
         }
     }
@@ -280,45 +281,36 @@ impl Target for Defer {
     fn end_io(&self, mut bio: EndioBio<'_, Self>) -> EndioResult {
         let failed = !bio.status().is_ok();
         let tag = *bio.per_bio();
-        let mut st = self.state.lock();
-        if tag.held {
-            st.stats.held_completed += 1;
-        }
-        if failed {
-            st.stats.errors += 1;
-        }
+        let endio = self.state.with(|st| {
+            st.stats.held_completed += u64::from(tag.held);
+            st.stats.errors += u64::from(failed);
+            st.endio
+        });
         if !tag.held {
-            drop(st);
             return bio.done();
         }
-        if st.endio == EndioMode::Requeue {
-            st.stats.requeued += 1;
-            drop(st);
+        if endio == EndioMode::Requeue {
+            self.state.with(|st| st.stats.requeued += 1);
             return bio.requeue();
         }
         if !failed {
-            drop(st);
             return bio.done();
         }
-        match st.endio {
+        match endio {
             EndioMode::Retry if tag.retries == 0 => {
                 bio.per_bio_mut().retries += 1;
-                st.stats.retried += 1;
-                st.stats.held_completed -= 1;
-                let (held, result) = bio.hold();
-                let mut one = BioList::new();
-                one.push(held);
-                st.held.append(&mut one);
+                let (returned, result) = bio.hold();
+                let previous = self.state.with(|st| {
+                    st.stats.retried += 1;
+                    st.stats.held_completed -= 1;
+                    st.returned.replace(returned)
+                });
+                // Outside the lock: ending it calls `end_io` again.
+                drop(previous);
                 result
             }
-            EndioMode::NoSpace => {
-                drop(st);
-                bio.done_with(BlkStatus::NO_SPACE)
-            }
-            _ => {
-                drop(st);
-                bio.done()
-            }
+            EndioMode::NoSpace => bio.done_with(BlkStatus::NO_SPACE),
+            _ => bio.done(),
         }
     }
 
@@ -343,14 +335,14 @@ impl Target for Defer {
     fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
         match ty {
             StatusType::Info => {
-                let st = self.state.lock();
-                let s = st.stats;
-                let pending = st.held.len();
-                drop(st);
+                let (s, pending, returned) = self
+                    .state
+                    .with(|st| (st.stats, st.held.len(), st.returned.is_some()));
                 let _ = write!(
                     out,
                     "held={} pending={} mapped={} held_completed={} errors={} partial={} refused={} \
-                     writes={} fua={} flushes={} max_flush_nr={} retried={} requeued={} released={}",
+                     writes={} fua={} flushes={} max_flush_nr={} retried={} requeued={} released={} \
+                     returned={}",
                     s.held,
                     pending,
                     s.mapped,
@@ -364,7 +356,8 @@ impl Target for Defer {
                     s.max_flush_nr,
                     s.retried,
                     s.requeued,
-                    s.released
+                    s.released,
+                    u8::from(returned)
                 );
             }
             StatusType::Table => out.push_bytes(self.dev.name().as_bytes()),
@@ -394,7 +387,7 @@ impl Target for Defer {
             } else {
                 return Err(EINVAL);
             };
-            self.state.lock().mode = mode;
+            self.state.with(|st| st.mode = mode);
         } else if word("endio") {
             let m = args.shift().ok_or(EINVAL)?;
             let endio = if eq_ignore_case(m, "pass") {
@@ -408,11 +401,10 @@ impl Target for Defer {
             } else {
                 return Err(EINVAL);
             };
-            self.state.lock().endio = endio;
+            self.state.with(|st| st.endio = endio);
         } else if word("release-zero") {
             for mut bio in self.take_held() {
-                if bio.op() == BioOp::Read {
-                    bio.zero_fill();
+                if bio.zero_fill().is_ok() {
                     bio.end_ok();
                 } else {
                     let sector = bio.sector();
@@ -428,7 +420,17 @@ impl Target for Defer {
                 let sector = bio.sector();
                 bio.submit_to(&self.dev, sector);
             }
-            self.state.lock().stats.released += released;
+            self.state.with(|st| st.stats.released += released);
+        } else if word("finish-returned") {
+            let returned = self.state.with(|st| st.returned.take());
+            let mut returned = returned.ok_or(ENOENT)?;
+            // Mark it so that `end_io`, called again, does not take it back.
+            returned.per_bio_mut().retries = u8::MAX;
+            if returned.per_bio().held {
+                returned.end(BlkStatus::OK);
+            } else {
+                returned.requeue();
+            }
         } else if word("fail") || word("fail-final") {
             let last = word("fail-final");
             for mut bio in self.take_held() {
@@ -448,7 +450,7 @@ impl Target for Defer {
             let name = self.handle.device_name().ok_or(EINVAL)?;
             out.push_bytes(name.as_bytes());
         } else if word("stats") {
-            let s = self.state.lock().stats;
+            let s = self.state.with(|st| st.stats);
             let suspended = u8::from(self.handle.suspended());
             let _ = write!(
                 out,

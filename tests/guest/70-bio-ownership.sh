@@ -145,18 +145,19 @@ dmname=$(dmsetup info -c --noheadings -o blkdevname defer | tr -d ' ')
 check_eq "io_opt set by io_hints" 65536 "$(cat /sys/block/$dmname/queue/optimal_io_size)"
 check_eq "io_min set by io_hints" 4096 "$(cat /sys/block/$dmname/queue/minimum_io_size)"
 
-# end_io taking a failed bio back (DM_ENDIO_INCOMPLETE): it returns to the
-# held list, and a release then completes it for the waiting writer.
+# end_io taking a failed bio back (DM_ENDIO_INCOMPLETE): the target owns it
+# again, the writer waits, and ending it later calls end_io again.
 dmsetup message defer 0 endio retry
 hold_one 3000
 dmsetup message defer 0 fail
-wait_for "end_io took the failed bio back onto the held list" test "$(stat_field retried)" -gt 0
-check "the writer still waits for the retried bio" kill -0 $ddpid
-dmsetup message defer 0 release
+wait_for "end_io took the failed bio back" test "$(stat_field returned)" -eq 1
+check "the writer still waits for the taken-back bio" kill -0 $ddpid
+c0=$(stat_field held_completed)
+dmsetup message defer 0 finish-returned
 writer_rc $ddpid rc
-check_eq "retried bio completes for the writer" 0 "$rc"
-read_range $DISK1 $((3000 * 4096)) 4096 "$work/r.back"
-check "retried write landed" cmp <(head -c 4096 "$work/b") "$work/r.back"
+check_eq "ending the taken-back bio completes the writer" 0 "$rc"
+check_eq "end_io ran again for it" $((c0 + 1)) "$(stat_field held_completed)"
+check_fails "nothing left to finish" dmsetup message defer 0 finish-returned
 # fail-final marks the per-bio data so end_io lets it fail.
 hold_one 3001
 dmsetup message defer 0 fail-final

@@ -2,13 +2,16 @@
 
 //! Host-only metadata checkers, shared by the `pdata-check` binary, the
 //! golden tests and the fuzz targets (not part of the kernel build: the
-//! host crate root `lib.rs` includes this module, `mod.rs` does not).
+//! host crate root `lib.rs` includes this module, `mod.rs` does not); and
+//! [`thin_writer`], which writes thin metadata through the engine for the
+//! checkers (and `thin_check`, and the C dm-thin) to judge.
 //!
 //! A check walks every structure reachable from the superblock, verifying
 //! each block's location and checksum and each btree node's shape (value
-//! size, key order, keys inside the parent's range), recounts the
-//! references every metadata and data block should have, and compares the
-//! recount with the space maps block by block. It never stops at the first
+//! size, key order, keys inside the parent's range, every node but a root
+//! at least a third full), recounts the references every metadata and
+//! data block should have, and compares the recount with the space maps
+//! block by block. It never stops at the first
 //! problem: a damaged subtree is reported once and skipped, and the rest is
 //! still checked. Every problem is one [`Problem`] (one output line).
 //!
@@ -40,6 +43,8 @@ use crate::space_map::SmRoot;
 
 pub mod cache;
 pub mod thin;
+pub mod thin_history;
+pub mod thin_writer;
 
 /// How bad a problem is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,13 +141,10 @@ pub fn detect(d: &Block) -> Format {
 pub fn check<IO: BlockIo>(io: IO, format: Option<Format>) -> Report {
     let format = match format {
         Some(f) => f,
-        None => {
-            let mut b = [0u8; crate::io::BLOCK_SIZE];
-            match io.read(0, &mut b) {
-                Ok(()) => detect(&b),
-                Err(_) => Format::Thin,
-            }
-        }
+        None => match io.read(0, None) {
+            Ok(b) => detect(&b),
+            Err(_) => Format::Thin,
+        },
     };
     match format {
         Format::Thin => thin::check(io),
@@ -300,6 +302,14 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
             ));
             return None;
         }
+        // Upstream's remove rebalances so that every node but a root
+        // keeps at least a third of its capacity (thin_check enforces it).
+        if depth > 0 && h.nr_entries < h.max_entries / 3 {
+            self.report.error(format!(
+                "{what}: btree node {b}: {} entries, under a third of its {} (only a root may be)",
+                h.nr_entries, h.max_entries
+            ));
+        }
         let mut keys = Vec::with_capacity(n);
         for i in 0..n {
             match node::key(&d[..], i) {
@@ -382,9 +392,9 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
         if let Some(d) = index {
             for (i, slot) in f.index.iter_mut().enumerate() {
                 let o = 16 + INDEX_ENTRY_SIZE * i;
-                if let Some(e) = d.get(o..o + INDEX_ENTRY_SIZE) {
-                    *slot = Some(IndexEntry::unpack(e));
-                }
+                *slot = d
+                    .get(o..o + INDEX_ENTRY_SIZE)
+                    .and_then(|e| IndexEntry::unpack(e).ok());
             }
         }
         self.count_bitmaps(&mut f);
@@ -404,7 +414,9 @@ impl<'a, IO: BlockIo> Walker<'a, IO> {
         let what = format!("{name} space map index");
         let mut entries: BTreeMap<u64, IndexEntry> = BTreeMap::new();
         let walked = self.tree(&what, root.bitmap_root, INDEX_ENTRY_SIZE, &mut |_, k, v| {
-            entries.insert(k, IndexEntry::unpack(v));
+            if let Ok(e) = IndexEntry::unpack(v) {
+                entries.insert(k, e);
+            }
         });
         let nr_bitmaps = root.nr_blocks.div_ceil(ENTRIES_PER_BLOCK);
         if walked.is_some() && entries.len() as u64 != nr_bitmaps {
@@ -525,7 +537,8 @@ fn compare<IO: BlockIo>(
             let mut free = 0u32;
             let mut first_free: Option<u64> = None;
             for bit in 0..ENTRIES_PER_BLOCK {
-                let raw = bitmap_lookup(&d, bit);
+                // `bit` is inside the bitmap: the lookup cannot fail.
+                let raw = bitmap_lookup(&d, bit).unwrap_or(0);
                 if raw == 0 {
                     free += 1;
                     first_free.get_or_insert(bit);
