@@ -187,10 +187,13 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
             .map_err(|_| OpenError::Metadata(Error::Invalid))?;
         ps.callbacks = PVec::try_with_capacity(ps.exceptions_per_area as usize)?;
         if new_snapshot {
-            ps.write_header()?;
+            // Upstream writes both plainly, header first: a crash can then
+            // leave a valid header before a stale area 0. Zeroing the area
+            // first and flushing before the header closes that window.
             ps.area.fill(0);
             ps.io
                 .write(ps.area_location(0)?, &ps.zero_area, Durability::Plain)?;
+            ps.write_header()?;
             return Ok((ps, Validity::Valid));
         }
         if h.version != DISK_VERSION {
@@ -241,7 +244,11 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
             chunk_size: self.chunk.sectors(),
         }
         .encode(&mut self.header_area)?;
-        self.io.write(0, &self.header_area, Durability::Plain)
+        // Flushed, unlike upstream: an invalidation must survive a crash
+        // (the origin is written without copies once a snapshot is
+        // invalid), and a new header must not reach the disk before the
+        // zeroed area 0.
+        self.io.write(0, &self.header_area, Durability::Flushed)
     }
 
     /// Reads the areas up to the first that is not full, reporting their
