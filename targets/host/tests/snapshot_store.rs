@@ -579,14 +579,23 @@ fn crashes_at_every_write_keep_acknowledged_exceptions_and_expose_no_garbage() {
     }
 }
 
+fn data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// A compressed image from `tests/data`.
+fn fixture(name: &str) -> Vec<u8> {
+    let xz = std::fs::read(data_dir().join(name)).expect("fixture");
+    let mut img = Vec::new();
+    lzma_rs::xz_decompress(&mut &xz[..], &mut img).unwrap();
+    img
+}
+
 /// The COW device written by the C dm-snapshot (`data/make-c-snapshot-cow.sh`).
 #[test]
 fn a_cow_device_written_by_c_dm_snapshot_reads_back() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let xz = std::fs::read(dir.join("c-snapshot-cow.bin.xz")).expect("fixture");
-    let mut img = Vec::new();
-    lzma_rs::xz_decompress(&mut &xz[..], &mut img).unwrap();
-    let status = std::fs::read_to_string(dir.join("c-snapshot-cow.status")).unwrap();
+    let img = fixture("c-snapshot-cow.bin.xz");
+    let status = std::fs::read_to_string(data_dir().join("c-snapshot-cow.status")).unwrap();
     // What dm-snapshot reported: `0 <len> snapshot <allocated>/<total> <metadata>`.
     let fields: Vec<&str> = status.split_whitespace().collect();
     let (alloc, meta) = (fields[3].split('/').next().unwrap(), fields[4]);
@@ -631,4 +640,99 @@ fn a_cow_device_written_by_c_dm_snapshot_reads_back() {
     io.resize(u.allocated + 64);
     let next = ExceptionStore::<u64>::prepare_exception(&mut s, 5000, Scope::Origin).unwrap();
     assert_eq!(next * 8, u.allocated);
+}
+
+/// The COW device dm-rs writes for `data/dmrs-snapshot-cow.bin.xz`: 4 KiB
+/// chunks; origin chunks `(11 * i) % 1500` for i < 300 and 3000..3300
+/// copied out (their original data, tag 0xA), chunks `2000 + 5 * i` for
+/// i < 20 written through the snapshot (tag 0xC); commits in batches of up
+/// to five. The image is cut after the last allocated chunk.
+fn dm_rs_cow_image() -> (Vec<u8>, Usage) {
+    let io = MemCow::new(16384);
+    let (mut s, _, _) = open_persistent(&io, 8).unwrap();
+    let copies = (0..300).map(|i| (11 * i) % 1500);
+    let writes = (0..20).map(|i| (2000 + 5 * i, 0xC));
+    let all: Vec<(u64, u64)> = copies.chain(3000..3300).map(|c| (c, 0xA)).collect();
+    let all: Vec<(u64, u64)> = all.into_iter().chain(writes).collect();
+    for batch in all.chunks(5) {
+        let mut es = Vec::new();
+        for &(old, tag) in batch {
+            let new = s.prepare_exception(old, Scope::Origin).unwrap();
+            io.clone()
+                .write(new * 8, &chunk_data(old, tag, 4096), Durability::Plain)
+                .unwrap();
+            es.push(Exception { old, new });
+        }
+        let mut done = 0;
+        for e in es {
+            s.commit_exception(e, true, e.old, &mut |_, ok| {
+                assert!(ok);
+                done += 1;
+            });
+        }
+        assert_eq!(done, batch.len());
+    }
+    let u = s.usage();
+    let mut img = io.image();
+    img.truncate(u.allocated as usize * 512);
+    (img, u)
+}
+
+/// What dm-rs writes is what the C dm-snapshot read back in a guest
+/// (`data/make-dmrs-snapshot-cow-check.sh`, its report beside the
+/// fixture); regenerate with `DMRS_WRITE_FIXTURE=1` after a deliberate
+/// format change, compress it, and rerun that script.
+#[test]
+fn a_cow_device_written_by_dm_rs_matches_the_one_c_dm_snapshot_read() {
+    let dir = data_dir();
+    let (img, u) = dm_rs_cow_image();
+    if std::env::var_os("DMRS_WRITE_FIXTURE").is_some() {
+        // Then `xz -9` it (lzma-rs does not compress).
+        std::fs::write(dir.join("dmrs-snapshot-cow.bin"), &img).unwrap();
+    }
+    assert!(
+        fixture("dmrs-snapshot-cow.bin.xz") == img,
+        "dm-rs no longer writes the fixture's bytes"
+    );
+    // C's report: its status line and the result of reading every chunk.
+    let report = std::fs::read_to_string(dir.join("dmrs-snapshot-cow.c-check")).unwrap();
+    let mut lines = report.lines();
+    let status: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        status[3].split('/').next().unwrap(),
+        u.allocated.to_string()
+    );
+    assert_eq!(status[4], u.metadata.to_string());
+    assert_eq!(
+        lines.next(),
+        Some("snapshot reads: 4096 chunks as expected")
+    );
+}
+
+/// The C dm-snapshot appended to the store dm-rs wrote (same script): dm-rs
+/// reads back its own exceptions, then C's, allocated right after them.
+#[test]
+fn c_dm_snapshot_appends_to_a_store_dm_rs_wrote() {
+    let img = fixture("dmrs-then-c-cow.bin.xz");
+    let (ours, u) = dm_rs_cow_image();
+    let (_, _, ours) = open_persistent(&MemCow::from_image(ours), 8).unwrap();
+    let io = MemCow::from_image(img);
+    let (_, v, found) = open_persistent(&io, 8).unwrap();
+    assert_eq!(v, Validity::Valid);
+    assert_eq!(found[..ours.len()], ours[..]);
+    let next = u.allocated / 8;
+    let theirs = [
+        Exception {
+            old: 4000,
+            new: next,
+        },
+        Exception {
+            old: 4001,
+            new: next + 1,
+        },
+    ];
+    assert_eq!(found[ours.len()..], theirs);
+    for e in &theirs {
+        assert!(io.bytes(e.new as usize * 4096, 4096) == chunk_data(e.old, 0xA, 4096));
+    }
 }
