@@ -736,3 +736,71 @@ fn c_dm_snapshot_appends_to_a_store_dm_rs_wrote() {
         assert!(io.bytes(e.new as usize * 4096, 4096) == chunk_data(e.old, 0xA, 4096));
     }
 }
+
+#[test]
+fn a_full_cow_device_overflows_only_po_snapshot_writes_and_status_says_so() {
+    let usage = Usage {
+        allocated: 48,
+        total: 1024,
+        metadata: 16,
+    };
+    let info = |h: &Health| {
+        let mut s = String::new();
+        h.fmt_info(usage, &mut s).unwrap();
+        s
+    };
+    let mut h = Health::default();
+    assert_eq!(info(&h), "48/1024 16");
+    // P: any write finding the device full invalidates.
+    assert_eq!(h.cow_full(Scope::Snapshot, false), OnFull::Invalidate);
+    assert_eq!(info(&h), "Invalid");
+    // PO: a snapshot write overflows, an origin write still invalidates.
+    let mut h = Health::default();
+    assert_eq!(h.cow_full(Scope::Snapshot, true), OnFull::Overflow);
+    assert_eq!(info(&h), "Overflow");
+    h.merge_failed = true;
+    assert_eq!(info(&h), "Merge failed");
+    assert_eq!(h.cow_full(Scope::Origin, true), OnFull::Invalidate);
+    assert_eq!(info(&h), "Invalid");
+    assert!(!usage.merge_complete());
+    assert!(Usage {
+        allocated: 16,
+        ..usage
+    }
+    .merge_complete());
+}
+
+#[test]
+fn crashes_while_merging_leave_a_prefix_of_the_exceptions() {
+    let w = run_workload(9, 200);
+    let (mut s, _, order) = open_persistent(&w.io, 1).unwrap();
+    assert!(order.len() > 64, "several areas");
+    let first = w.io.ops_len();
+    // (device writes done, exceptions left) after each merge step.
+    let mut steps = vec![(first, order.len())];
+    let mut left = order.len();
+    while let Some(run) = s.prepare_merge().unwrap() {
+        s.commit_merge(run.len).unwrap();
+        left -= run.len as usize;
+        steps.push((w.io.ops_len(), left));
+    }
+    assert_eq!(left, 0);
+    let mut rng = Rng(99);
+    for k in first..w.io.ops_len() {
+        // Exceptions left before write k and after it.
+        let before = steps.iter().rev().find(|s| s.0 <= k).unwrap().1;
+        let after = steps.iter().find(|s| s.0 > k).unwrap().1;
+        for r in 0..16 {
+            let img =
+                w.io.crash_image(k, true, &mut |_, _| r == 0 || (r > 1 && rng.below(2) == 0));
+            let io = MemCow::from_image(img);
+            let (_, _, found) = open_persistent(&io, 1).unwrap();
+            let m = found.len();
+            assert!(
+                (after..=before).contains(&m),
+                "crash at {k}: {m} left, not in {after}..={before}"
+            );
+            assert_eq!(found[..], order[..m], "crash at {k}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 
 //! Exception tables and exception stores: the pure logic of the snapshot
 //! targets (which origin chunk was copied where, the copies in flight, the
-//! transient and persistent stores and the persistent on-disk format).
+//! transient and persistent stores and the persistent on-disk format, the
+//! snapshot's health and status line).
 //!
 //! Safe Rust over `core` and the engine's allocation shim only, so the same
 //! files build into the module and into the host test crate
@@ -23,6 +24,7 @@
 
 pub mod exception_store;
 pub mod exception_table;
+pub mod health;
 pub mod pending;
 pub mod persistent;
 pub mod transient;
@@ -35,6 +37,7 @@ pub use exception_store::{
     StoreKind, StoreLookup, StoreSpec, Usage, Validity,
 };
 pub use exception_table::{Exception, ExceptionTable, Run};
+pub use health::{Health, OnFull};
 pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind};
 pub use persistent::PersistentStore;
 pub use transient::TransientStore;
