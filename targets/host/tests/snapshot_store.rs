@@ -804,3 +804,28 @@ fn crashes_while_merging_leave_a_prefix_of_the_exceptions() {
         }
     }
 }
+
+#[test]
+fn corrupt_records_neither_panic_nor_allocate_over_them() {
+    for new in [u64::MAX, u64::MAX - 1, 1 << 60] {
+        let io = MemCow::new(1024);
+        let (mut s, _, _) = open_persistent(&io, 8).unwrap();
+        add_all(&mut s, &io, &[3]);
+        let mut img = io.image();
+        // A second record in area 0 (chunk 1) with a wild COW chunk.
+        img[4096 + 16..4096 + 24].copy_from_slice(&9u64.to_le_bytes());
+        img[4096 + 24..4096 + 32].copy_from_slice(&new.to_le_bytes());
+        let io = MemCow::from_image(img);
+        let (mut s, _, found) = open_persistent(&io, 8).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(s.prepare_exception(10, Scope::Origin), Err(Error::NoSpace));
+        let _ = s.usage();
+    }
+    // An origin chunk past 56 bits cannot go in the in-core table.
+    let io = MemCow::new(1024);
+    let (mut s, _, _) = open_persistent(&io, 8).unwrap();
+    add_all(&mut s, &io, &[1 << 56]);
+    let mut t = ExceptionTable::new(64).unwrap();
+    let r = PersistentStore::<MemCow, u64>::open(io.clone(), None, false, BS, &mut |e| t.insert(e));
+    assert!(matches!(r, Err(OpenError::Metadata(Error::Invalid))));
+}

@@ -231,7 +231,9 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
     fn skip_metadata(&mut self) {
         let stride = u64::from(self.exceptions_per_area) + 1;
         if self.next_free % stride == HEADER_CHUNKS {
-            self.next_free += 1;
+            // Saturating: a corrupt record can set next_free to anything;
+            // allocation then reports the device full.
+            self.next_free = self.next_free.saturating_add(1);
         }
     }
 
@@ -304,12 +306,13 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
     }
 
     fn prepare_exception(&mut self, _old: Chunk, _scope: Scope) -> Result<Chunk> {
-        match self.chunk.to_sector(self.next_free.saturating_add(1)) {
+        let after = self.next_free.checked_add(1).ok_or(Error::NoSpace)?;
+        match self.chunk.to_sector(after) {
             Some(end) if end <= self.io.sectors() => {}
             _ => return Err(Error::NoSpace),
         }
         let new = self.next_free;
-        self.next_free += 1;
+        self.next_free = after;
         self.skip_metadata();
         self.pending += 1;
         Ok(new)
@@ -414,8 +417,10 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
         // Only usage() reads next_free from now on: the value it would
         // have had were every exception committed in allocation order.
         let stride = u64::from(self.exceptions_per_area) + 1;
-        self.next_free =
-            HEADER_CHUNKS + stride * self.current_area + u64::from(self.current_committed) + 1;
+        self.next_free = stride
+            .saturating_mul(self.current_area)
+            .saturating_add(HEADER_CHUNKS + 1)
+            .saturating_add(self.current_committed.into());
         Ok(())
     }
 
@@ -430,7 +435,10 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
         Usage {
             allocated: self.next_free.saturating_mul(chunk),
             total: self.io.sectors(),
-            metadata: (self.current_area + 1 + HEADER_CHUNKS).saturating_mul(chunk),
+            metadata: self
+                .current_area
+                .saturating_add(1 + HEADER_CHUNKS)
+                .saturating_mul(chunk),
         }
     }
 
