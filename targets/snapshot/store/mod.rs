@@ -5,6 +5,31 @@
 //! transient and persistent stores and the persistent on-disk format, the
 //! snapshot's health and status line).
 //!
+//! How a snapshot target drives them (the plumbing):
+//!
+//! * ctr: [`StoreSpec::parse`] the arguments after the origin, open the COW
+//!   device, [`Store::open`] it with a callback inserting into an
+//!   [`ExceptionTable`] sized by [`ExceptionTable::buckets_for`];
+//!   `Validity::Invalid` loads the snapshot invalid.
+//! * a write needing a copy (to the snapshot, or to the origin for each
+//!   snapshot without an exception for the chunk):
+//!   [`ExceptionStore::prepare_exception`] (`NoSpace`: [`Health::cow_full`]),
+//!   [`PendingExceptions::insert`], queue the bio with
+//!   [`PendingExceptions::add_waiter`], [`PendingExceptions::start`] and
+//!   issue the kcopyd copy.
+//! * copy done: [`PendingExceptions::copied`], then while
+//!   [`PendingExceptions::next_ready`] gives one,
+//!   [`ExceptionStore::commit_exception`] it (on a thread that may sleep:
+//!   the store's I/O is synchronous). Every chunk handed out must be
+//!   committed, valid or not, or later batches wait for it. On `done`:
+//!   [`ExceptionTable::insert`], [`PendingExceptions::remove`], release the
+//!   waiters (origin writes are retried through the origin path).
+//! * merge: [`ExceptionStore::prepare_merge`], copy the run back to the
+//!   origin, [`ExceptionStore::commit_merge`], then
+//!   [`ExceptionTable::remove`] its chunks, last first.
+//! * status: [`Health::fmt_info`] with [`ExceptionStore::usage`];
+//!   table: [`exception_store::fmt_table`].
+//!
 //! Safe Rust over `core` and the engine's allocation shim only, so the same
 //! files build into the module and into the host test crate
 //! (`targets/host`).

@@ -208,6 +208,7 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
 
     fn alloc_areas(&mut self) -> Result {
         let len = self.chunk.bytes();
+        // Free the old buffers before allocating the new ones.
         self.area = PVec::new();
         self.zero_area = PVec::new();
         self.header_area = PVec::new();
