@@ -25,3 +25,6 @@ pub use persistent_data;
 /// Thin-pool metadata (`targets/thin/metadata/`).
 #[path = "../thin/metadata/mod.rs"]
 pub mod thin_metadata;
+
+/// thin-pool's and thin's pure logic (`targets/thin/`).
+pub mod thin;

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! thin's table line, `<pool dev> <dev id> [<external origin dev>]`,
+//! parsed with upstream's checks and error texts and written back the way
+//! upstream's table status writes it.
+
+use super::number::kstrtoull;
+use super::status::{EmitDevice, StatusSink};
+
+/// Largest thin device id: ids are 24-bit.
+pub const MAX_DEV_ID: u32 = (1 << 24) - 1;
+
+/// Reads a thin device id as upstream does: a decimal number (`kstrtoull`)
+/// no larger than [`MAX_DEV_ID`].
+pub fn parse_dev_id(word: &[u8]) -> Option<u32> {
+    kstrtoull(word)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n <= MAX_DEV_ID)
+}
+
+/// Why a thin table line was refused; [`Self::text`] is upstream's
+/// `ti->error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThinCtrError {
+    /// Not two or three arguments.
+    ArgCount,
+    /// The external origin word is the pool device word.
+    SameOrigin,
+    /// The device id is not a decimal number of at most 24 bits.
+    DevId,
+}
+
+impl ThinCtrError {
+    /// The error text, NUL-terminated for `ti->error`.
+    pub fn text_with_nul(self) -> &'static [u8] {
+        match self {
+            Self::ArgCount => b"Invalid argument count\0",
+            Self::SameOrigin => b"Error setting origin device\0",
+            Self::DevId => b"Invalid device id\0",
+        }
+    }
+
+    /// The error text.
+    pub fn text(self) -> &'static [u8] {
+        let t = self.text_with_nul();
+        t.strip_suffix(b"\0").unwrap_or(t)
+    }
+
+    /// Whether upstream finds this only after opening the origin (if any)
+    /// and the pool device: the caller must then try to open them first and
+    /// report a failure to open ("Error opening origin device", "Error
+    /// opening pool device") instead of this error.
+    pub fn found_after_open(self) -> bool {
+        matches!(self, Self::DevId)
+    }
+}
+
+/// A parsed thin table line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThinTable<'a> {
+    /// The pool device word.
+    pub pool_dev: &'a [u8],
+    /// The thin device id.
+    pub dev_id: u32,
+    /// The external origin device word, if any.
+    pub origin_dev: Option<&'a [u8]>,
+}
+
+impl<'a> ThinTable<'a> {
+    /// Parses the words of a thin table line (after the target name).
+    pub fn parse<I>(args: I) -> Result<Self, ThinCtrError>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut args = args.into_iter();
+        let (Some(pool_dev), Some(dev_id), origin_dev, None) =
+            (args.next(), args.next(), args.next(), args.next())
+        else {
+            return Err(ThinCtrError::ArgCount);
+        };
+        if origin_dev == Some(pool_dev) {
+            return Err(ThinCtrError::SameOrigin);
+        }
+        let dev_id = parse_dev_id(dev_id).ok_or(ThinCtrError::DevId)?;
+        Ok(Self {
+            pool_dev,
+            dev_id,
+            origin_dev,
+        })
+    }
+
+    /// Writes the table line with the devices as loaded.
+    pub fn emit(&self, out: &mut dyn StatusSink) {
+        let origin = self.origin_dev;
+        emit_thin_table(
+            out,
+            &self.pool_dev,
+            self.dev_id,
+            origin.as_ref().map(|o| o as &dyn EmitDevice),
+        );
+    }
+}
+
+/// Writes a thin table line as upstream's table status does:
+/// `<pool> <dev id>[ <origin>]`, no trailing space. (While the pool is in
+/// fail mode upstream writes `Fail` instead, for every status type.)
+pub fn emit_thin_table(
+    out: &mut dyn StatusSink,
+    pool_dev: &dyn EmitDevice,
+    dev_id: u32,
+    origin_dev: Option<&dyn EmitDevice>,
+) {
+    pool_dev.emit_device(out);
+    out.put(b" ");
+    out.put_u64(u64::from(dev_id));
+    if let Some(origin) = origin_dev {
+        out.put(b" ");
+        origin.emit_device(out);
+    }
+}
