@@ -20,6 +20,8 @@
 // The module's `targets::thin::metadata`, where the siblings look for it.
 pub use crate::thin_metadata as metadata;
 
+#[path = "../thin/message.rs"]
+pub mod message;
 #[path = "../thin/mode.rs"]
 pub mod mode;
 #[path = "../thin/number.rs"]
