@@ -28,6 +28,8 @@ pub mod mode;
 pub mod number;
 #[path = "../thin/pool_table.rs"]
 pub mod pool_table;
+#[path = "../thin/prison.rs"]
+pub mod prison;
 #[path = "../thin/status.rs"]
 pub mod status;
 #[path = "../thin/thin_table.rs"]

@@ -19,6 +19,8 @@ pub(crate) mod number;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod pool_table;
 #[allow(dead_code, unreachable_pub)]
+pub(crate) mod prison;
+#[allow(dead_code, unreachable_pub)]
 pub(crate) mod status;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod thin_table;
