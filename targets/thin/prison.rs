@@ -13,7 +13,8 @@
 //! Memory is bounded and allocated up front: detaining or queueing never
 //! allocates; when the capacity is used up the item comes back to the
 //! caller to retry later. No locking here: the owner wraps these in its
-//! own lock.
+//! own lock, so the callbacks that receive released items run under it and
+//! should only move the items on (to a list), not issue I/O.
 
 use crate::persistent_data::error::Result;
 use crate::persistent_data::shim::PVec;
