@@ -172,13 +172,27 @@ impl CellKey {
             && other.begin < self.end
     }
 
-    /// Overlapping valid keys lie in the same aligned run, so hash that.
-    fn hash(&self) -> u64 {
-        let run = self.begin >> MAX_KEY_RANGE_SHIFT;
-        let h = (run ^ self.dev.rotate_left(29) ^ u64::from(self.virt) << 63)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^ (h >> 32)
+    /// Whether the key locks one block (thin's per-bio keys); longer ranges
+    /// (discards) are kept apart, see [`Prison`].
+    fn is_single(&self) -> bool {
+        self.end.wrapping_sub(self.begin) == 1
     }
+
+    /// Where a cell with this key is chained: a single block by the block,
+    /// a range by its aligned run (never crossed, see [`Self::is_valid`]).
+    fn hash(&self) -> u64 {
+        if self.is_single() {
+            chain_hash(self.virt, self.dev, self.begin, false)
+        } else {
+            chain_hash(self.virt, self.dev, self.begin >> MAX_KEY_RANGE_SHIFT, true)
+        }
+    }
+}
+
+fn chain_hash(virt: bool, dev: u64, unit: u64, range: bool) -> u64 {
+    let h = (unit ^ dev.rotate_left(29) ^ u64::from(virt) << 63 ^ u64::from(range) << 62)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^ (h >> 32)
 }
 
 /// A held cell. Only its holder has it; releasing consumes it.
@@ -233,6 +247,11 @@ struct CellSlot {
 
 /// Cells locking block ranges, each with a holder and a FIFO of waiting
 /// items.
+///
+/// Cells are chained in hash buckets: single-block cells by their block,
+/// so sequential I/O spreads out; range cells by their aligned run. A
+/// single-block lookup also checks its run's range cells (when there are
+/// any); a range lookup also checks each block it covers.
 pub struct Prison<T> {
     cells: PVec<CellSlot>,
     free_cell: u32,
@@ -240,6 +259,7 @@ pub struct Prison<T> {
     buckets: PVec<u32>,
     items: Slots<T>,
     held: usize,
+    held_ranges: usize,
 }
 
 impl<T> Prison<T> {
@@ -265,6 +285,7 @@ impl<T> Prison<T> {
             buckets,
             items: Slots::try_new(max_queued)?,
             held: 0,
+            held_ranges: 0,
         })
     }
 
@@ -278,13 +299,14 @@ impl<T> Prison<T> {
         self.items.used
     }
 
-    fn bucket_of(&self, key: &CellKey) -> usize {
+    fn bucket_of(&self, hash: u64) -> usize {
         // Truncating the hash is fine: the mask keeps it in range.
-        (key.hash() as usize) & (self.buckets.len().wrapping_sub(1))
+        (hash as usize) & (self.buckets.len().wrapping_sub(1))
     }
 
-    fn find(&self, key: &CellKey) -> Option<u32> {
-        let mut i = *self.buckets.get(self.bucket_of(key))?;
+    /// The first cell in bucket `bucket` that overlaps `key`.
+    fn find_in(&self, bucket: usize, key: &CellKey) -> Option<u32> {
+        let mut i = *self.buckets.get(bucket)?;
         while let Some(cell) = self.cells.get(i as usize) {
             if cell.key.overlaps(key) {
                 return Some(i);
@@ -292,6 +314,24 @@ impl<T> Prison<T> {
             i = cell.next;
         }
         None
+    }
+
+    /// A held cell overlapping `key` (a valid key), if any.
+    fn find(&self, key: &CellKey) -> Option<u32> {
+        let (virt, dev) = (key.virt, key.dev);
+        if let Some(i) = self.find_in(self.bucket_of(key.hash()), key) {
+            return Some(i);
+        }
+        if key.is_single() {
+            if self.held_ranges == 0 {
+                return None;
+            }
+            let run = key.begin >> MAX_KEY_RANGE_SHIFT;
+            return self.find_in(self.bucket_of(chain_hash(virt, dev, run, true)), key);
+        }
+        (key.begin..key.end).find_map(|block| {
+            self.find_in(self.bucket_of(chain_hash(virt, dev, block, false)), key)
+        })
     }
 
     /// Locks `key`'s range for `item`, or queues `item` behind the holder
@@ -314,7 +354,7 @@ impl<T> Prison<T> {
             };
         }
         let i = self.free_cell;
-        let bucket = self.bucket_of(key);
+        let bucket = self.bucket_of(key.hash());
         let (Some(cell), Some(head)) =
             (self.cells.get_mut(i as usize), self.buckets.get_mut(bucket))
         else {
@@ -327,6 +367,9 @@ impl<T> Prison<T> {
         cell.next = *head;
         *head = i;
         self.held = self.held.saturating_add(1);
+        if !key.is_single() {
+            self.held_ranges = self.held_ranges.saturating_add(1);
+        }
         let handle = CellHandle {
             index: i,
             generation: cell.generation,
@@ -400,7 +443,7 @@ impl<T> Prison<T> {
             return;
         };
         let (key, after) = (cell.key, cell.next);
-        let bucket = self.bucket_of(&key);
+        let bucket = self.bucket_of(key.hash());
         // Find the link that points at `i`: the bucket head or a cell's next.
         let mut prev = NIL;
         let mut j = self.buckets.get(bucket).copied().unwrap_or(NIL);
@@ -423,6 +466,9 @@ impl<T> Prison<T> {
             cell.next = free;
             self.free_cell = i;
             self.held = self.held.saturating_sub(1);
+            if !key.is_single() {
+                self.held_ranges = self.held_ranges.saturating_sub(1);
+            }
         }
     }
 }

@@ -82,6 +82,46 @@ fn holder_queue_release_in_order() {
 }
 
 #[test]
+fn ranges_and_single_blocks_share_cells_both_ways() {
+    let mut p: Prison<u32> = Prison::try_new(64, 64).unwrap();
+    let range = CellKey {
+        virt: false,
+        dev: 0,
+        begin: 2048,
+        end: 3072,
+    };
+    let Ok(Detained::Holder(h, 1)) = p.detain(&range, 1) else {
+        panic!("range holds");
+    };
+    // Every block of the range, first and last included, queues behind it.
+    for (n, b) in [2048u64, 2500, 3071].into_iter().enumerate() {
+        assert_eq!(
+            p.detain(&CellKey::block(false, 0, b), 2 + n as u32),
+            Ok(Detained::Queued)
+        );
+    }
+    // Outside it, or in the virtual space: separate cells.
+    let mut others = Vec::new();
+    for k in [
+        CellKey::block(false, 0, 2047),
+        CellKey::block(false, 0, 3072),
+        CellKey::block(true, 0, 2500),
+    ] {
+        let Ok(Detained::Holder(o, _)) = p.detain(&k, 9) else {
+            panic!("{k:?} is not in the range");
+        };
+        others.push(o);
+    }
+    let mut out = Vec::new();
+    p.release(h, |i| out.push(i)).unwrap();
+    assert_eq!(out, [2, 3, 4]);
+    for o in others {
+        p.release(o, |_| panic!("nothing queued")).unwrap();
+    }
+    assert_eq!(p.held_cells(), 0);
+}
+
+#[test]
 fn capacity_is_bounded_and_items_come_back() {
     let mut p: Prison<u32> = Prison::try_new(2, 1).unwrap();
     let a = CellKey::block(false, 0, 1);
