@@ -559,9 +559,9 @@ impl<W> DeferredSet<W> {
         self.work.append(ready, &mut queue);
     }
 
-    /// Queues `work` behind the I/O counted so far. `Ok(true)`: it waits
-    /// and comes back from a later [`Self::dec`]; `Ok(false)`: nothing is
-    /// in flight, run it now (it is handed back). `Err(work)`: no room.
+    /// Queues `work` behind the I/O counted so far. `Ok(None)`: it waits
+    /// and comes back from a later [`Self::dec`]; `Ok(Some(work))`: nothing
+    /// is in flight, run it now. `Err(work)`: no room, retry later.
     pub fn add_work(&mut self, work: W) -> core::result::Result<Option<W>, W> {
         if self.sweeper == self.current && self.count(self.current) == 0 {
             return Ok(Some(work));
