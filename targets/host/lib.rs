@@ -29,3 +29,6 @@ pub mod thin_metadata;
 /// Snapshot exception tables and stores (`targets/snapshot/store/`).
 #[path = "../snapshot/store/mod.rs"]
 pub mod snapshot_store;
+
+/// thin-pool's and thin's pure logic (`targets/thin/`).
+pub mod thin;
