@@ -58,7 +58,9 @@ impl kernel::Module for DmRs {
             }
             let builder = FamilyBuilder::new(info.name, module, prefix);
             let family = match info.name {
-                "snapshot" => builder.add::<targets::snapshot::origin::Origin>()?,
+                "snapshot" => builder
+                    .add::<targets::snapshot::origin::Origin>()?
+                    .add::<targets::snapshot::snap::Snapshot>()?,
                 _ => continue,
             };
             match family.finish() {

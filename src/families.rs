@@ -16,9 +16,9 @@ pub(crate) struct FamilyInfo {
 /// Every family, in registration order.
 pub(crate) const FAMILIES: &[FamilyInfo] = &[FamilyInfo {
     name: "snapshot",
-    // Only snapshot-origin exists so far; `snapshot` and `snapshot-merge`
-    // join the family as they land.
-    members: &["snapshot-origin"],
+    // `snapshot-merge` joins the family when it lands; until then the
+    // family is incomplete and registers only when asked for.
+    members: &["snapshot-origin", "snapshot"],
     complete: false,
 }];
 

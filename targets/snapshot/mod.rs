@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `snapshot-origin` (and, as they land, `snapshot` and `snapshot-merge`).
+//! The snapshot family: `snapshot-origin` and `snapshot` (`snapshot-merge`
+//! is still to come).
 
+mod cow_io;
+mod exceptions;
 pub(crate) mod origin;
+mod origins;
+pub(crate) mod snap;
 // Pure logic, also built by the host test crate (targets/host), which needs
-// its API public. The snapshot target, its user, is next: until it lands the
-// API has no caller here.
+// its API public; merging is not used yet.
 #[allow(dead_code, unreachable_pub, unused_imports)]
 pub(crate) mod store;

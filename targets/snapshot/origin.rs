@@ -4,9 +4,13 @@
 //!
 //! Every bio goes to the origin device at the same sector (like upstream, the
 //! target's start in the table is not subtracted: an origin always covers the
-//! whole device). Snapshots hook in here once they exist; with none attached,
-//! the target is a pass-through.
+//! whole device). Reads pass through; a write to a chunk that some
+//! snapshot of this device has not copied yet waits until the copies are
+//! committed ([`origins::origin_write`]). With no snapshots, it is a
+//! pass-through.
 
+use super::origins;
+use crate::dm::noio::noio_scope;
 use crate::dm::{
     ArgSet, CtrResult, DeviceVisitor, DmDev, MapBio, MapResult, StatusType, StatusWriter, Target,
     TargetCtx, TargetError,
@@ -43,9 +47,25 @@ impl Target for Origin {
         })
     }
 
-    fn map(&self, bio: MapBio<'_, Self>) -> MapResult {
+    fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
         let sector = bio.sector();
-        bio.remap(&self.dev, sector)
+        if !bio.is_write() || bio.is_empty_flush() {
+            return bio.remap(&self.dev, sector);
+        }
+        let Some((snapshots, min_chunk)) = noio_scope(|| origins::snapshots_of(&self.dev)) else {
+            return bio.remap(&self.dev, sector);
+        };
+        // A write goes to one chunk of every snapshot: split at the
+        // smallest chunk size (min_chunk is a power of two).
+        let room = min_chunk - (sector & u64::from(min_chunk - 1)) as u32;
+        if bio.sectors() > room && bio.accept_partial(room).is_err() {
+            return bio.kill();
+        }
+        let (held, result) = bio.hold();
+        if let Some(b) = noio_scope(|| origins::origin_write(&snapshots, held)) {
+            b.submit_to(&self.dev, sector);
+        }
+        result
     }
 
     fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {

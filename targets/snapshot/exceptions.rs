@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One snapshot's exceptions as its target and the origin's writes share
+//! them ([`SnapCore`]): the exception store, the table of completed
+//! exceptions, the copies in flight with the bios waiting on them, and the
+//! copy-then-commit cycle (upstream's `start_copy`, `copy_callback`,
+//! `pending_complete`).
+//!
+//! Locking: [`SnapCore::state`] is a sleeping mutex, taken in `map`, in
+//! kcopyd completions and in work items. Copies are submitted with it
+//! released (kcopyd may wait for its own completions, which take it), and
+//! bios are ended or resubmitted with it released. An origin write takes
+//! the origin's snapshot list first, then one snapshot's state at a time.
+//!
+//! Lifetime: a kcopyd completion holds an `Arc` of the core. The kcopyd
+//! client lives in the core but is taken out and destroyed by the snapshot
+//! target's destructor (which waits for every copy), so a completion never
+//! drops the last reference to the client it runs on.
+
+use super::cow_io::CowIo;
+use super::origin::Origin;
+use super::origins;
+use super::snap::Snapshot;
+use super::store::{
+    Chunk, ChunkSize, Exception, ExceptionStore, ExceptionTable, Health, OnFull, PendingExceptions,
+    Scope, Store, WaiterKind,
+};
+use crate::dm::kcopyd::{CopyResult, KcopydClient};
+use crate::dm::noio::noio_scope;
+use crate::dm::region::Region;
+use crate::dm::sync::{new_mutex, Mutex};
+use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, TargetHandle};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// A bio waiting for a copy to commit.
+pub(crate) enum Waiter {
+    /// A write to the snapshot: remapped to the new COW chunk.
+    Snapshot(HeldBio<Snapshot>),
+    /// A write to the origin: retried through the origin path.
+    Origin(HeldBio<Origin>),
+}
+
+/// What the state mutex protects.
+pub(crate) struct State {
+    pub(crate) store: Store<CowIo, Exception>,
+    pub(crate) table: ExceptionTable,
+    pub(crate) pending: PendingExceptions<Waiter>,
+    pub(crate) health: Health,
+    /// The snapshot went invalid and the store has not recorded it yet
+    /// (that needs sleeping I/O, so it is done from a work item).
+    drop_pending: bool,
+}
+
+impl State {
+    /// A store, its table filled from the store, and the snapshot's health.
+    pub(crate) fn new(
+        store: Store<CowIo, Exception>,
+        table: ExceptionTable,
+        invalid: bool,
+    ) -> Self {
+        State {
+            store,
+            table,
+            pending: PendingExceptions::new(),
+            health: Health {
+                invalid,
+                ..Health::default()
+            },
+            drop_pending: false,
+        }
+    }
+
+    /// Records a failed allocation on behalf of `scope`; true when the
+    /// snapshot became invalid (the caller then calls
+    /// [`SnapCore::record_invalid`] once the lock is released).
+    pub(crate) fn cow_full(&mut self, scope: Scope) -> bool {
+        let overflow = ExceptionStore::<Exception>::supports_overflow(&self.store);
+        match self.health.cow_full(scope, overflow) {
+            OnFull::Invalidate => self.invalidate(),
+            OnFull::Overflow => false,
+        }
+    }
+
+    /// Marks the snapshot invalid; true if it was valid.
+    pub(crate) fn invalidate(&mut self) -> bool {
+        let was = !self.health.invalid;
+        self.health.invalid = true;
+        self.drop_pending = true;
+        was
+    }
+
+    /// Allocates a COW chunk for origin chunk `old` and records the copy
+    /// as started. `None` if no copy is needed (or possible): the COW
+    /// device is full, or there is no memory; `invalidated` is then set if
+    /// the snapshot became invalid.
+    pub(crate) fn new_pending(
+        &mut self,
+        old: Chunk,
+        scope: Scope,
+        invalidated: &mut bool,
+    ) -> Option<Chunk> {
+        let new = match ExceptionStore::<Exception>::prepare_exception(&mut self.store, old, scope)
+        {
+            Ok(new) => new,
+            Err(_) => {
+                *invalidated |= self.cow_full(scope);
+                return None;
+            }
+        };
+        if self.pending.insert(old, new).is_err() {
+            // The chunk handed out is never committed: the store is
+            // unusable from now on, so the snapshot goes invalid.
+            *invalidated |= self.invalidate();
+            return None;
+        }
+        self.pending.start(old);
+        Some(new)
+    }
+}
+
+/// One snapshot's shared state.
+#[pin_data]
+pub(crate) struct SnapCore {
+    pub(crate) origin: DmDev,
+    pub(crate) cow: DmDev,
+    pub(crate) chunk: ChunkSize,
+    /// Sectors of the origin the snapshot covers (its table length).
+    pub(crate) len: u64,
+    handle: TargetHandle,
+    #[pin]
+    pub(crate) state: Mutex<State>,
+    /// Taken out (and so destroyed, waiting for every copy) by the
+    /// snapshot target's destructor.
+    #[pin]
+    kcopyd: Mutex<Option<KcopydClient>>,
+}
+
+impl SnapCore {
+    /// A core over `state`.
+    pub(crate) fn new(
+        origin: DmDev,
+        cow: DmDev,
+        len: u64,
+        handle: TargetHandle,
+        state: State,
+    ) -> Result<Arc<Self>> {
+        let chunk = ExceptionStore::<Exception>::chunk_size(&state.store);
+        let kcopyd = KcopydClient::new(100)?;
+        Arc::pin_init(
+            pin_init!(SnapCore {
+                origin,
+                cow,
+                chunk,
+                len,
+                handle,
+                state <- new_mutex!(state, "snapshot_state"),
+                kcopyd <- new_mutex!(Some(kcopyd), "snapshot_kcopyd"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Destroys the kcopyd client, waiting for every copy and its
+    /// completion.
+    pub(crate) fn stop_copies(&self) {
+        let client = self.kcopyd.lock().take();
+        drop(client);
+    }
+
+    /// Where `sector` (of the origin chunk copied to COW chunk `new`) is
+    /// on the COW device.
+    pub(crate) fn cow_sector(&self, new: Chunk, sector: u64) -> Option<u64> {
+        let offset = sector & u64::from(self.chunk.sectors() - 1);
+        self.chunk.to_sector(new)?.checked_add(offset)
+    }
+
+    /// Has the store record the invalidation and raises a table event,
+    /// from a work item (the store's I/O sleeps; this may be called from
+    /// `map`).
+    pub(crate) fn record_invalid(self: &Arc<Self>) {
+        let core = self.clone();
+        let queued = noio_scope(|| {
+            kernel::workqueue::system().try_spawn(GFP_KERNEL, move || {
+                core.drop_store();
+                core.handle.table_event();
+            })
+        });
+        if queued.is_err() {
+            pr_warn!("snapshot: could not queue the invalidation record\n");
+        }
+    }
+
+    /// Marks the store invalid on disk if that is still to be done.
+    fn drop_store(&self) {
+        let mut st = self.state.lock();
+        if st.drop_pending {
+            st.drop_pending = false;
+            ExceptionStore::<Exception>::drop_snapshot(&mut st.store);
+        }
+    }
+
+    /// Queues `bio` on the pending exception of `old`; on failure the bio
+    /// comes back, for the caller to fail once the lock is released.
+    pub(crate) fn park(
+        st: &mut State,
+        old: Chunk,
+        kind: WaiterKind,
+        w: Waiter,
+    ) -> core::result::Result<(), Waiter> {
+        st.pending.add_waiter(old, kind, w).map_err(|(_, w)| w)
+    }
+
+    /// Copies origin chunk `old` to COW chunk `new` (the pending exception
+    /// is already started); the result arrives in [`Self::copy_done`].
+    pub(crate) fn start_copy(self: &Arc<Self>, old: Chunk, new: Chunk) {
+        let regions = self.copy_regions(old, new);
+        let core = self.clone();
+        let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
+        let failed = match regions {
+            Ok((from, to)) => {
+                let guard = self.kcopyd.lock();
+                match &*guard {
+                    Some(kc) => noio_scope(|| kc.copy(&from, &[to], done)).err(),
+                    None => Some((EIO, done)),
+                }
+            }
+            Err(e) => Some((e, done)),
+        };
+        if let Some((_, done)) = failed {
+            // Commit the exception as failed, but not from here: this may
+            // be `map`, and committing does the store's I/O.
+            let queued = noio_scope(|| {
+                kernel::workqueue::system().try_spawn(GFP_KERNEL, move || {
+                    done(CopyResult {
+                        read_err: true,
+                        write_err: 0,
+                    })
+                })
+            });
+            if queued.is_err() {
+                pr_err!("snapshot: copy of chunk {} lost; its bios hang\n", old);
+            }
+        }
+    }
+
+    /// The source and destination of a chunk copy; the origin's last chunk
+    /// may be short.
+    fn copy_regions(&self, old: Chunk, new: Chunk) -> Result<(Region, Region)> {
+        let from = self.chunk.to_sector(old).ok_or(EINVAL)?;
+        let to = self.chunk.to_sector(new).ok_or(EINVAL)?;
+        let left = self.origin.nr_sectors().checked_sub(from).ok_or(EINVAL)?;
+        let count = left.min(self.chunk.sectors().into());
+        Ok((
+            Region::new(self.origin.clone(), from, count)?,
+            Region::new(self.cow.clone(), to, count)?,
+        ))
+    }
+
+    /// A copy finished: commit every exception whose turn has come, then
+    /// release the bios that waited on them.
+    fn copy_done(self: &Arc<Self>, old: Chunk, ok: bool) {
+        let mut ready = BioList::<Snapshot>::new();
+        let mut failed = BioList::<Snapshot>::new();
+        let mut retry = BioList::<Origin>::new();
+        let mut invalidated = false;
+        {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            if st.pending.copied(old, !ok).is_err() {
+                pr_warn!("snapshot: completion for chunk {} not in flight\n", old);
+            }
+            while let Some(r) = st.pending.next_ready() {
+                let State {
+                    store,
+                    table,
+                    pending,
+                    health,
+                    drop_pending,
+                } = &mut *st;
+                let mut done = |e: Exception, success: bool| {
+                    let success = success && table.insert(e).is_ok();
+                    if !success && !health.invalid {
+                        health.invalid = true;
+                        *drop_pending = true;
+                        invalidated = true;
+                    }
+                    let Some(p) = pending.remove(e.old) else {
+                        return;
+                    };
+                    let (mut snaps, mut origins) = p.into_waiters();
+                    while let Some(w) = snaps.pop().or_else(|| origins.pop()) {
+                        match w {
+                            Waiter::Snapshot(mut b) => {
+                                match self.cow_sector(e.new, b.sector()).filter(|_| success) {
+                                    Some(s) => {
+                                        b.per_bio_mut().cow_sector = s;
+                                        ready.push(b);
+                                    }
+                                    None => failed.push(b),
+                                }
+                            }
+                            Waiter::Origin(b) => retry.push(b),
+                        }
+                    }
+                };
+                let e = Exception {
+                    old: r.old,
+                    new: r.new,
+                };
+                store.commit_exception(e, r.valid, e, &mut done);
+            }
+        }
+        if invalidated {
+            self.drop_store();
+            self.handle.table_event();
+        }
+        for b in ready {
+            let s = b.per_bio().cow_sector;
+            b.submit_to(&self.cow, s);
+        }
+        for b in failed {
+            b.end(BlkStatus::IO_ERROR);
+        }
+        origins::retry(&self.origin, retry);
+    }
+}

@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `snapshot <origin> <COW device> <P|PO|N> <chunk size> [0]` (also
+//! `snapshot <origin> persistent|transient 2 <COW device> <chunk size>`):
+//! the origin as it was when the snapshot was taken.
+//!
+//! Reads of a chunk with a completed exception go to its copy on the COW
+//! device, others to the origin. A write first needs the chunk copied:
+//! it allocates an exception, copies the origin chunk with kcopyd, commits
+//! the exception and then goes to the copy; writes to a chunk whose copy is
+//! in flight wait for it. The shared state is in
+//! [`SnapCore`](super::exceptions::SnapCore).
+
+use super::cow_io::CowIo;
+use super::exceptions::{SnapCore, State, Waiter};
+use super::origins::{self, Registration};
+use super::store::{
+    exception_store::fmt_table, BlockSizes, Exception, ExceptionStore, ExceptionTable, OpenError,
+    Scope, Store, StoreSpec, Validity, WaiterKind,
+};
+use crate::dm::{
+    ArgSet, CtrResult, DeviceVisitor, MapBio, MapResult, StatusType, StatusWriter, Target,
+    TargetCtx, TargetError,
+};
+use kernel::c_str;
+use kernel::ffi::c_int;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// Per-bio data: where a write parked on a copy goes once it is committed.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Remap {
+    pub(crate) cow_sector: u64,
+}
+
+/// One snapshot target.
+pub(crate) struct Snapshot {
+    core: Arc<SnapCore>,
+    /// Dropped first (fields drop in order): no origin write starts a
+    /// copy here once the destructor runs.
+    registration: Option<Registration>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        drop(self.registration.take());
+        self.core.stop_copies();
+    }
+}
+
+fn err(e: Error, msg: &'static CStr) -> TargetError {
+    TargetError::new(e, msg)
+}
+
+/// The constructor's messages for a store that failed to open.
+fn open_error(e: OpenError) -> TargetError {
+    let msg = match e {
+        OpenError::Message("Chunk size is not a power of 2") => {
+            c_str!("Chunk size is not a power of 2")
+        }
+        OpenError::Message("Chunk size is not a multiple of device blocksize") => {
+            c_str!("Chunk size is not a multiple of device blocksize")
+        }
+        OpenError::Message("Chunk size is too high") => c_str!("Chunk size is too high"),
+        OpenError::Message("Chunk size not set") => c_str!("Chunk size not set"),
+        OpenError::Message(_) => c_str!("Couldn't create exception store"),
+        OpenError::Metadata(_) => c_str!("Failed to read snapshot metadata"),
+    };
+    err(EINVAL, msg)
+}
+
+/// The words of a table line as `&str`s.
+fn words<'a>(args: &mut ArgSet<'a>) -> CtrResult<KVec<&'a CStr>> {
+    let mut v = KVec::new();
+    while let Some(w) = args.shift() {
+        v.push(w, GFP_KERNEL).map_err(|_| {
+            err(
+                ENOMEM,
+                c_str!("Cannot allocate snapshot context private structure"),
+            )
+        })?;
+    }
+    Ok(v)
+}
+
+#[vtable]
+impl Target for Snapshot {
+    const NAME: &'static CStr = c_str!("snapshot");
+    const SHORT_NAME: &'static CStr = c_str!("snapshot");
+    const VERSION: [u32; 3] = [1, 16, 0];
+    type PerBio = Remap;
+
+    fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
+        let words = words(args)?;
+        let Some((origin_path, rest)) = words.split_first() else {
+            return Err(err(EINVAL, c_str!("requires 4 or more arguments")));
+        };
+        let mut strs: KVec<&str> = KVec::new();
+        for w in rest {
+            let s = w
+                .to_str()
+                .map_err(|_| err(EINVAL, c_str!("Couldn't create exception store")))?;
+            strs.push(s, GFP_KERNEL)
+                .map_err(|_| err(ENOMEM, c_str!("Cannot allocate memory")))?;
+        }
+        if strs.len() < 3 {
+            return Err(err(EINVAL, c_str!("requires 4 or more arguments")));
+        }
+        let (spec, used) =
+            StoreSpec::parse(&strs).map_err(|m| open_error(OpenError::Message(m)))?;
+        match rest.get(used..).unwrap_or(&[]) {
+            [] => {}
+            [n] if n.as_bytes() == b"0" => {}
+            _ => {
+                return Err(err(
+                    EINVAL,
+                    c_str!("Unsupported snapshot feature (dm-rs has none yet)"),
+                ))
+            }
+        }
+        let cow_index = if spec.generalised { 2 } else { 0 };
+        let cow_path = rest.get(cow_index).ok_or(err(
+            EINVAL,
+            c_str!("Insufficient exception store arguments"),
+        ))?;
+        let origin = ti.get_device(origin_path, c_str!("Cannot get origin device"))?;
+        let cow = ti.get_device(cow_path, c_str!("Cannot get COW device"))?;
+        if origin.name().as_bytes() == cow.name().as_bytes() {
+            return Err(err(
+                EINVAL,
+                c_str!("COW device cannot be the same as origin device"),
+            ));
+        }
+        let io = CowIo::new(cow.clone())
+            .map_err(|_| err(ENOMEM, c_str!("Couldn't create exception store")))?;
+        let cow_chunks = cow.nr_sectors() / u64::from(spec.chunk_sectors.max(8));
+        let mut table = ExceptionTable::new(ExceptionTable::buckets_for(cow_chunks))
+            .map_err(|_| err(ENOMEM, c_str!("Unable to allocate hash table space")))?;
+        let sizes = BlockSizes { cow: 1, origin: 1 };
+        let (store, validity): (Store<CowIo, Exception>, _) =
+            Store::open(&spec, io, sizes, &mut |e| table.insert(e)).map_err(open_error)?;
+        let chunk = ExceptionStore::<Exception>::chunk_size(&store);
+        ti.set_max_io_len(chunk.sectors().into())
+            .map_err(|_| err(EINVAL, c_str!("Chunk size is too high")))?;
+        ti.set_num_flush_bios(1);
+        let state = State::new(store, table, validity == Validity::Invalid);
+        let core = SnapCore::new(origin, cow, ti.len(), ti.handle(), state)
+            .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
+        let registration = origins::register(&core).map_err(|e| {
+            if e == EBUSY {
+                err(
+                    EINVAL,
+                    c_str!("Snapshot cow pairing for exception table handover failed"),
+                )
+            } else {
+                err(ENOMEM, c_str!("Cannot register snapshot origin"))
+            }
+        })?;
+        KBox::pin(
+            Snapshot {
+                core,
+                registration: Some(registration),
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| {
+            err(
+                ENOMEM,
+                c_str!("Cannot allocate snapshot context private structure"),
+            )
+        })
+    }
+
+    fn map(&self, bio: MapBio<'_, Self>) -> MapResult {
+        let core = &self.core;
+        let sector = bio.sector();
+        if bio.is_empty_flush() {
+            return bio.remap(&core.cow, sector);
+        }
+        let chunk = core.chunk.to_chunk(sector);
+        let mut copy = None;
+        let mut invalidated = false;
+        let mut refused = None;
+        let result = {
+            let mut st = core.state.lock();
+            if st.health.invalid {
+                bio.kill()
+            } else if let Some(new) = st.table.lookup(chunk) {
+                match core.cow_sector(new, sector) {
+                    Some(s) => bio.remap(&core.cow, s),
+                    None => bio.kill(),
+                }
+            } else if !bio.is_write() {
+                bio.remap(&core.origin, sector)
+            } else if st.health.overflowed {
+                bio.kill()
+            } else {
+                if st.pending.get(chunk).is_none() {
+                    copy = st.new_pending(chunk, Scope::Snapshot, &mut invalidated);
+                }
+                if st.pending.get(chunk).is_some() {
+                    let (held, r) = bio.hold();
+                    if let Err(w) =
+                        SnapCore::park(&mut st, chunk, WaiterKind::Snapshot, Waiter::Snapshot(held))
+                    {
+                        refused = Some(w);
+                    }
+                    r
+                } else {
+                    bio.kill()
+                }
+            }
+        };
+        // Ends the bio with an I/O error, outside the lock.
+        drop(refused);
+        if let Some(new) = copy {
+            core.start_copy(chunk, new);
+        }
+        if invalidated {
+            core.record_invalid();
+        }
+        result
+    }
+
+    fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+        let st = self.core.state.lock();
+        let _ = match ty {
+            StatusType::Info => st
+                .health
+                .fmt_info(ExceptionStore::<Exception>::usage(&st.store), out),
+            StatusType::Table => {
+                out.push_bytes(self.core.origin.name().as_bytes());
+                out.push_bytes(b" ");
+                let kind = ExceptionStore::<Exception>::kind(&st.store);
+                let chunk = ExceptionStore::<Exception>::chunk_size(&st.store).sectors();
+                let cow = self.core.cow.name().to_str().unwrap_or("?");
+                // Upstream prints the classic form whichever was given.
+                fmt_table(kind, false, cow, chunk, out)
+            }
+            _ => Ok(()),
+        };
+    }
+
+    fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
+        match visitor.visit(&self.core.origin, 0, self.core.len) {
+            0 => visitor.visit(&self.core.cow, 0, self.core.cow.nr_sectors()),
+            r => r,
+        }
+    }
+}
