@@ -39,19 +39,25 @@ same() {
 }
 zero_header() { dd if=/dev/zero of="$1" bs=4096 count=1 oflag=direct status=none; }
 
-# build P SNAP ORIGIN DISK1-OFFSET DISK2-OFFSET: base devices, the origin and
-# two snapshots (P chunk 8, N chunk 16) named with prefix P.
+# reorigin P: suspend and resume the origin, as lvm2 does around creating a
+# snapshot (the C origin learns its snapshots' chunk size on resume and
+# splits writes by it from then on).
+reorigin() { dmsetup suspend $1origin && dmsetup resume $1origin; }
+# build P ORIGIN-TARGET SNAPSHOT-TARGET DISK1-OFFSET DISK2-OFFSET: base
+# devices, the origin and two snapshots (P chunk 8, N chunk 16), named with
+# prefix P.
 build() {
-	local p=$1 o1=$3 o2=$4
+	local p=$1 ot=$2 st=$3 o1=$4 o2=$5
 	dmsetup create ${p}base --table "0 $osize linear $DISK1 $o1" &&
 		dmsetup create ${p}cowp --table "0 $csize linear $DISK2 $o2" &&
 		dmsetup create ${p}cown --table "0 $csize linear $DISK2 $((o2 + csize))" &&
 		dmsetup create ${p}cows --table "0 $small linear $DISK2 $((o2 + 2 * csize))" &&
 		put "$work/orig" /dev/mapper/${p}base 0 &&
 		zero_header /dev/mapper/${p}cowp && zero_header /dev/mapper/${p}cows &&
-		dmsetup create ${p}origin --table "0 $osize $2-origin /dev/mapper/${p}base" &&
-		dmsetup create ${p}snapp --table "0 $osize $5 /dev/mapper/${p}base /dev/mapper/${p}cowp P 8" &&
-		dmsetup create ${p}snapn --table "0 $osize $5 /dev/mapper/${p}base /dev/mapper/${p}cown N 16"
+		dmsetup create ${p}origin --table "0 $osize $ot /dev/mapper/${p}base" &&
+		dmsetup create ${p}snapp --table "0 $osize $st /dev/mapper/${p}base /dev/mapper/${p}cowp P 8" &&
+		dmsetup create ${p}snapn --table "0 $osize $st /dev/mapper/${p}base /dev/mapper/${p}cown N 16" &&
+		reorigin $p
 }
 # writes P: the same writes on either stack.
 writes() {
@@ -66,7 +72,7 @@ writes() {
 status_of() { dmsetup status "$1" | cut -d' ' -f4-; }
 table_of() { dmsetup table "$1" | cut -d' ' -f4-; }
 
-require "build the dm-rs stack" build rs- rs-snap rs-snapshot 0 0
+require "build the dm-rs stack" build rs- rs-snap-origin rs-snapshot 0 0
 check_match "origin is served by dm-rs" "^0 $osize rs-snap-origin " "$(dmsetup table rs-origin)"
 check_match "snapshot is served by dm-rs" "^0 $osize rs-snapshot " "$(dmsetup table rs-snapp)"
 require "writes to the origin and the snapshots" writes rs-
@@ -87,7 +93,7 @@ check "transient snapshot: the old data plus its own write" same /dev/mapper/rs-
 
 # The C target, same steps, for the status and table lines.
 modprobe dm_snapshot
-require "build the C stack" build c- snapshot snapshot 65536 65536
+require "build the C stack" build c- snapshot-origin snapshot 65536 65536
 require "the same writes on the C stack" writes c-
 check "C origin agrees" same /dev/mapper/c-origin "$work/exp-origin"
 check "C persistent snapshot agrees" same /dev/mapper/c-snapp "$work/exp-p"
@@ -105,6 +111,7 @@ before=$(status_of rs-snapp)
 table=$(dmsetup table rs-snapp)
 check "remove the persistent snapshot" dmsetup remove rs-snapp
 require "load it again from the COW device" dmsetup create rs-snapp --table "$table"
+reorigin rs-
 check_eq "status after the reload" "$before" "$(status_of rs-snapp)"
 check "reloaded snapshot: same bytes" same /dev/mapper/rs-snapp "$work/exp-p"
 check "origin write after the reload" put "$work/w7" /dev/mapper/rs-origin $((8 * 1048576))
@@ -117,6 +124,7 @@ for p in rs- c-; do
 	t=rs-snapshot
 	[[ $p == c- ]] && t=snapshot
 	dmsetup create ${p}snaps --table "0 $osize $t /dev/mapper/${p}base /dev/mapper/${p}cows P 8"
+	reorigin $p
 done
 check "origin write overflowing the small snapshot" put "$work/w8" /dev/mapper/rs-origin $((2 * 1048576))
 put "$work/w8" /dev/mapper/c-origin $((2 * 1048576))
@@ -135,6 +143,7 @@ for p in rs- c-; do
 	[[ $p == c- ]] && t=snapshot
 	zero_header /dev/mapper/${p}cows
 	dmsetup create ${p}snapo --table "0 $osize $t /dev/mapper/${p}base /dev/mapper/${p}cows PO 8"
+	reorigin $p
 done
 check_fails "snapshot write past a full PO COW device fails" put "$work/w8" /dev/mapper/rs-snapo 0
 put "$work/w8" /dev/mapper/c-snapo 0 2>/dev/null
