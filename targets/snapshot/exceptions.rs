@@ -77,8 +77,14 @@ impl State {
     pub(crate) fn cow_full(&mut self, scope: Scope) -> bool {
         let overflow = ExceptionStore::<Exception>::supports_overflow(&self.store);
         match self.health.cow_full(scope, overflow) {
-            OnFull::Invalidate => self.invalidate(),
-            OnFull::Overflow => false,
+            OnFull::Invalidate => {
+                pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
+                self.invalidate()
+            }
+            OnFull::Overflow => {
+                pr_err!("Snapshot overflowed: Unable to allocate exception.\n");
+                false
+            }
         }
     }
 
@@ -281,6 +287,7 @@ impl SnapCore {
                 let mut done = |e: Exception, success: bool| {
                     let success = success && table.insert(e).is_ok();
                     if !success && !health.invalid {
+                        pr_err!("Invalidating snapshot: Error reading/writing.\n");
                         health.invalid = true;
                         *drop_pending = true;
                         invalidated = true;
