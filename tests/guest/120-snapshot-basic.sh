@@ -181,6 +181,24 @@ check_eq "as in C" "$(status_of c-snapo)" "$(status_of rs-snapo)"
 check_eq "PO table equals C's (device numbers aside)" \
 	"$(table_of c-snapo | sed 's/[0-9]*:[0-9]*/D/g')" "$(table_of rs-snapo | sed 's/[0-9]*:[0-9]*/D/g')"
 
+# Bad table lines fail with a reason; the module stays usable.
+b=/dev/mapper/rs-base
+check_fails "store type X is refused" dmsetup create rs-bad --table "0 $osize rs-snapshot $b /dev/mapper/rs-cows X 8"
+check_fails "chunk size 12 is refused" dmsetup create rs-bad --table "0 $osize rs-snapshot $b /dev/mapper/rs-cows P 12"
+check_fails "missing chunk size is refused" dmsetup create rs-bad --table "0 $osize rs-snapshot $b /dev/mapper/rs-cows P"
+check_fails "unknown feature is refused" dmsetup create rs-bad --table "0 $osize rs-snapshot $b /dev/mapper/rs-cows P 8 1 bogus"
+check_fails "a second snapshot on a COW device in use is refused" \
+	dmsetup create rs-bad --table "0 $osize rs-snapshot $b /dev/mapper/rs-cowp P 8"
+dmsetup remove rs-bad 2>/dev/null
+check_match "the reasons reach the kernel log" "Chunk size is not a power of 2" "$(dmesg_since_start)"
+dmsetup remove rs-snapo
+zero_header /dev/mapper/rs-cows
+check "the generalised form loads" dmsetup create rs-gen --table "0 $osize rs-snapshot $b persistent 2 /dev/mapper/rs-cows 8"
+check_match "and prints the classic table line, as upstream" " rs-snapshot [0-9]+:[0-9]+ [0-9]+:[0-9]+ P 8\$" \
+	"$(dmsetup table rs-gen)"
+dmsetup create rs-cown2 --table "0 4096 linear $DISK2 40000"
+check "the transient generalised form loads" dmsetup create rs-gen2 --table "0 $osize rs-snapshot $b transient 2 /dev/mapper/rs-cown2 8"
+
 dmsetup remove_all
 check "dm_rs unloads" rmmod dm_rs
 rm -rf "$work"
