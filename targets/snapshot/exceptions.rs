@@ -12,10 +12,12 @@
 //! bios are ended or resubmitted with it released. An origin write takes
 //! the origin's snapshot list first, then one snapshot's state at a time.
 //!
-//! Lifetime: a kcopyd completion holds an `Arc` of the core. The kcopyd
-//! client lives in the core but is taken out and destroyed by the snapshot
-//! target's destructor (which waits for every copy), so a completion never
-//! drops the last reference to the client it runs on.
+//! Lifetime: kcopyd completions and work items hold an `Arc` of the core.
+//! The kcopyd client and the workqueue live in the core but are taken out
+//! and destroyed by the snapshot target's destructor (which waits for every
+//! copy and work item), so a completion or work item never drops the last
+//! reference to the client or queue it runs on, and no code of ours runs
+//! after the module is gone.
 
 use super::cow_io::CowIo;
 use super::origin::Origin;
@@ -29,7 +31,9 @@ use crate::dm::kcopyd::{CopyResult, KcopydClient};
 use crate::dm::noio::noio_scope;
 use crate::dm::region::Region;
 use crate::dm::sync::{new_mutex, Mutex};
+use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, TargetHandle};
+use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -125,6 +129,12 @@ impl State {
     }
 }
 
+/// What copies chunks and runs the work that may not run in `map`.
+struct Workers {
+    kcopyd: KcopydClient,
+    wq: WorkQueue,
+}
+
 /// One snapshot's shared state.
 #[pin_data]
 pub(crate) struct SnapCore {
@@ -136,10 +146,10 @@ pub(crate) struct SnapCore {
     handle: TargetHandle,
     #[pin]
     pub(crate) state: Mutex<State>,
-    /// Taken out (and so destroyed, waiting for every copy) by the
-    /// snapshot target's destructor.
+    /// Taken out (and so destroyed, waiting for every copy and work item)
+    /// by the snapshot target's destructor.
     #[pin]
-    kcopyd: Mutex<Option<KcopydClient>>,
+    workers: Mutex<Option<Workers>>,
 }
 
 impl SnapCore {
@@ -152,7 +162,10 @@ impl SnapCore {
         state: State,
     ) -> Result<Arc<Self>> {
         let chunk = ExceptionStore::<Exception>::chunk_size(&state.store);
-        let kcopyd = KcopydClient::new(100)?;
+        let workers = Workers {
+            kcopyd: KcopydClient::new(100)?,
+            wq: WorkQueue::new(c_str!("dmrs_snapshot"), Concurrency::Ordered)?,
+        };
         Arc::pin_init(
             pin_init!(SnapCore {
                 origin,
@@ -161,17 +174,34 @@ impl SnapCore {
                 len,
                 handle,
                 state <- new_mutex!(state, "snapshot_state"),
-                kcopyd <- new_mutex!(Some(kcopyd), "snapshot_kcopyd"),
+                workers <- new_mutex!(Some(workers), "snapshot_workers"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// Destroys the kcopyd client, waiting for every copy and its
-    /// completion.
-    pub(crate) fn stop_copies(&self) {
-        let client = self.kcopyd.lock().take();
-        drop(client);
+    /// Destroys the kcopyd client and the workqueue, waiting for every
+    /// copy, completion and work item, then records an invalidation still
+    /// unrecorded. Called by the snapshot's destructor, after it left its
+    /// origin's list.
+    pub(crate) fn stop(&self) {
+        let workers = self.workers.lock().take();
+        if let Some(w) = workers {
+            // The copies first: their completions may queue work.
+            drop(w.kcopyd);
+            drop(w.wq);
+        }
+        self.drop_store();
+    }
+
+    /// Runs `f` on the snapshot's workqueue; false if the queue is gone
+    /// (the snapshot is being destroyed) or there is no memory.
+    fn spawn(&self, f: impl FnOnce() + Send + 'static) -> bool {
+        let workers = self.workers.lock();
+        let Some(w) = &*workers else {
+            return false;
+        };
+        noio_scope(|| w.wq.try_spawn(GFP_KERNEL, f)).is_ok()
     }
 
     /// Where `sector` (of the origin chunk copied to COW chunk `new`) is
@@ -186,15 +216,11 @@ impl SnapCore {
     /// `map`).
     pub(crate) fn record_invalid(self: &Arc<Self>) {
         let core = self.clone();
-        let queued = noio_scope(|| {
-            kernel::workqueue::system().try_spawn(GFP_KERNEL, move || {
-                core.drop_store();
-                core.handle.table_event();
-            })
+        // If this fails, the destructor records it.
+        let _ = self.spawn(move || {
+            core.drop_store();
+            core.handle.table_event();
         });
-        if queued.is_err() {
-            pr_warn!("snapshot: could not queue the invalidation record\n");
-        }
     }
 
     /// Marks the store invalid on disk if that is still to be done.
@@ -225,29 +251,56 @@ impl SnapCore {
         let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
         let failed = match regions {
             Ok((from, to)) => {
-                let guard = self.kcopyd.lock();
-                match &*guard {
-                    Some(kc) => noio_scope(|| kc.copy(&from, &[to], done)).err(),
+                let workers = self.workers.lock();
+                match &*workers {
+                    Some(w) => noio_scope(|| w.kcopyd.copy(&from, &[to], done)).err(),
                     None => Some((EIO, done)),
                 }
             }
             Err(e) => Some((e, done)),
         };
-        if let Some((_, done)) = failed {
-            // Commit the exception as failed, but not from here: this may
-            // be `map`, and committing does the store's I/O.
-            let queued = noio_scope(|| {
-                kernel::workqueue::system().try_spawn(GFP_KERNEL, move || {
-                    done(CopyResult {
-                        read_err: true,
-                        write_err: 0,
-                    })
-                })
-            });
-            if queued.is_err() {
-                pr_err!("snapshot: copy of chunk {} lost; its bios hang\n", old);
+        let Some((_, done)) = failed else {
+            return;
+        };
+        // Commit the exception as failed, but not from here: this may be
+        // `map`, and committing does the store's I/O.
+        let failure = CopyResult {
+            read_err: true,
+            write_err: 0,
+        };
+        if !self.spawn(move || done(failure)) {
+            self.abandon(old);
+        }
+    }
+
+    /// Gives up on the copy of `old` without committing it (the snapshot is
+    /// being destroyed, or there is no memory): the snapshot goes invalid,
+    /// its writes fail and the origin writes go on.
+    fn abandon(self: &Arc<Self>, old: Chunk) {
+        let mut failed = BioList::<Snapshot>::new();
+        let mut retry = BioList::<Origin>::new();
+        let invalidated;
+        {
+            let mut st = self.state.lock();
+            invalidated = st.invalidate();
+            if let Some(p) = st.pending.remove(old) {
+                let (mut snaps, mut origins) = p.into_waiters();
+                while let Some(w) = snaps.pop().or_else(|| origins.pop()) {
+                    match w {
+                        Waiter::Snapshot(b) => failed.push(b),
+                        Waiter::Origin(b) => retry.push(b),
+                    }
+                }
             }
         }
+        if invalidated {
+            pr_err!("Invalidating snapshot: Unable to copy a chunk.\n");
+            self.record_invalid();
+        }
+        for b in failed {
+            b.end(BlkStatus::IO_ERROR);
+        }
+        origins::retry(&self.origin, retry);
     }
 
     /// The source and destination of a chunk copy; the origin's last chunk

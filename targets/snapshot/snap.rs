@@ -44,7 +44,7 @@ pub(crate) struct Snapshot {
 impl Drop for Snapshot {
     fn drop(&mut self) {
         drop(self.registration.take());
-        self.core.stop_copies();
+        self.core.stop();
     }
 }
 
