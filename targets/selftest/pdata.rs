@@ -128,12 +128,22 @@ fn pd<T>(r: core::result::Result<T, PdError>) -> Result<T> {
     })
 }
 
-/// The deepest stack use so far and the operation that reached it.
-#[derive(Default)]
+/// The deepest stack use of one operation so far.
+#[derive(Clone, Copy, Default)]
 struct StackRecord {
-    usage: StackUse,
     op: [u8; 16],
+    usage: StackUse,
 }
+
+impl StackRecord {
+    fn op(&self) -> &str {
+        let end = self.op.iter().position(|&b| b == 0).unwrap_or(self.op.len());
+        core::str::from_utf8(self.op.get(..end).unwrap_or(&[])).unwrap_or("?")
+    }
+}
+
+/// Operations whose stack use is kept (more than there are messages).
+const STACK_RECORDS: usize = 32;
 
 /// One `dmrs-pdata` device.
 #[pin_data]
@@ -145,7 +155,7 @@ pub(crate) struct Pdata {
     #[pin]
     last: Mutex<Option<CString>>,
     #[pin]
-    stack: Mutex<StackRecord>,
+    stack: Mutex<[StackRecord; STACK_RECORDS]>,
 }
 
 /// The next argument as a number.
@@ -162,33 +172,26 @@ impl Pdata {
         let mut guard = self.session.lock();
         let slot = &mut *guard;
         match cmd {
-            b"format" | b"open" => {
-                if slot.is_some() {
-                    return Err(EBUSY);
-                }
-                let dbs = u32::try_from(num(args)?).map_err(|_| EINVAL)?;
-                let format = cmd == b"format";
-                let data_blocks = if format { num(args)? } else { 0 };
-                let mut s = Session::open(&self.dev, dbs, format)?;
-                if format {
-                    pd(s.pmd.resize_data_dev(data_blocks))?;
-                    pd(s.pmd.commit())?;
-                }
-                let text = line(fmt!(
-                    "{} data_blocks={} free_data={} metadata_blocks={}",
-                    if format { "formatted" } else { "opened" },
-                    pd(s.pmd.data_dev_size())?,
-                    pd(s.pmd.free_data_blocks())?,
-                    pd(s.pmd.metadata_dev_size())?
-                ));
-                *slot = Some(s);
-                text
-            }
+            b"format" | b"open" | b"close" | b"reopen" => self.life_cycle(slot, cmd, args),
+            _ => Self::run_open(slot.as_mut().ok_or(ENOENT)?, cmd, args),
+        }
+    }
+
+    /// Opening and closing the metadata. Not inlined: its frame holds
+    /// whole `Session`s, which the other operations' stack need not carry.
+    #[inline(never)]
+    fn life_cycle(
+        &self,
+        slot: &mut Option<Session>,
+        cmd: &[u8],
+        args: &mut ArgSet<'_>,
+    ) -> Result<CString> {
+        match cmd {
             b"close" => {
                 let mut s = slot.take().ok_or(ENOENT)?;
                 s.close_devs()?;
                 pd(s.pmd.close())?;
-                line(fmt!("closed"))
+                return line(fmt!("closed"));
             }
             b"reopen" => {
                 let mut s = slot.take().ok_or(ENOENT)?;
@@ -204,16 +207,34 @@ impl Pdata {
                     }
                 }
                 *slot = Some(s);
-                line(fmt!("reopened devices={}", opened))
+                return line(fmt!("reopened devices={}", opened));
             }
-            _ => {
-                let s = slot.as_mut().ok_or(ENOENT)?;
-                Self::run_open(s, cmd, args)
-            }
+            _ => {}
         }
+        if slot.is_some() {
+            return Err(EBUSY);
+        }
+        let dbs = u32::try_from(num(args)?).map_err(|_| EINVAL)?;
+        let format = cmd == b"format";
+        let data_blocks = if format { num(args)? } else { 0 };
+        let mut s = Session::open(&self.dev, dbs, format)?;
+        if format {
+            pd(s.pmd.resize_data_dev(data_blocks))?;
+            pd(s.pmd.commit())?;
+        }
+        let text = line(fmt!(
+            "{} data_blocks={} free_data={} metadata_blocks={}",
+            if format { "formatted" } else { "opened" },
+            pd(s.pmd.data_dev_size())?,
+            pd(s.pmd.free_data_blocks())?,
+            pd(s.pmd.metadata_dev_size())?
+        ));
+        *slot = Some(s);
+        text
     }
 
     /// The operations on open metadata.
+    #[inline(never)]
     fn run_open(s: &mut Session, cmd: &[u8], args: &mut ArgSet<'_>) -> Result<CString> {
         match cmd {
             b"create" => {
@@ -327,23 +348,34 @@ impl Pdata {
         }
     }
 
-    /// Records `usage` if it is the deepest so far.
+    /// Records `usage` if it is the deepest of `cmd` so far.
     fn record_stack(&self, cmd: &[u8], usage: StackUse) {
-        let mut rec = self.stack.lock();
-        if usage.deepest > rec.usage.deepest {
-            rec.usage = usage;
-            rec.op = [0; 16];
-            let n = cmd.len().min(rec.op.len());
-            if let (Some(dst), Some(src)) = (rec.op.get_mut(..n), cmd.get(..n)) {
-                dst.copy_from_slice(src);
+        let mut recs = self.stack.lock();
+        let name = &cmd[..cmd.len().min(16)];
+        let known = recs.iter().position(|r| r.op().as_bytes() == name);
+        let free = || recs.iter().position(|r| r.op[0] == 0);
+        let Some(i) = known.or_else(free) else {
+            return;
+        };
+        if let Some(r) = recs.get_mut(i) {
+            if usage.deepest > r.usage.deepest {
+                r.usage = usage;
+                r.op = [0; 16];
+                if let Some(dst) = r.op.get_mut(..name.len()) {
+                    dst.copy_from_slice(name);
+                }
             }
         }
     }
 
-    fn stack_line(&self) -> Result<CString> {
-        let rec = self.stack.lock();
-        let end = rec.op.iter().position(|&b| b == 0).unwrap_or(rec.op.len());
-        let op = core::str::from_utf8(rec.op.get(..end).unwrap_or(&[])).unwrap_or("?");
+    /// `stack`: the deepest operation; `stack OP`: operation OP.
+    fn stack_line(&self, args: &mut ArgSet<'_>) -> Result<CString> {
+        let recs = self.stack.lock();
+        let rec = match args.shift() {
+            Some(op) => recs.iter().find(|r| r.op().as_bytes() == op.as_bytes()),
+            None => recs.iter().max_by_key(|r| r.usage.deepest),
+        }
+        .ok_or(ENOENT)?;
         let u = rec.usage;
         line(fmt!(
             "stack deepest={} own={} at_entry={} size={} op={}",
@@ -351,7 +383,7 @@ impl Pdata {
             u.own(),
             u.at_entry,
             u.size,
-            op
+            rec.op()
         ))
     }
 }
@@ -374,7 +406,7 @@ impl Target for Pdata {
                 dev,
                 session <- new_mutex!(None),
                 last <- new_mutex!(None),
-                stack <- new_mutex!(StackRecord::default()),
+                stack <- new_mutex!([StackRecord::default(); STACK_RECORDS]),
             }),
             GFP_KERNEL,
         )
@@ -388,7 +420,7 @@ impl Target for Pdata {
     fn message(&self, args: &mut ArgSet<'_>, out: &mut StatusWriter<'_>) -> Result {
         let cmd = args.shift().ok_or(EINVAL)?.as_bytes();
         let r = if cmd == b"stack" {
-            self.stack_line()
+            self.stack_line(args)
         } else {
             let (r, usage) = measure(|| noio_scope(|| self.run(cmd, args)));
             self.record_stack(cmd, usage);
