@@ -137,7 +137,11 @@ struct StackRecord {
 
 impl StackRecord {
     fn op(&self) -> &str {
-        let end = self.op.iter().position(|&b| b == 0).unwrap_or(self.op.len());
+        let end = self
+            .op
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.op.len());
         core::str::from_utf8(self.op.get(..end).unwrap_or(&[])).unwrap_or("?")
     }
 }
