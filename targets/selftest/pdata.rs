@@ -29,7 +29,9 @@
 //!   snapshot).
 //! - `drop-cache`: forget every clean metadata block dm-bufio caches;
 //!   `prefetch`: read in the blocks non-blocking lookups missed.
-//! - `stack`: the deepest kernel stack use of any operation so far.
+//! - `stack [<op>]`: the deepest kernel stack use of any operation (or of
+//!   `<op>`) so far, measured around each message
+//!   ([`crate::dm::stack::measure`]).
 
 use crate::dm::args::parse_u64;
 use crate::dm::bufio::BufioClient;
@@ -355,9 +357,9 @@ impl Pdata {
     /// Records `usage` if it is the deepest of `cmd` so far.
     fn record_stack(&self, cmd: &[u8], usage: StackUse) {
         let mut recs = self.stack.lock();
-        let name = &cmd[..cmd.len().min(16)];
+        let name = cmd.get(..16).unwrap_or(cmd);
         let known = recs.iter().position(|r| r.op().as_bytes() == name);
-        let free = || recs.iter().position(|r| r.op[0] == 0);
+        let free = || recs.iter().position(|r| r.op().is_empty());
         let Some(i) = known.or_else(free) else {
             return;
         };
