@@ -25,3 +25,10 @@ pub use persistent_data;
 /// Thin-pool metadata (`targets/thin/metadata/`).
 #[path = "../thin/metadata/mod.rs"]
 pub mod thin_metadata;
+
+/// Snapshot exception tables and stores (`targets/snapshot/store/`).
+#[path = "../snapshot/store/mod.rs"]
+pub mod snapshot_store;
+
+/// thin-pool's and thin's pure logic (`targets/thin/`).
+pub mod thin;

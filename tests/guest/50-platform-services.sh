@@ -123,16 +123,20 @@ check_eq "its entry went with it" "registry found none" "$(result2)"
 check "remove the second device" dmsetup remove st2
 
 # A copy in flight keeps its devices open after the table that started it is
-# gone. Reads from "slow" take 5 s, so the copy is still running while the
-# table that started it (st3) is removed; st4 then waits for it.
+# gone. Reads from "slow" wait 10 minutes, so the copy is surely still
+# running while the table that started it (st3) is removed; then slow is
+# reloaded without delay (suspending it releases the held reads) and st4
+# waits for the copy.
 require "load dm-delay" modprobe dm_delay
-require "create a slow device over $DISK1" dmsetup create slow --table "0 $size delay $DISK1 0 5000"
+require "create a slow device over $DISK1" dmsetup create slow --table "0 $size delay $DISK1 0 600000"
 require "create st3 copying from it" dmsetup create st3 --table "0 $size dmrs-services /dev/mapper/slow $DISK2"
 require "create st4 on $DISK2" dmsetup create st4 --table "0 $size dmrs-services $DISK2"
 check "st3 starts a copy and leaves it in flight" dmsetup message st3 0 kcopyd detach 2048 32768 2048
 check "st4 takes it over" dmsetup message st4 0 kcopyd adopt
 check "st3 is removed while its copy runs" dmsetup remove st3
 check_match "the slow device is still open, held by the copy" 'busy' "$(dmsetup remove slow 2>&1)"
+check "let the held reads go" bash -c "dmsetup load slow --table '0 $size delay $DISK1 0 0' &&
+	dmsetup suspend slow && dmsetup resume slow"
 check "st4 waits for the copy" dmsetup message st4 0 kcopyd collect
 read_sectors $DISK2 32768 2048 "$work/late"
 check "the copy finished with the right bytes" cmp "$work/src" "$work/late"

@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Pending exceptions: the chunks whose copy to the COW device is in
+//! flight, and what waits on each (upstream's `dm_snap_pending_exception`
+//! without the bios themselves: the waiting items are generic).
+//!
+//! Each pending exception gets a sequence number when it is created; copies
+//! may finish in any order, but exceptions are handed out for commit
+//! strictly in sequence order (upstream's `out_of_order_tree`), so the
+//! store commits COW chunks in the order it allocated them and a crash
+//! never leaves a hole behind a committed exception.
+//!
+//! The set stays small (bounded by the copies in flight), so it is one
+//! vector sorted by origin chunk.
+
+use super::Chunk;
+use crate::persistent_data::shim::PVec;
+use crate::persistent_data::{Error, Result};
+
+/// Where a copy stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyState {
+    /// Created; the copy has not been issued.
+    Waiting,
+    /// The copy (or a full-chunk write replacing it) is in flight.
+    Started,
+    /// The copy finished (`error` if it failed); waiting its turn to commit.
+    Copied {
+        /// The copy failed: the exception must be committed invalid.
+        error: bool,
+    },
+    /// Handed to the store for commit.
+    Committing,
+}
+
+/// One chunk being copied to the COW device, and its waiters.
+pub struct Pending<W> {
+    old: Chunk,
+    new: Chunk,
+    sequence: u64,
+    state: CopyState,
+    /// Writes to the snapshot itself, remapped to `new`, issued once the
+    /// exception is complete.
+    snapshot_waiters: PVec<W>,
+    /// Origin writes held until the copy is durable, then retried (they
+    /// may need exceptions in other snapshots).
+    origin_waiters: PVec<W>,
+}
+
+impl<W> Pending<W> {
+    /// Origin chunk being copied.
+    pub fn old_chunk(&self) -> Chunk {
+        self.old
+    }
+
+    /// COW chunk it is copied to.
+    pub fn new_chunk(&self) -> Chunk {
+        self.new
+    }
+
+    /// Where the copy stands.
+    pub fn state(&self) -> CopyState {
+        self.state
+    }
+
+    /// The waiters, snapshot writes first, origin writes second, in the
+    /// order they arrived.
+    pub fn into_waiters(self) -> (PVec<W>, PVec<W>) {
+        (self.snapshot_waiters, self.origin_waiters)
+    }
+}
+
+/// A pending exception whose turn to commit has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadyToCommit {
+    /// Origin chunk.
+    pub old: Chunk,
+    /// COW chunk.
+    pub new: Chunk,
+    /// The copy succeeded (commit it valid).
+    pub valid: bool,
+}
+
+/// Which list of a pending exception a waiter joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaiterKind {
+    /// A write to the snapshot device.
+    Snapshot,
+    /// A write to the origin.
+    Origin,
+}
+
+/// The pending exceptions of one snapshot.
+pub struct PendingExceptions<W> {
+    entries: PVec<Pending<W>>,
+    next_sequence: u64,
+}
+
+impl<W> Default for PendingExceptions<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W> PendingExceptions<W> {
+    /// No copies in flight.
+    pub const fn new() -> Self {
+        PendingExceptions {
+            entries: PVec::new(),
+            next_sequence: 0,
+        }
+    }
+
+    fn position(&self, old: Chunk) -> core::result::Result<usize, usize> {
+        self.entries.binary_search_by_key(&old, |p| p.old)
+    }
+
+    /// Copies in flight (or waiting to commit).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The pending exception for origin chunk `old`.
+    pub fn get(&self, old: Chunk) -> Option<&Pending<W>> {
+        self.entries.get(self.position(old).ok()?)
+    }
+
+    /// Records a new pending exception (COW chunk `new` was just
+    /// allocated for `old`); `Exists` if `old` already has one.
+    pub fn insert(&mut self, old: Chunk, new: Chunk) -> Result {
+        let i = match self.position(old) {
+            Ok(_) => return Err(Error::Exists),
+            Err(i) => i,
+        };
+        self.entries.try_insert(
+            i,
+            Pending {
+                old,
+                new,
+                sequence: self.next_sequence,
+                state: CopyState::Waiting,
+                snapshot_waiters: PVec::new(),
+                origin_waiters: PVec::new(),
+            },
+        )?;
+        self.next_sequence += 1;
+        Ok(())
+    }
+
+    /// Queues `w` on chunk `old`'s pending exception. On failure (no such
+    /// exception, or no memory) `w` comes back with the error, for the
+    /// caller to fail it.
+    pub fn add_waiter(
+        &mut self,
+        old: Chunk,
+        kind: WaiterKind,
+        w: W,
+    ) -> core::result::Result<(), (Error, W)> {
+        let Some(p) = self
+            .position(old)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return Err((Error::NoData, w));
+        };
+        let list = match kind {
+            WaiterKind::Snapshot => &mut p.snapshot_waiters,
+            WaiterKind::Origin => &mut p.origin_waiters,
+        };
+        if let Err(e) = list.try_reserve(1) {
+            return Err((e, w));
+        }
+        // Room was reserved just above, so this push cannot fail.
+        let _ = list.try_push(w);
+        Ok(())
+    }
+
+    /// Marks the copy of `old` issued; false if it was not waiting (it
+    /// was already started, or there is no such exception), so that
+    /// exactly one caller starts each copy.
+    pub fn start(&mut self, old: Chunk) -> bool {
+        match self
+            .position(old)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        {
+            Some(p) if p.state == CopyState::Waiting => {
+                p.state = CopyState::Started;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records that the copy of `old` finished; `NoData` if it was not in
+    /// flight.
+    pub fn copied(&mut self, old: Chunk, error: bool) -> Result {
+        let p = self
+            .position(old)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+            .ok_or(Error::NoData)?;
+        if p.state != CopyState::Started {
+            return Err(Error::NoData);
+        }
+        p.state = CopyState::Copied { error };
+        Ok(())
+    }
+
+    /// The next exception to commit: the oldest one not yet handed out,
+    /// if its copy is done. It is marked `Committing`.
+    pub fn next_ready(&mut self) -> Option<ReadyToCommit> {
+        let p = self
+            .entries
+            .iter_mut()
+            .filter(|p| p.state != CopyState::Committing)
+            .min_by_key(|p| p.sequence)?;
+        let CopyState::Copied { error } = p.state else {
+            return None;
+        };
+        p.state = CopyState::Committing;
+        Some(ReadyToCommit {
+            old: p.old,
+            new: p.new,
+            valid: !error,
+        })
+    }
+
+    /// Removes the pending exception of `old` (its commit completed, or it
+    /// is abandoned), handing back its waiters.
+    pub fn remove(&mut self, old: Chunk) -> Option<Pending<W>> {
+        self.entries.remove(self.position(old).ok()?)
+    }
+}
