@@ -121,13 +121,8 @@ stack_bound() {
 	check "$1 used at most $2/$3 of the ${size:-?}-byte stack (${deepest:-?} bytes)" \
 		test "${deepest:-99999}" -gt 0 -a "${deepest:-99999}" -le $((${size:-0} * $2 / $3))
 }
-for op in insert fill remove snap commit abort lookup; do
+for op in format reopen insert fill remove snap commit abort lookup; do
 	stack_bound $op 1 2
-done
-# Opening inlines the thin layer's open into a ~4 KiB frame (see
-# Documentation/persistent-data.rst): bounded, more loosely.
-for op in format reopen; do
-	stack_bound $op 3 4
 done
 
 expect "close (commits)" '^closed$' close
