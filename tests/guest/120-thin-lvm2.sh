@@ -46,7 +46,7 @@ random_file "$work/big" $((16 << 20))
 check "write files" all_of "cp $work/a $mnt/a" "cp $work/big $mnt/big" \
 	"for i in \$(seq 100); do echo \$i >$mnt/f\$i || return 1; done" "sync"
 mapped=$(thin_mapped vgt-thin1)
-check "delete a 16 MiB file, fstrim" all_of "rm $mnt/big" "fstrim $mnt"
+check "delete a 16 MiB file, commit, fstrim" all_of "rm $mnt/big" "sync" "fstrim $mnt" "sync"
 after=$(thin_mapped vgt-thin1)
 check "fstrim gave at least 8 MiB back to the pool ($mapped -> $after sectors)" test $((mapped - after)) -ge $((8 * 2048))
 check "unmount, fsck clean" all_of "umount $mnt" "fsck.ext4 -fn /dev/vgt/thin1"
