@@ -244,12 +244,12 @@ thin_teardown() {
 	! dmsetup table | grep -Eq " ($POOL_TARGET|$THIN_TARGET) "
 }
 
-# thin_finish [CMD...]: tear down, check the metadata, run CMD (more checks
-# of $THIN_DUMP), check the module unloads (it was still usable and nothing
+# thin_finish [CMD...]: tear down, check the metadata (THIN_PDATA_NOTE, if
+# set, is meta_checks' PDATA_NOTE), run CMD (more checks of $THIN_DUMP), check the module unloads (it was still usable and nothing
 # kept a reference), reset dm, end the TAP stream.
 thin_finish() {
 	check "thin devices and pool removed" thin_teardown
-	meta_checks "$META"
+	meta_checks "$META" metadata "${THIN_PDATA_NOTE:-}"
 	(($#)) && "$@"
 	check "$THIN_MODULE unloads" unload_modules "$THIN_MODULE"
 	dm_reset
