@@ -54,14 +54,18 @@ const PREFETCH_EMPTY: u64 = u64::MAX;
 /// Blocks a non-blocking reader missed, to be read in later. Lossy on hash
 /// collisions, like upstream: it is only a hint.
 struct PrefetchSet {
-    slots: [AtomicU64; PREFETCH_SLOTS],
+    /// `PREFETCH_SLOTS` slots, filled on the heap one by one: as an array
+    /// built by value (1 KiB) it sat on the kernel stack of every open.
+    slots: PVec<AtomicU64>,
 }
 
 impl PrefetchSet {
-    fn new() -> Self {
-        PrefetchSet {
-            slots: [const { AtomicU64::new(PREFETCH_EMPTY) }; PREFETCH_SLOTS],
+    fn new() -> Result<Self> {
+        let mut slots = PVec::try_with_capacity(PREFETCH_SLOTS)?;
+        for _ in 0..PREFETCH_SLOTS {
+            slots.try_push(AtomicU64::new(PREFETCH_EMPTY))?;
         }
+        Ok(PrefetchSet { slots })
     }
 
     fn add(&self, b: u64) {
@@ -181,11 +185,13 @@ impl BlockSet {
 /// Copy-on-write transactions over a block manager.
 pub struct TransactionManager<IO: BlockIo> {
     pub(crate) bm: BlockManager<IO>,
-    pub(crate) sm: MetadataSm,
+    /// On the heap, like the block manager's cache: the manager is returned
+    /// and stored by value, and every copy of it on the way sits on the
+    /// (kernel) stack.
+    pub(crate) sm: PBox<MetadataSm>,
     /// Blocks allocated or shadowed in this transaction.
     shadows: BlockSet,
-    /// On the heap: the manager is moved around by value.
-    prefetches: PBox<PrefetchSet>,
+    prefetches: PrefetchSet,
     /// Changes made so far (write locks handed out, counts queued), to tell
     /// a failed operation that changed something from one that did not.
     changes: u64,
@@ -194,12 +200,12 @@ pub struct TransactionManager<IO: BlockIo> {
 }
 
 impl<IO: BlockIo> TransactionManager<IO> {
-    fn with_sm(bm: BlockManager<IO>, sm: MetadataSm) -> Result<Self> {
+    fn new(bm: BlockManager<IO>) -> Result<Self> {
         Ok(TransactionManager {
             bm,
-            sm,
+            sm: PBox::try_new(MetadataSm::new()?)?,
             shadows: BlockSet::new(),
-            prefetches: PBox::try_new(PrefetchSet::new())?,
+            prefetches: PrefetchSet::new()?,
             changes: 0,
             poisoned: false,
         })
@@ -209,16 +215,18 @@ impl<IO: BlockIo> TransactionManager<IO> {
     /// the metadata space map's maximum); `sb_location` and the space map's
     /// own blocks get a reference count of one. Nothing is committed until
     /// the caller writes a superblock with [`Self::commit`].
+    #[inline(never)]
     pub fn create(bm: BlockManager<IO>, sb_location: u64) -> Result<Self> {
-        let mut tm = Self::with_sm(bm, MetadataSm::new()?)?;
+        let mut tm = Self::new(bm)?;
         tm.sm_format(sb_location)?;
         Ok(tm)
     }
 
     /// Opens existing metadata whose space map root (as stored in the
     /// superblock) is `sm_root`.
+    #[inline(never)]
     pub fn open(bm: BlockManager<IO>, sm_root: &[u8]) -> Result<Self> {
-        let mut tm = Self::with_sm(bm, MetadataSm::new()?)?;
+        let mut tm = Self::new(bm)?;
         tm.sm_open(sm_root)?;
         Ok(tm)
     }

@@ -20,5 +20,6 @@
 #include "helpers/mm.h"
 #include "helpers/params.h"
 #include "helpers/registry.h"
+#include "helpers/stack.h"
 #include "helpers/table.h"
 #include "helpers/workqueue.h"

@@ -71,7 +71,8 @@ impl kernel::Module for DmRs {
         if params::selftest() {
             let builder = FamilyBuilder::new("selftest", module, prefix)
                 .add::<targets::selftest::defer::Defer>()?
-                .add::<targets::selftest::services::Services>()?;
+                .add::<targets::selftest::services::Services>()?
+                .add::<targets::selftest::pdata::Pdata>()?;
             match builder.finish() {
                 Ok(f) => families.push(f, GFP_KERNEL)?,
                 Err(u) => undone.push(u, GFP_KERNEL)?,

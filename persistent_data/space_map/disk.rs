@@ -21,6 +21,7 @@ pub struct DiskSpaceMap {
 
 impl DiskSpaceMap {
     /// Creates an empty space map of `nr_blocks` blocks and commits it.
+    #[inline(never)]
     pub fn create<IO: BlockIo>(tm: &mut TransactionManager<IO>, nr_blocks: u64) -> Result<Self> {
         tm.mutate(|tm| {
             let mut ll = LlDisk::new_disk()?;
@@ -39,6 +40,7 @@ impl DiskSpaceMap {
     }
 
     /// Opens a space map from the root stored in a superblock.
+    #[inline(never)]
     pub fn open(root: &[u8]) -> Result<Self> {
         let ll = common::open_disk(&SmRoot::unpack(root)?)?;
         Ok(DiskSpaceMap {

@@ -16,10 +16,22 @@
 //!   dm-bufio sets a buffer up for a block), so a loaded block is
 //!   checksummed once, not on every read, as upstream's block manager does.
 //!
+//! * Cache hints take `&self` and never touch a held or dirty buffer:
+//!   [`BufioClient::prefetch`] starts reading blocks in the background,
+//!   [`BufioClient::forget`] drops clean, unheld blocks from the cache
+//!   (dm-bufio skips the others), so the next read of them goes to the
+//!   device and is checked again.
+//! * [`BufioClient::set_minimum_buffers`] takes `&mut self`: dm-bufio
+//!   stores the number without a lock.
+//!
 //! Reads may sleep (`dm_bufio_read` waits for I/O); `try_read`
 //! (`dm_bufio_get`) never waits for I/O and never allocates, and is the only
 //! one allowed on a bio's map path (dm-bufio warns if `read`, `write` or
-//! `prefetch` run there).
+//! `prefetch` run there). `forget` takes the client's locks (it may sleep).
+//!
+//! A block that fails its validator is logged with its number, the
+//! validator and the error (as upstream's block manager does), since the
+//! error code alone does not say which block of the metadata is damaged.
 //!
 //! A held buffer leaked with `mem::forget` stays held: destroying the
 //! client then logs "leaked buffer" and warns, but nothing is freed early.
@@ -149,8 +161,8 @@ pub(crate) struct BufioClient {
 // SAFETY: a dm-bufio client may be used and destroyed from any thread; it
 // locks internally.
 unsafe impl Send for BufioClient {}
-// SAFETY: through `&self` the client only reads, gets, prefetches and
-// releases buffers (each of which dm-bufio locks internally), reads buffer
+// SAFETY: through `&self` the client only reads, gets, prefetches, forgets
+// and releases buffers (each of which dm-bufio locks internally), reads buffer
 // data (nothing writes it while a shared borrow exists: writing takes
 // `&mut self`) and records validators in aux data under `Aux`'s atomic
 // protocol.
@@ -169,8 +181,6 @@ impl BufioClient {
     /// Creates a client with `block_size`-byte blocks over `dev`. The client
     /// holds its own reference on the device, so it may outlive `dev` (and
     /// the table).
-    // Used by the engine's self-test target, which is next to land.
-    #[allow(dead_code)]
     pub(crate) fn new(dev: &DmDev, block_size: u32) -> Result<Self> {
         let dev = dev.clone();
         // SAFETY: `dev` holds the block device open for as long as the
@@ -246,6 +256,25 @@ impl BufioClient {
     pub(crate) fn prefetch(&self, b: u64) {
         // SAFETY: `c` is live (type invariant); prefetch only queues I/O.
         unsafe { bindings::dm_bufio_prefetch(self.c.as_ptr(), b, 1) };
+    }
+
+    /// Drops every block of `[b, b + n)` from the cache that is clean and
+    /// that nobody holds; leaves the others. May sleep.
+    pub(crate) fn forget(&self, b: u64, n: u64) {
+        // SAFETY: `c` is live (type invariant); dm-bufio frees a buffer only
+        // if it is neither held (no `HeldBuffer` points at it) nor dirty nor
+        // under I/O, under the client's locks.
+        unsafe { bindings::dm_bufio_forget_buffers(self.c.as_ptr(), b, n) };
+    }
+
+    /// Sets how many buffers the client keeps before its cache is cleaned
+    /// up (dm-bufio's default is 8). In 6.12 dm-bufio records the number
+    /// but its cleanup goes by the module-wide `retain_bytes` instead; set
+    /// it anyway where upstream's targets do, for kernels that use it.
+    pub(crate) fn set_minimum_buffers(&mut self, n: u32) {
+        // SAFETY: `c` is live (type invariant); the exclusive borrow keeps
+        // every other use of the client out while the field is written.
+        unsafe { bindings::dm_bufio_set_minimum_buffers(self.c.as_ptr(), n) };
     }
 
     /// Replaces block `b` with `data` in the cache and marks it dirty; it
@@ -387,12 +416,23 @@ fn to_pd(e: Error) -> pd::Error {
     }
 }
 
-/// Checks a held block with `v` unless `v` already did (the aux record).
+/// Checks a held block with `v` unless `v` already did (the aux record);
+/// a failed check is logged with the block's number.
 fn checked<'a>(held: HeldBuffer<'a>, b: u64, v: Option<ValidatorRef>) -> pd::Result<HeldBlock<'a>> {
     let block = HeldBlock::new(held)?;
     let aux = block.0.aux();
-    if let Some(r) = check_once(b, &block, aux.recorded(), v)? {
-        aux.record(r);
+    match check_once(b, &block, aux.recorded(), v) {
+        Ok(Some(r)) => aux.record(r),
+        Ok(None) => {}
+        Err(e) => {
+            kernel::pr_err!(
+                "metadata block {} failed {} validation: {}\n",
+                b,
+                v.map_or("no", |v| v.name()),
+                e
+            );
+            return Err(e);
+        }
     }
     Ok(block)
 }

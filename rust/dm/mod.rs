@@ -33,6 +33,7 @@ pub(crate) mod params;
 pub(crate) mod region;
 pub(crate) mod registration;
 pub(crate) mod registry;
+pub(crate) mod stack;
 pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod target;

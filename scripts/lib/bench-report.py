@@ -7,7 +7,6 @@ import statistics
 import sys
 
 out = sys.argv[1]
-TARGETS = ["linear", "c-origin", "rs-origin"]
 results = {}  # workload -> target -> [value]
 units = {}
 for path in sorted(glob.glob(os.path.join(out, "*.json"))):
@@ -35,29 +34,40 @@ def spread(v):
 
 
 order = ["randread-4k-qd1", "randread-4k-qd32", "randwrite-4k-qd1",
-         "randwrite-4k-qd32", "read-1m-qd4", "write-1m-qd4"]
+         "randwrite-4k-qd32", "read-1m-qd4", "write-1m-qd4",
+         "thin-randwrite-4k-qd1", "thin-randwrite-4k-qd32", "thin-provision-4k-zeroing",
+         "thin-provision-4k-nozeroing", "thin-snapshot-break-4k"]
 rows = [w for w in order if w in results] + sorted(set(results) - set(order))
 kernel = open(os.path.join(out, "kernel")).read().strip() if os.path.exists(
     os.path.join(out, "kernel")) else "?"
+thin_impl_path = os.path.join(out, "thin-impl")
+thin_impl = open(thin_impl_path).read().strip() if os.path.exists(thin_impl_path) else ""
+# Each row compares the C target ("c-*": snapshot-origin, thin) with dm-rs's
+# ("rs-*") and, where measured, dm-linear.
 lines = [
-    "| workload | unit | dm-linear | C snapshot-origin | dm-rs snapshot-origin | dm-rs/C | dm-rs/linear |",
+    "| workload | unit | dm-linear | C target | dm-rs target | dm-rs/C | dm-rs/linear |",
     "|---|---|---|---|---|---|---|",
 ]
 ratios = []
 for w in rows:
     r = results[w]
+    c = next((t for t in r if t.startswith("c-")), "c-")
+    rs = next((t for t in r if t.startswith("rs-")), "rs-")
     cells = []
-    for t in TARGETS:
+    for t in ("linear", c, rs):
         v = r.get(t, [])
-        cells.append(f"{med(v):.0f} ±{spread(v):.1f}% (n={len(v)})")
-    rc = med(r.get("rs-origin", [])) / med(r.get("c-origin", [])) if r.get("c-origin") else float("nan")
-    rl = med(r.get("rs-origin", [])) / med(r.get("linear", [])) if r.get("linear") else float("nan")
+        cells.append(f"{med(v):.0f} ±{spread(v):.1f}% (n={len(v)})" if v else "-")
+    rc = med(r.get(rs, [])) / med(r[c]) if r.get(c) else float("nan")
+    rl = med(r.get(rs, [])) / med(r["linear"]) if r.get("linear") else float("nan")
     ratios.append((w, rc, rl))
     lines.append(f"| {w} | {units[w]} | " + " | ".join(cells) + f" | {rc:.3f} | {rl:.3f} |")
 table = "\n".join(lines)
 with open(os.path.join(out, "report.md"), "w") as f:
     f.write(f"# dm-rs bio-path benchmark\n\nGuest kernel {kernel}, fio direct I/O on brd, "
-            "median of rounds (± half range). Goal: dm-rs/C >= 0.98 on every row.\n\n")
+            "median of rounds (± half range). Rows without a prefix compare snapshot-origin, "
+            "thin-* rows the thin target. Goal: dm-rs/C >= 0.98 on every row.\n\n")
+    if thin_impl == "c":
+        f.write("Thin rows are a C-vs-C calibration: both columns are C dm-thin.\n\n")
     f.write(table + "\n")
 print(table)
 
@@ -66,7 +76,7 @@ W, H, left, top, bar = 760, 60 + 40 * len(ratios), 170, 40, 14
 scale = lambda x: left + (W - left - 40) * min(max(x, 0.0), 1.2) / 1.2
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
-       '<text x="10" y="20" font-size="14">dm-rs snapshot-origin throughput ratios (1.0 = equal)</text>']
+       '<text x="10" y="20" font-size="14">dm-rs throughput ratios (1.0 = equal)</text>']
 for i, (w, rc, rl) in enumerate(ratios):
     y = top + 40 * i
     svg.append(f'<text x="10" y="{y + 16}">{w}</text>')
@@ -95,7 +105,9 @@ rst = [
     "What dm-rs costs on the bio path, measured by ``scripts/bench``: fio with",
     "direct I/O against one RAM disk (brd) through dm-linear (the limit), upstream's",
     "C ``snapshot-origin`` and dm-rs's (registered as ``rs-snap-origin``), all in the",
-    "same guest boot, alternating targets every round. Values are medians over the",
+    "same guest boot, alternating targets every round; ``thin-*`` rows compare C",
+    "``thin-pool``/``thin`` with dm-rs's (``rs-thin-pool``, ``scripts/bench --thin rs``).",
+    "Values are medians over the",
     "rounds, ± half the min-max range. The guest runs under QEMU TCG, so absolute",
     "numbers mean little; the ratios are the result. Goal: dm-rs/C >= 0.98 on",
     "every row.",
@@ -103,7 +115,7 @@ rst = [
     f"Latest full run: {datetime.date.today().isoformat()}, guest kernel {kernel}.",
     "",
     ".. csv-table::",
-    '   :header: "workload", "unit", "dm-linear", "C snapshot-origin", "dm-rs snapshot-origin", "dm-rs/C", "dm-rs/linear"',
+    '   :header: "workload", "unit", "dm-linear", "C target", "dm-rs target", "dm-rs/C", "dm-rs/linear"',
     "",
 ]
 for line in lines[2:]:

@@ -5,4 +5,5 @@
 //! kernel's KASAN and lockdep, without waiting for a real target to use it.
 
 pub(crate) mod defer;
+pub(crate) mod pdata;
 pub(crate) mod services;

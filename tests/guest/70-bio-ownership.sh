@@ -23,18 +23,22 @@ hold_one() { # SEEK-BLOCK: starts a 4 KiB direct write that map holds
 	dmsetup message defer 0 mode hold
 	dd if="$work/b" of=$dev bs=4096 count=1 seek="$1" oflag=direct status=none 2>"$work/dd.err" &
 	ddpid=$!
-	wait_for "bio at block $1 held" test "$(stat_field pending)" -gt 0
+	wait_stat "bio at block $1 held" pending -gt 0
 	dmsetup message defer 0 mode pass
 }
 stat_field() { dmsetup status defer | grep -o "$1=[0-9]*" | cut -d= -f2; }
-wait_for() { # DESC CMD...: polls up to 30 s
-	local desc=$1 i
-	shift
+# wait_stat DESC FIELD OP VALUE: polls up to 30 s until the status field
+# passes `test FIELD OP VALUE`. It reads the field on every poll: a
+# "$(stat_field ...)" in the caller's arguments is expanded once, before the
+# wait, often before the background writer's bio has reached map.
+wait_stat() {
+	local desc=$1 field=$2 op=$3 value=$4 i
 	for ((i = 0; i < 300; i++)); do
-		"$@" && { ok "$desc"; return; }
+		test "$(stat_field "$field")" "$op" "$value" && { ok "$desc"; return; }
 		sleep 0.1
 	done
 	not_ok "$desc"
+	diag "status: $(dmsetup status defer)"
 }
 
 require "create dmrs-defer" dmsetup create defer --table "0 $size dmrs-defer $DISK1"
@@ -52,7 +56,7 @@ dmsetup message defer 0 mode hold
 random_file "$work/b" 65536
 dd if="$work/b" of=$dev bs=4096 seek=1024 oflag=direct status=none &
 ddpid=$!
-wait_for "held bios are pending" test "$(stat_field pending)" -gt 0
+wait_stat "held bios are pending" pending -gt 0
 check "the writer waits while its bio is held" kill -0 $ddpid
 dmsetup message defer 0 release
 dmsetup message defer 0 mode pass
@@ -84,7 +88,7 @@ for kind in flush noflush; do
 	dmsetup message defer 0 mode hold
 	dd if="$work/b" of=$dev bs=4096 count=1 seek=4096 oflag=direct status=none &
 	ddpid=$!
-	wait_for "$kind: bio held before suspend" test "$(stat_field pending)" -gt 0
+	wait_stat "$kind: bio held before suspend" pending -gt 0
 	if [[ $kind == noflush ]]; then
 		timeout 30 dmsetup suspend --noflush defer
 	else
@@ -150,7 +154,7 @@ check_eq "io_min set by io_hints" 4096 "$(cat /sys/block/$dmname/queue/minimum_i
 dmsetup message defer 0 endio retry
 hold_one 3000
 dmsetup message defer 0 fail
-wait_for "end_io took the failed bio back" test "$(stat_field returned)" -eq 1
+wait_stat "end_io took the failed bio back" returned -eq 1
 check "the writer still waits for the taken-back bio" kill -0 $ddpid
 c0=$(stat_field held_completed)
 dmsetup message defer 0 finish-returned
@@ -194,7 +198,7 @@ check "then reads pass again" cmp "$work/rq" <(head -c 4096 "$work/a")
 dmsetup message defer 0 mode hold
 dd if=$dev of="$work/hz" bs=4096 count=1 iflag=direct status=none &
 ddpid=$!
-wait_for "read held" test "$(stat_field pending)" -gt 0
+wait_stat "read held" pending -gt 0
 dmsetup message defer 0 mode pass
 dmsetup message defer 0 release-zero
 writer_rc $ddpid rc

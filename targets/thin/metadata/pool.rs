@@ -27,6 +27,7 @@ use crate::persistent_data::block_manager::BlockManager;
 use crate::persistent_data::btree;
 use crate::persistent_data::error::{Error, Result};
 use crate::persistent_data::io::BlockIo;
+use crate::persistent_data::shim::PBox;
 use crate::persistent_data::space_map::{DiskSpaceMap, SpaceMap, SM_ROOT_SIZE};
 use crate::persistent_data::transaction_manager::TransactionManager;
 
@@ -125,8 +126,9 @@ const MAX_METADATA_RESERVE: u64 = 4096;
 
 /// Thin-pool metadata open on one metadata device.
 pub struct PoolMetadata<IO: BlockIo, H: PoolHooks = NoHooks> {
-    /// `None` once an abort failed to reopen the metadata.
-    pub(super) pd: Option<Objects<IO>>,
+    /// `None` once an abort failed to reopen the metadata. On the heap, so
+    /// the pool stays small to move (its users hold it by value).
+    pub(super) pd: Option<PBox<Objects<IO>>>,
     pub(super) tx: Transaction,
     pub(super) devices: DeviceTable,
     hooks: H,
@@ -139,10 +141,14 @@ pub struct PoolMetadata<IO: BlockIo, H: PoolHooks = NoHooks> {
     read_only_device: bool,
 }
 
+// Opening and formatting are not inlined into each other or their callers:
+// inlined, their frames (each holding engine objects being built) added up
+// to one frame of about 4 KiB on the kernel stack.
 impl<IO: BlockIo> Objects<IO> {
     /// Formats a blank device: empty space maps and trees, then the
     /// initial superblock.
-    fn format(bm: BlockManager<IO>, data_block_size: u32) -> Result<Self> {
+    #[inline(never)]
+    fn format(bm: BlockManager<IO>, data_block_size: u32) -> Result<PBox<Self>> {
         if !valid_data_block_size(data_block_size) {
             return Err(Error::Invalid);
         }
@@ -152,7 +158,7 @@ impl<IO: BlockIo> Objects<IO> {
         let data_sm = DiskSpaceMap::create(&mut tm, 0)?;
         let mapping_root = btree::empty(&mut tm, 8)?;
         let details_root = btree::empty(&mut tm, DETAILS_SIZE)?;
-        let mut pd = Objects { tm, data_sm };
+        let mut pd = PBox::try_new(Objects { tm, data_sm })?;
         let mut sb = Superblock::new(data_block_size, device_blocks);
         sb.mapping_root = mapping_root;
         sb.details_root = details_root;
@@ -176,14 +182,16 @@ impl<IO: BlockIo> Objects<IO> {
     }
 
     /// Opens formatted metadata.
-    fn open(bm: BlockManager<IO>, opts: &OpenOptions) -> Result<Self> {
+    #[inline(never)]
+    fn open(bm: BlockManager<IO>, opts: &OpenOptions) -> Result<PBox<Self>> {
         let sb = Self::committed_superblock(&bm, opts)?;
         let tm = TransactionManager::open(bm, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&sb.data_sm_root)?;
-        Ok(Objects { tm, data_sm })
+        PBox::try_new(Objects { tm, data_sm })
     }
 
-    fn open_or_format(bm: BlockManager<IO>, opts: &OpenOptions) -> Result<Self> {
+    #[inline(never)]
+    fn open_or_format(bm: BlockManager<IO>, opts: &OpenOptions) -> Result<PBox<Self>> {
         // No validator: a blank block 0 is not a superblock.
         let blank = is_unformatted(&*bm.read_lock(SUPERBLOCK_LOCATION, None)?);
         match (blank, opts.format) {
@@ -258,6 +266,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// Opens the metadata on `bm`'s device, formatting it first if it is
     /// blank and `opts.format` allows. Nothing is written to an existing
     /// pool until something changes it.
+    #[inline(never)]
     pub fn open(bm: BlockManager<IO>, opts: OpenOptions, hooks: H) -> Result<Self> {
         let pd = Objects::open_or_format(bm, &opts)?;
         let mut pmd = PoolMetadata {
@@ -284,7 +293,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         if self.devices.nr_open() > 0 {
             return Err(Error::Busy);
         }
-        match self.pd.as_ref() {
+        match self.pd.as_deref() {
             Some(pd) if !pd.tm.bm().is_read_only() && !self.poisoned => self.commit(),
             _ => Ok(()),
         }
@@ -292,7 +301,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
 
     /// The engine objects, unless the pool failed.
     pub(super) fn objects(&self) -> Result<&Objects<IO>> {
-        self.pd.as_ref().ok_or(Error::Invalid)
+        self.pd.as_deref().ok_or(Error::Invalid)
     }
 
     /// Runs `f`, a change to the transaction: refused on a poisoned or
@@ -305,7 +314,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
+        let pd = self.pd.as_deref_mut().ok_or(Error::Invalid)?;
         if pd.tm.bm().is_read_only() {
             return Err(Error::ReadOnly);
         }
@@ -330,7 +339,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     ) -> Result<T> {
         let r = self.mutate(|pd, _, _| f(pd));
         if r.is_err() {
-            self.poisoned = self.pd.as_ref().map_or(true, |pd| pd.tm.is_poisoned());
+            self.poisoned = self.pd.as_deref().map_or(true, |pd| pd.tm.is_poisoned());
         }
         r
     }
@@ -358,7 +367,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
+        let pd = self.pd.as_deref_mut().ok_or(Error::Invalid)?;
         if !self.in_service {
             return Ok(());
         }
@@ -406,7 +415,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// time, transaction id and in-core details instead; here all of the
     /// transaction goes. If reopening fails the pool is failed.
     pub fn abort(&mut self) -> Result<()> {
-        let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
+        let pd = self.pd.as_deref_mut().ok_or(Error::Invalid)?;
         self.in_service = true;
         for td in self.devices.iter_mut() {
             td.aborted_with_changes = td.changed;
@@ -439,7 +448,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         }
         self.tx.flags |= needs_check;
         self.poisoned = false;
-        if let (Some(t), Some(pd)) = (self.threshold, self.pd.as_mut()) {
+        if let (Some(t), Some(pd)) = (self.threshold, self.pd.as_deref_mut()) {
             pd.tm.sm_register_threshold(t);
         }
         self.set_metadata_reserve();
@@ -448,7 +457,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
 
     /// After an abort: open devices get their committed details back.
     fn reload_devices(&mut self) -> Result<()> {
-        let pd = self.pd.as_ref().ok_or(Error::Invalid)?;
+        let pd = self.pd.as_deref().ok_or(Error::Invalid)?;
         let root = self.tx.details_root;
         self.devices.drop_closed();
         for td in self.devices.iter_mut() {
@@ -499,7 +508,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// Sets the needs-check flag, writing it into the superblock at once
     /// (it reaches the disk with the next write-back, commit or not).
     pub fn set_needs_check(&mut self) -> Result<()> {
-        let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
+        let pd = self.pd.as_deref_mut().ok_or(Error::Invalid)?;
         self.in_service = true;
         self.tx.flags |= NEEDS_CHECK_FLAG;
         let bm = pd.tm.bm_mut();
@@ -538,14 +547,14 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// Refuses every change from now on (the block manager's read-only
     /// mode).
     pub fn set_read_only(&mut self) {
-        if let Some(pd) = self.pd.as_mut() {
+        if let Some(pd) = self.pd.as_deref_mut() {
             pd.tm.bm_mut().set_read_only();
         }
     }
 
     /// Allows changes again.
     pub fn set_read_write(&mut self) {
-        if let Some(pd) = self.pd.as_mut() {
+        if let Some(pd) = self.pd.as_deref_mut() {
             pd.tm.bm_mut().set_read_write();
         }
     }
@@ -559,7 +568,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
 
     /// Reads in the blocks that non-blocking lookups missed.
     pub fn issue_prefetches(&self) {
-        if let Some(pd) = self.pd.as_ref() {
+        if let Some(pd) = self.pd.as_deref() {
             pd.tm.issue_prefetches();
         }
     }
@@ -575,7 +584,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     }
 
     pub(super) fn set_metadata_reserve(&mut self) {
-        let total = self.pd.as_ref().map_or(0, |pd| pd.tm.sm_nr_blocks());
+        let total = self.pd.as_deref().map_or(0, |pd| pd.tm.sm_nr_blocks());
         self.metadata_reserve = MAX_METADATA_RESERVE.min(total / 10);
     }
 }

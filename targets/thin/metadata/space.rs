@@ -96,7 +96,7 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
     /// Calls the hooks' `metadata_low` once each time free metadata space
     /// falls to `threshold` blocks (kept across aborts).
     pub fn register_metadata_threshold(&mut self, threshold: u64) -> Result<()> {
-        let pd = self.pd.as_mut().ok_or(Error::Invalid)?;
+        let pd = self.pd.as_deref_mut().ok_or(Error::Invalid)?;
         pd.tm.sm_register_threshold(threshold);
         self.threshold = Some(threshold);
         Ok(())
