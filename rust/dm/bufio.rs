@@ -169,8 +169,6 @@ impl BufioClient {
     /// Creates a client with `block_size`-byte blocks over `dev`. The client
     /// holds its own reference on the device, so it may outlive `dev` (and
     /// the table).
-    // Used by the engine's self-test target, which is next to land.
-    #[allow(dead_code)]
     pub(crate) fn new(dev: &DmDev, block_size: u32) -> Result<Self> {
         let dev = dev.clone();
         // SAFETY: `dev` holds the block device open for as long as the

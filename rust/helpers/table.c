@@ -33,3 +33,8 @@ void dmrs_target_md_name(struct dm_target *ti, char *buf, size_t len)
 {
 	strscpy(buf, dm_device_name(dm_table_get_md(ti->table)), len);
 }
+
+dev_t dmrs_target_md_devt(struct dm_target *ti)
+{
+	return disk_devt(dm_disk(dm_table_get_md(ti->table)));
+}

@@ -18,5 +18,7 @@ void dmrs_fput(struct file *file);
 void dmrs_target_table_event(struct dm_target *ti);
 /* Copies the mapped device's name (NUL-terminated, truncated) into @buf. */
 void dmrs_target_md_name(struct dm_target *ti, char *buf, size_t len);
+/* The dev_t (major:minor) of the mapped device of @ti's table. */
+dev_t dmrs_target_md_devt(struct dm_target *ti);
 
 #endif

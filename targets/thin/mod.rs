@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `thin-pool` and `thin` (so far their metadata).
+//! `thin-pool` and `thin`: thin provisioning on the metadata in `metadata/`.
 
 // Written for this module and for the host test crate (targets/host), which
 // needs its API public. thin-pool, its user, is next: until it lands most of
@@ -18,3 +18,9 @@ pub(crate) mod pool_table;
 pub(crate) mod status;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod thin_table;
+
+pub(crate) mod pool;
+pub(crate) mod pool_target;
+mod provision;
+pub(crate) mod thin_target;
+mod worker;

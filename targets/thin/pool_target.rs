@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `thin-pool <metadata dev> <data dev> <data block size> <low water mark>
+//! [<#feature args> [<arg>]*]`: the pool's control target. Its own I/O
+//! (what the thins remap to the pool device) goes straight to the data
+//! device; its messages create and delete thin devices.
+
+use super::pool::{self, find_or_create, Bound, PoolDevices, PoolEntry};
+use super::pool_table::{emit_pool_table, PoolFeatures, PoolTable};
+use super::status::{EmitDevice, StatusSink};
+use crate::dm::args::parse_u64;
+use crate::dm::noio::noio_scope;
+use crate::dm::{
+    ArgSet, CtrResult, DeviceVisitor, DmDev, MapBio, MapResult, QueueLimits, StatusType,
+    StatusWriter, Target, TargetCtx, TargetError, TargetHandle,
+};
+use crate::persistent_data::error::Error as PdError;
+use kernel::c_str;
+use kernel::ffi::c_int;
+use kernel::prelude::*;
+
+/// Most words of a table line kept for parsing.
+const MAX_WORDS: usize = 16;
+/// dm's status flag asking not to commit (`DM_STATUS_NOFLUSH_FLAG`).
+const STATUS_NOFLUSH: u32 = 1 << 0;
+
+impl EmitDevice for DmDev {
+    fn emit_device(&self, out: &mut dyn StatusSink) {
+        out.put(self.name().as_bytes());
+    }
+}
+
+/// A static error text from a NUL-terminated byte string.
+fn ctr_error(err: Error, text: &'static [u8]) -> TargetError {
+    let msg = CStr::from_bytes_with_nul(text).unwrap_or(c_str!("Invalid argument"));
+    TargetError::new(err, msg)
+}
+
+/// One thin-pool target.
+pub(crate) struct PoolTarget {
+    entry: PoolEntry,
+    metadata_dev: DmDev,
+    data_dev: DmDev,
+    block_size: u32,
+    low_water_blocks: u64,
+    requested: PoolFeatures,
+    handle: TargetHandle,
+    len: u64,
+}
+
+impl PoolTarget {
+    fn bound(&self) -> Bound {
+        bound_of(&self.requested, self.low_water_blocks)
+    }
+
+    /// Grows the data space to the target's length (upstream's
+    /// `maybe_resize_data_dev`).
+    fn resize_data(&self) -> Result {
+        let pool = &self.entry.pool;
+        let blocks = self.len.checked_div(u64::from(self.block_size)).unwrap_or(0);
+        let mut md = pool.md.write();
+        let current = md.data_dev_size().map_err(pool::kerr)?;
+        if blocks < current {
+            pr_err!(
+                "thin-pool: pool target ({} blocks) too small: expected {}\n",
+                blocks,
+                current
+            );
+            return Err(EINVAL);
+        }
+        if blocks > current {
+            noio_scope(|| md.resize_data_dev(blocks)).map_err(pool::kerr)?;
+            pool.low_water_triggered
+                .store(false, core::sync::atomic::Ordering::Release);
+            pool::commit(&mut md)?;
+        }
+        Ok(())
+    }
+
+    fn info(&self, flags: u32, out: &mut StatusWriter<'_>) {
+        let pool = &self.entry.pool;
+        if flags & STATUS_NOFLUSH == 0 && !self.handle.suspended() {
+            let _ = pool.commit_if_changed();
+        }
+        let md = pool.md.read();
+        let numbers = (|| -> Result<_, PdError> {
+            Ok((
+                md.transaction_id()?,
+                md.free_metadata_blocks()?,
+                md.metadata_dev_size()?,
+                md.free_data_blocks()?,
+                md.data_dev_size()?,
+                md.metadata_snap()?,
+            ))
+        })();
+        let Ok((tid, free_meta, nr_meta, free_data, nr_data, held)) = numbers else {
+            out.put(b"Fail");
+            return;
+        };
+        for (i, n) in [
+            tid,
+            nr_meta.saturating_sub(free_meta),
+            nr_meta,
+            nr_data.saturating_sub(free_data),
+            nr_data,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out.put_u64(n);
+            out.put(if i == 1 || i == 3 { b"/" } else { b" " });
+        }
+        if held == 0 {
+            out.put(b"- ");
+        } else {
+            out.put_u64(held);
+            out.put(b" ");
+        }
+        out.put(if md.is_read_only() { b"ro " } else { b"rw " });
+        let f = pool.features();
+        out.put(if !f.discard_enabled {
+            b"ignore_discard ".as_slice()
+        } else if f.discard_passdown {
+            b"discard_passdown "
+        } else {
+            b"no_discard_passdown "
+        });
+        out.put(if f.error_if_no_space {
+            b"error_if_no_space ".as_slice()
+        } else {
+            b"queue_if_no_space "
+        });
+        out.put(if md.needs_check() {
+            b"needs_check ".as_slice()
+        } else {
+            b"- "
+        });
+        out.put_u64(metadata_threshold(&self.metadata_dev));
+        out.put(b" ");
+    }
+
+    fn run_message(&self, args: &mut ArgSet<'_>) -> core::result::Result<(), PdError> {
+        let pool = &self.entry.pool;
+        let cmd = args.shift().ok_or(PdError::Invalid)?;
+        let mut num = || args.shift().and_then(parse_u64).ok_or(PdError::Invalid);
+        let mut md = pool.md.write();
+        match cmd.as_bytes() {
+            b"create_thin" => md.create_thin(num()?),
+            b"create_snap" => {
+                let (dev, origin) = (num()?, num()?);
+                md.create_snap(dev, origin)
+            }
+            b"delete" => md.delete_thin_device(num()?),
+            b"set_transaction_id" => {
+                let (old, new) = (num()?, num()?);
+                md.set_transaction_id(old, new)
+            }
+            b"reserve_metadata_snap" => md.reserve_metadata_snap(),
+            b"release_metadata_snap" => md.release_metadata_snap(),
+            _ => Err(PdError::Invalid),
+        }
+    }
+}
+
+/// The metadata low-water mark upstream reports: a quarter of the
+/// metadata device, at most 4 MiB, in 4 KiB blocks.
+fn metadata_threshold(dev: &DmDev) -> u64 {
+    (dev.nr_sectors() / 8 / 4).min(1024)
+}
+
+fn bound_of(f: &PoolFeatures, low_water_blocks: u64) -> Bound {
+    Bound {
+        zero_new_blocks: f.zero_new_blocks,
+        discard_enabled: f.discard_enabled,
+        discard_passdown: f.discard_passdown,
+        error_if_no_space: f.error_if_no_space,
+        low_water_blocks,
+    }
+}
+
+#[vtable]
+impl Target for PoolTarget {
+    const NAME: &'static CStr = c_str!("thin-pool");
+    const VERSION: [u32; 3] = [1, 23, 0];
+    type PerBio = ();
+
+    fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
+        let mut words: [&[u8]; MAX_WORDS] = [&[]; MAX_WORDS];
+        let n = args.len().min(MAX_WORDS);
+        for (i, w) in words.iter_mut().enumerate().take(n) {
+            *w = args.peek(i).map_or(&[][..], |c| c.as_bytes());
+        }
+        let parsed = PoolTable::parse(words.iter().take(n).copied());
+        let table = match parsed {
+            Ok(t) => Some(t),
+            Err(e) if e.found_after_open() => None,
+            Err(e) => return Err(ctr_error(EINVAL, e.text_with_nul())),
+        };
+        let meta_path = args.peek(0).ok_or(TargetError::new(
+            EINVAL,
+            c_str!("Invalid argument count"),
+        ))?;
+        let data_path = args.peek(1).ok_or(TargetError::new(
+            EINVAL,
+            c_str!("Invalid argument count"),
+        ))?;
+        let metadata_dev =
+            ti.get_device(meta_path, c_str!("Error opening metadata block device"))?;
+        let data_dev = ti.get_device(data_path, c_str!("Error getting data device"))?;
+        let table = match (table, parsed) {
+            (Some(t), _) => t,
+            (None, Err(e)) => return Err(ctr_error(EINVAL, e.text_with_nul())),
+            (None, Ok(t)) => t,
+        };
+        let bound = bound_of(&table.features, table.low_water_blocks);
+        let devices = PoolDevices {
+            md_key: ti.md_dev_key(),
+            metadata_dev: &metadata_dev,
+            data_dev: &data_dev,
+            block_size: table.data_block_size,
+            read_only: table.features.read_only,
+        };
+        let (entry, created) =
+            find_or_create(&devices, bound).map_err(|(e, msg)| TargetError::new(e, msg))?;
+        if !created && entry.pool.features().discard_enabled != table.features.discard_enabled {
+            return Err(TargetError::new(
+                EINVAL,
+                c_str!("Discard support cannot be disabled once enabled"),
+            ));
+        }
+        ti.set_num_flush_bios(1);
+        if table.features.discard_enabled && table.features.discard_passdown {
+            ti.set_num_discard_bios(1);
+            ti.set_discards_supported(true);
+            ti.set_max_discard_granularity(true);
+        }
+        let target = PoolTarget {
+            entry,
+            metadata_dev,
+            data_dev,
+            block_size: table.data_block_size,
+            low_water_blocks: table.low_water_blocks,
+            requested: table.features,
+            handle: ti.handle(),
+            len: ti.len(),
+        };
+        KBox::pin(target, GFP_KERNEL).map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))
+    }
+
+    fn map(&self, bio: MapBio<'_, Self>) -> MapResult {
+        // A singleton target: it always starts at sector 0.
+        let sector = bio.sector();
+        bio.remap(&self.data_dev, sector)
+    }
+
+    fn preresume(&self) -> Result {
+        self.entry.pool.bind(self.bound(), Some(self.handle.clone()));
+        self.resize_data()
+    }
+
+    fn resume(&self) {
+        pool::Pool::wake(&self.entry.pool);
+    }
+
+    fn postsuspend(&self) {
+        let pool = &self.entry.pool;
+        pool.wq.flush();
+        let _ = pool.commit_if_changed();
+    }
+
+    fn status(&self, ty: StatusType, flags: u32, out: &mut StatusWriter<'_>) {
+        match ty {
+            StatusType::Info => self.info(flags, out),
+            StatusType::Table => emit_pool_table(
+                out,
+                &self.metadata_dev,
+                &self.data_dev,
+                self.block_size,
+                self.low_water_blocks,
+                &self.requested,
+            ),
+            StatusType::Ima => {}
+        }
+    }
+
+    fn message(&self, args: &mut ArgSet<'_>, _out: &mut StatusWriter<'_>) -> Result {
+        let r = noio_scope(|| self.run_message(args));
+        if let Err(e) = r {
+            pr_warn!("thin-pool: message failed: {}\n", e.name());
+            return Err(pool::kerr(e));
+        }
+        let mut md = self.entry.pool.md.write();
+        pool::commit(&mut md)
+    }
+
+    fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
+        visitor.visit(&self.data_dev, 0, self.len)
+    }
+
+    fn io_hints(&self, limits: &mut QueueLimits<'_>) {
+        let bytes = self.block_size.saturating_mul(512);
+        if limits.io_min() < bytes {
+            limits.set_io_min(bytes);
+        }
+        limits.set_io_opt(bytes);
+    }
+}
