@@ -226,7 +226,10 @@ pub(crate) fn find_or_create(
 }
 
 impl PoolOwner {
-    fn new(d: &PoolDevices<'_>, bound: Bound) -> core::result::Result<Self, (Error, &'static CStr)> {
+    fn new(
+        d: &PoolDevices<'_>,
+        bound: Bound,
+    ) -> core::result::Result<Self, (Error, &'static CStr)> {
         let md = open_metadata(d)?;
         let wq = WorkQueue::new(c_str!("dm-thin"), Concurrency::Ordered)
             .map_err(|e| (e, c_str!("Error creating pool's workqueue")))?;

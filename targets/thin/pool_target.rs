@@ -57,7 +57,10 @@ impl PoolTarget {
     /// `maybe_resize_data_dev`).
     fn resize_data(&self) -> Result {
         let pool = &self.entry.pool;
-        let blocks = self.len.checked_div(u64::from(self.block_size)).unwrap_or(0);
+        let blocks = self
+            .len
+            .checked_div(u64::from(self.block_size))
+            .unwrap_or(0);
         let mut md = pool.md.write();
         let current = md.data_dev_size().map_err(pool::kerr)?;
         if blocks < current {
@@ -196,14 +199,12 @@ impl Target for PoolTarget {
             Err(e) if e.found_after_open() => None,
             Err(e) => return Err(ctr_error(EINVAL, e.text_with_nul())),
         };
-        let meta_path = args.peek(0).ok_or(TargetError::new(
-            EINVAL,
-            c_str!("Invalid argument count"),
-        ))?;
-        let data_path = args.peek(1).ok_or(TargetError::new(
-            EINVAL,
-            c_str!("Invalid argument count"),
-        ))?;
+        let meta_path = args
+            .peek(0)
+            .ok_or(TargetError::new(EINVAL, c_str!("Invalid argument count")))?;
+        let data_path = args
+            .peek(1)
+            .ok_or(TargetError::new(EINVAL, c_str!("Invalid argument count")))?;
         let metadata_dev =
             ti.get_device(meta_path, c_str!("Error opening metadata block device"))?;
         let data_dev = ti.get_device(data_path, c_str!("Error getting data device"))?;
@@ -254,7 +255,9 @@ impl Target for PoolTarget {
     }
 
     fn preresume(&self) -> Result {
-        self.entry.pool.bind(self.bound(), Some(self.handle.clone()));
+        self.entry
+            .pool
+            .bind(self.bound(), Some(self.handle.clone()));
         self.resize_data()
     }
 

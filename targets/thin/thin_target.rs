@@ -117,17 +117,18 @@ impl Target for ThinTarget {
         let id = parse_u64(id_word)
             .filter(|&v| v < (1 << 24))
             .ok_or(TargetError::new(EINVAL, c_str!("Invalid device id")))?;
-        let owner = POOLS
-            .lookup(DevKey::of(&pool_dev))
-            .ok_or(TargetError::new(EINVAL, c_str!("Couldn't find pool object")))?;
+        let owner = POOLS.lookup(DevKey::of(&pool_dev)).ok_or(TargetError::new(
+            EINVAL,
+            c_str!("Couldn't find pool object"),
+        ))?;
         let pool = owner.pool.clone();
         ti.set_max_io_len(u64::from(pool.block_size))
             .map_err(|e| TargetError::new(e, c_str!("Invalid block size")))?;
         ti.set_num_flush_bios(1);
         ti.set_flush_supported(true);
-        let td = pool.open_thin(id).map_err(|e| {
-            TargetError::new(e, c_str!("Couldn't open thin internal device"))
-        })?;
+        let td = pool
+            .open_thin(id)
+            .map_err(|e| TargetError::new(e, c_str!("Couldn't open thin internal device")))?;
         let lists = KBox::pin_init(
             new_irq_spinlock!(ThinLists::default(), "thin bio lists"),
             GFP_KERNEL,
@@ -163,7 +164,7 @@ impl Target for ThinTarget {
             },
             GFP_KERNEL,
         )
-            .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))
+        .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))
     }
 
     fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {

@@ -235,7 +235,11 @@ fn finish_cells(pool: &Arc<Pool>, thins: &PVec<Arc<ThinState>>, ws: &mut WorkerS
         }
         if mapped {
             let (_, within) = thin.locate(holder.sector());
-            issue(thin, holder, block.saturating_mul(bs).saturating_add(within));
+            issue(
+                thin,
+                holder,
+                block.saturating_mul(bs).saturating_add(within),
+            );
         } else {
             holder.end(BlkStatus::IO_ERROR);
         }
