@@ -17,6 +17,11 @@
     clippy::unimplemented
 )]
 
+// The module's `targets::thin::metadata`, where the siblings look for it.
+pub use crate::thin_metadata as metadata;
+
+#[path = "../thin/mode.rs"]
+pub mod mode;
 #[path = "../thin/number.rs"]
 pub mod number;
 #[path = "../thin/pool_table.rs"]

@@ -5,13 +5,10 @@
 //! [<#feature args> [<arg>]*]`, parsed with upstream's checks and error
 //! texts, and written back the way upstream's table status writes it.
 
+use super::metadata::superblock::valid_data_block_size;
 use super::number::{is_keyword, kstrtoull, scan_u32};
 use super::status::{EmitDevice, StatusSink};
 
-/// Smallest data block: 64 KiB, in 512-byte sectors.
-pub const MIN_DATA_BLOCK_SECTORS: u32 = 128;
-/// Largest data block: 1 GiB, in sectors.
-pub const MAX_DATA_BLOCK_SECTORS: u32 = 2_097_152;
 /// At most this many feature words.
 pub const MAX_FEATURE_ARGS: usize = 4;
 
@@ -166,7 +163,7 @@ impl<'a> PoolTable<'a> {
         let features = parse_features(args)?;
         let data_block_size = kstrtoull(block_size)
             .and_then(|n| u32::try_from(n).ok())
-            .filter(|&n| valid_block_size(n))
+            .filter(|&n| valid_data_block_size(n))
             .ok_or(PoolCtrError::BlockSize)?;
         let low_water_blocks = kstrtoull(low_water).ok_or(PoolCtrError::LowWater)?;
         Ok(Self {
@@ -189,12 +186,6 @@ impl<'a> PoolTable<'a> {
             &self.features,
         );
     }
-}
-
-/// Whether `sectors` is an allowed data block size.
-pub fn valid_block_size(sectors: u32) -> bool {
-    (MIN_DATA_BLOCK_SECTORS..=MAX_DATA_BLOCK_SECTORS).contains(&sectors)
-        && sectors % MIN_DATA_BLOCK_SECTORS == 0
 }
 
 /// Reads `[<#feature args> [<arg>]*]`.
