@@ -14,6 +14,12 @@ blk_mode_t dmrs_table_get_mode(struct dm_target *ti);
 struct file *dmrs_get_file(struct file *file);
 void dmrs_fput(struct file *file);
 
+/*
+ * Discards @nr sectors of @bdev at @sector and waits; -EOPNOTSUPP if the
+ * device takes no discards. Sleeps.
+ */
+int dmrs_bdev_discard(struct block_device *bdev, sector_t sector, sector_t nr);
+
 /* The mapped device of @ti's table: events, suspend state, name. */
 void dmrs_target_table_event(struct dm_target *ti);
 /* Copies the mapped device's name (NUL-terminated, truncated) into @buf. */

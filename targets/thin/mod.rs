@@ -22,6 +22,7 @@ pub(crate) mod status;
 pub(crate) mod thin_table;
 
 pub(crate) mod pool;
+mod pool_mode;
 pub(crate) mod pool_target;
 mod provision;
 pub(crate) mod thin_target;

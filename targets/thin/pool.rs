@@ -28,7 +28,8 @@ use crate::dm::{DmDev, TargetHandle};
 use crate::persistent_data::block_manager::BlockManager;
 use crate::persistent_data::error::Error as PdError;
 use crate::persistent_data::shim::PVec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use super::mode::{PoolMode, PoolState};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -106,12 +107,23 @@ pub(crate) struct Pool {
     pub(crate) kcopyd: Mutex<Option<KcopydClient>>,
     #[pin]
     pub(crate) bound: Mutex<Bound>,
+    /// The pool's mode and out-of-space state (`mode.rs` decides).
+    #[pin]
+    pub(crate) state: Mutex<PoolState>,
+    pub(crate) flags: PoolFlags,
+}
+
+/// The pool's lock-free state.
+#[derive(Default)]
+pub(crate) struct PoolFlags {
     /// The timer asked for a commit.
     pub(crate) commit_due: AtomicBool,
-    /// Provisioning jobs finished since the worker last looked.
-    pub(crate) completions: AtomicU64,
     /// A low-water-mark event was raised and not yet re-armed.
     pub(crate) low_water_triggered: AtomicBool,
+    /// A copy of the mode for `map` (see `pool_mode.rs`).
+    pub(crate) mode: AtomicU8,
+    /// Seconds spent out of data space while queueing I/O.
+    pub(crate) no_space_ticks: AtomicU32,
 }
 
 impl_has_work! {
@@ -173,7 +185,10 @@ pub(crate) struct CommitTimer {
 
 impl DelayedWorkItem for CommitTimer {
     fn run(this: &Delayed<Self>) {
-        this.pool.commit_due.store(true, Ordering::Release);
+        this.pool.flags.commit_due.store(true, Ordering::Release);
+        if this.pool.mode() == PoolMode::OutOfDataSpace {
+            this.pool.flags.no_space_ticks.fetch_add(1, Ordering::AcqRel);
+        }
         Pool::wake(&this.pool);
         this.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));
     }
@@ -250,9 +265,8 @@ impl PoolOwner {
                 worker <- new_mutex!(WorkerState::new(), "thin-pool worker state"),
                 kcopyd <- new_mutex!(Some(kcopyd), "thin-pool kcopyd"),
                 bound <- new_mutex!(bound, "thin-pool features"),
-                commit_due: AtomicBool::new(false),
-                completions: AtomicU64::new(0),
-                low_water_triggered: AtomicBool::new(false),
+                state <- new_mutex!(PoolState::new(), "thin-pool mode"),
+                flags: PoolFlags::default(),
             }),
             GFP_KERNEL,
         )

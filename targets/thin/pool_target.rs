@@ -7,7 +7,11 @@
 
 use super::pool::{self, find_or_create, Bound, PoolDevices, PoolEntry};
 use super::pool_table::{emit_pool_table, PoolFeatures, PoolTable};
-use super::status::{EmitDevice, StatusSink};
+use super::mode::PoolMode;
+use super::status::{
+    emit_pool_status, emit_status_error, metadata_dev_blocks, metadata_low_water_blocks,
+    EmitDevice, PoolStatus, StatusSink,
+};
 use crate::dm::args::parse_u64;
 use crate::dm::noio::noio_scope;
 use crate::dm::{
@@ -15,6 +19,7 @@ use crate::dm::{
     StatusWriter, Target, TargetCtx, TargetError, TargetHandle,
 };
 use crate::persistent_data::error::Error as PdError;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
@@ -31,7 +36,7 @@ impl EmitDevice for DmDev {
 }
 
 /// A static error text from a NUL-terminated byte string.
-fn ctr_error(err: Error, text: &'static [u8]) -> TargetError {
+pub(crate) fn ctr_error(err: Error, text: &'static [u8]) -> TargetError {
     let msg = CStr::from_bytes_with_nul(text).unwrap_or(c_str!("Invalid argument"));
     TargetError::new(err, msg)
 }
@@ -46,6 +51,8 @@ pub(crate) struct PoolTarget {
     requested: PoolFeatures,
     handle: TargetHandle,
     len: u64,
+    /// Whether this table was bound to the pool (preresume) before.
+    bound_once: AtomicBool,
 }
 
 impl PoolTarget {
@@ -73,8 +80,7 @@ impl PoolTarget {
         }
         if blocks > current {
             noio_scope(|| md.resize_data_dev(blocks)).map_err(pool::kerr)?;
-            pool.low_water_triggered
-                .store(false, core::sync::atomic::Ordering::Release);
+            pool.flags.low_water_triggered.store(false, Ordering::Release);
             pool::commit(&mut md)?;
         }
         Ok(())
@@ -82,6 +88,9 @@ impl PoolTarget {
 
     fn info(&self, flags: u32, out: &mut StatusWriter<'_>) {
         let pool = &self.entry.pool;
+        if pool.mode() == PoolMode::Fail {
+            return emit_pool_status(out, &fail_status());
+        }
         if flags & STATUS_NOFLUSH == 0 && !self.handle.suspended() {
             let _ = pool.commit_if_changed();
         }
@@ -94,52 +103,32 @@ impl PoolTarget {
                 md.free_data_blocks()?,
                 md.data_dev_size()?,
                 md.metadata_snap()?,
+                md.needs_check(),
             ))
         })();
-        let Ok((tid, free_meta, nr_meta, free_data, nr_data, held)) = numbers else {
-            out.put(b"Fail");
-            return;
+        drop(md);
+        let Ok((tid, free_meta, nr_meta, free_data, nr_data, held, needs_check)) = numbers else {
+            return emit_status_error(out);
         };
-        for (i, n) in [
-            tid,
-            nr_meta.saturating_sub(free_meta),
-            nr_meta,
-            nr_data.saturating_sub(free_data),
-            nr_data,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            out.put_u64(n);
-            out.put(if i == 1 || i == 3 { b"/" } else { b" " });
-        }
-        if held == 0 {
-            out.put(b"- ");
-        } else {
-            out.put_u64(held);
-            out.put(b" ");
-        }
-        out.put(if md.is_read_only() { b"ro " } else { b"rw " });
         let f = pool.features();
-        out.put(if !f.discard_enabled {
-            b"ignore_discard ".as_slice()
-        } else if f.discard_passdown {
-            b"discard_passdown "
-        } else {
-            b"no_discard_passdown "
-        });
-        out.put(if f.error_if_no_space {
-            b"error_if_no_space ".as_slice()
-        } else {
-            b"queue_if_no_space "
-        });
-        out.put(if md.needs_check() {
-            b"needs_check ".as_slice()
-        } else {
-            b"- "
-        });
-        out.put_u64(metadata_threshold(&self.metadata_dev));
-        out.put(b" ");
+        let state = *pool.state.lock();
+        let status = PoolStatus {
+            transaction_id: tid,
+            free_metadata_blocks: free_meta,
+            total_metadata_blocks: nr_meta,
+            free_data_blocks: free_data,
+            total_data_blocks: nr_data,
+            held_root: held,
+            mode: state.mode(),
+            discard_enabled: f.discard_enabled,
+            discard_passdown: f.discard_passdown,
+            error_if_no_space: state.error_if_no_space(),
+            needs_check,
+            metadata_low_water: metadata_low_water_blocks(metadata_dev_blocks(
+                self.metadata_dev.nr_sectors(),
+            )),
+        };
+        emit_pool_status(out, &status);
     }
 
     fn run_message(&self, args: &mut ArgSet<'_>) -> core::result::Result<(), PdError> {
@@ -163,12 +152,6 @@ impl PoolTarget {
             _ => Err(PdError::Invalid),
         }
     }
-}
-
-/// The metadata low-water mark upstream reports: a quarter of the
-/// metadata device, at most 4 MiB, in 4 KiB blocks.
-fn metadata_threshold(dev: &DmDev) -> u64 {
-    (dev.nr_sectors() / 8 / 4).min(1024)
 }
 
 fn bound_of(f: &PoolFeatures, low_water_blocks: u64) -> Bound {
@@ -244,6 +227,7 @@ impl Target for PoolTarget {
             requested: table.features,
             handle: ti.handle(),
             len: ti.len(),
+            bound_once: AtomicBool::new(false),
         };
         KBox::pin(target, GFP_KERNEL).map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))
     }
@@ -255,14 +239,28 @@ impl Target for PoolTarget {
     }
 
     fn preresume(&self) -> Result {
-        self.entry
-            .pool
-            .bind(self.bound(), Some(self.handle.clone()));
-        self.resize_data()
+        let pool = &self.entry.pool;
+        pool.bind(self.bound(), Some(self.handle.clone()));
+        // A newly loaded table asks for its mode; a plain resume keeps the
+        // mode the pool is in.
+        let requested = if self.bound_once.swap(true, Ordering::AcqRel) {
+            pool.mode()
+        } else {
+            PoolMode::requested_by(&self.requested)
+        };
+        let thins = pool.thins.lock();
+        let ctx = pool.mode_ctx();
+        let change = pool.state.lock().bind(requested, &ctx);
+        pool.carry_out(&thins, change);
+        self.resize_data()?;
+        pool.commit_and_check(&thins)
     }
 
     fn resume(&self) {
-        pool::Pool::wake(&self.entry.pool);
+        // Bios queued while out of data space get another chance.
+        let pool = &self.entry.pool;
+        pool.requeue_retries(&pool.thins.lock());
+        pool::Pool::wake(pool);
     }
 
     fn postsuspend(&self) {
@@ -306,5 +304,23 @@ impl Target for PoolTarget {
             limits.set_io_min(bytes);
         }
         limits.set_io_opt(bytes);
+    }
+}
+
+/// A status that emits as upstream's `Fail`.
+fn fail_status() -> PoolStatus {
+    PoolStatus {
+        transaction_id: 0,
+        free_metadata_blocks: 0,
+        total_metadata_blocks: 0,
+        free_data_blocks: 0,
+        total_data_blocks: 0,
+        held_root: 0,
+        mode: PoolMode::Fail,
+        discard_enabled: false,
+        discard_passdown: false,
+        error_if_no_space: false,
+        needs_check: false,
+        metadata_low_water: 0,
     }
 }

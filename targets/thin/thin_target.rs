@@ -8,16 +8,20 @@
 
 use super::metadata::ThinDevice;
 use super::pool::{Pool, PoolOwner, POOLS};
-use crate::dm::args::parse_u64;
+use super::pool_target::ctr_error;
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::DevKey;
 use crate::dm::{
     ArgSet, BioList, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, IrqSpinLock, MapBio,
-    MapResult, StatusType, StatusWriter, Target, TargetCtx, TargetError,
+    MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
+    TargetHandle,
 };
+use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, StatusSink};
+use super::thin_table::{emit_thin_table, ThinTable};
 use crate::new_irq_spinlock;
 use crate::persistent_data::error::Error as PdError;
-use core::fmt::Write;
+use super::mode::PoolMode;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
@@ -37,6 +41,8 @@ pub(crate) struct ThinLists {
     pub(crate) deferred: BioList<ThinTarget>,
     /// Mapped flushes and FUA writes, issued after the next commit.
     pub(crate) after_commit: BioList<ThinTarget>,
+    /// Writes waiting for data space (out-of-data-space mode, queueing).
+    pub(crate) retry: BioList<ThinTarget>,
 }
 
 /// A thin device's state shared with the pool's worker.
@@ -50,12 +56,19 @@ pub(crate) struct ThinState {
     /// The thin target's first sector in its mapped device.
     pub(crate) begin: u64,
     pub(crate) lists: Pin<KBox<IrqSpinLock<ThinLists>>>,
+    /// A noflush suspend is under way: bios go back to dm core.
+    pub(crate) requeue_mode: AtomicBool,
 }
 
 impl ThinState {
     /// The open thin device.
     pub(crate) fn td(&self) -> Result<&ThinDevice> {
         self.td.as_ref().ok_or(EINVAL)
+    }
+
+    /// The device id (below 2^24, checked by the constructor).
+    pub(crate) fn id_u32(&self) -> u32 {
+        u32::try_from(self.id).unwrap_or(u32::MAX)
     }
 
     /// The virtual block and the offset in it of a bio at `sector`.
@@ -80,6 +93,7 @@ impl Drop for ThinState {
 /// One thin target.
 pub(crate) struct ThinTarget {
     state: Arc<ThinState>,
+    handle: TargetHandle,
     // Dropped after the state (fields drop in order): the last owner stops
     // the pool (see `PoolOwner`).
     _owner: Arc<PoolOwner>,
@@ -102,21 +116,27 @@ impl Target for ThinTarget {
     type PerBio = ThinPerBio;
 
     fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
-        if args.len() != 2 && args.len() != 3 {
-            return Err(TargetError::new(EINVAL, c_str!("Invalid argument count")));
+        let mut words: [&[u8]; 4] = [&[]; 4];
+        let n = args.len().min(words.len());
+        for (i, w) in words.iter_mut().enumerate().take(n) {
+            *w = args.peek(i).map_or(&[][..], |c| c.as_bytes());
+        }
+        let parsed = ThinTable::parse(words.iter().take(n).copied());
+        if let Err(e) = parsed {
+            if !e.found_after_open() {
+                return Err(ctr_error(EINVAL, e.text_with_nul()));
+            }
         }
         let pool_path = args.shift_or(c_str!("Invalid argument count"))?;
-        let id_word = args.shift_or(c_str!("Invalid argument count"))?;
-        if args.len() == 1 {
+        let pool_dev = ti.get_device(pool_path, c_str!("Error opening pool device"))?;
+        let table = parsed.map_err(|e| ctr_error(EINVAL, e.text_with_nul()))?;
+        if table.origin_dev.is_some() {
             return Err(TargetError::new(
                 EINVAL,
                 c_str!("external origins are not supported yet"),
             ));
         }
-        let pool_dev = ti.get_device(pool_path, c_str!("Error opening pool device"))?;
-        let id = parse_u64(id_word)
-            .filter(|&v| v < (1 << 24))
-            .ok_or(TargetError::new(EINVAL, c_str!("Invalid device id")))?;
+        let id = u64::from(table.dev_id);
         let owner = POOLS.lookup(DevKey::of(&pool_dev)).ok_or(TargetError::new(
             EINVAL,
             c_str!("Couldn't find pool object"),
@@ -126,6 +146,11 @@ impl Target for ThinTarget {
             .map_err(|e| TargetError::new(e, c_str!("Invalid block size")))?;
         ti.set_num_flush_bios(1);
         ti.set_flush_supported(true);
+        if pool.features().discard_enabled {
+            ti.set_discards_supported(true);
+            ti.set_num_discard_bios(1);
+            ti.set_max_discard_granularity(true);
+        }
         let td = pool
             .open_thin(id)
             .map_err(|e| TargetError::new(e, c_str!("Couldn't open thin internal device")))?;
@@ -149,6 +174,7 @@ impl Target for ThinTarget {
                 pool_dev,
                 begin: ti.begin(),
                 lists,
+                requeue_mode: AtomicBool::new(false),
             },
             GFP_KERNEL,
         )
@@ -160,6 +186,7 @@ impl Target for ThinTarget {
         KBox::pin(
             ThinTarget {
                 state,
+                handle: ti.handle(),
                 _owner: owner,
             },
             GFP_KERNEL,
@@ -169,6 +196,12 @@ impl Target for ThinTarget {
 
     fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
         let st = &*self.state;
+        if st.requeue_mode.load(Ordering::Acquire) {
+            return bio.requeue();
+        }
+        if st.pool.mode() == PoolMode::Fail {
+            return bio.kill();
+        }
         let op = bio.op();
         if bio.is_preflush() || bio.is_fua() || !matches!(op, BioOp::Read | BioOp::Write) {
             return self.defer(bio);
@@ -199,43 +232,55 @@ impl Target for ThinTarget {
         }
     }
 
+    fn presuspend(&self) {
+        if self.handle.noflush_suspending() {
+            let st = &*self.state;
+            st.requeue_mode.store(true, Ordering::Release);
+            let (deferred, retry) = st
+                .lists
+                .with(|l| (l.deferred.take_all(), l.retry.take_all()));
+            for bio in Iterator::chain(deferred, retry) {
+                bio.requeue();
+            }
+        }
+    }
+
+    fn resume(&self) {
+        self.state.requeue_mode.store(false, Ordering::Release);
+        Pool::wake(&self.state.pool);
+    }
+
     fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
         let st = &*self.state;
+        if st.pool.mode() == PoolMode::Fail {
+            return emit_thin_fail(out);
+        }
         match ty {
             StatusType::Info => {
                 let Ok(td) = st.td() else {
-                    let _ = write!(out, "Error");
-                    return;
+                    return out.put(b"-");
                 };
                 let md = st.pool.md.read();
-                let bs = u64::from(st.pool.block_size);
-                match md.mapped_count(td) {
-                    Ok(n) => {
-                        let _ = write!(out, "{} ", n.saturating_mul(bs));
-                    }
-                    Err(_) => {
-                        let _ = write!(out, "Error");
-                        return;
-                    }
-                }
-                match md.highest_mapped_block(td) {
-                    Ok(h) => {
-                        let _ = write!(
-                            out,
-                            "{}",
-                            h.saturating_add(1).saturating_mul(bs).saturating_sub(1)
-                        );
-                    }
-                    Err(_) => {
-                        let _ = write!(out, "-");
-                    }
-                }
+                let Ok(mapped) = md.mapped_count(td) else {
+                    return emit_status_error(out);
+                };
+                let highest = match md.highest_mapped_block(td) {
+                    Ok(h) => Some(h),
+                    Err(PdError::NoData) => None,
+                    Err(_) => return emit_status_error(out),
+                };
+                emit_thin_status(out, mapped, highest, st.pool.block_size);
             }
-            StatusType::Table => {
-                out.push_bytes(st.pool_dev.name().as_bytes());
-                let _ = write!(out, " {}", st.id);
-            }
+            StatusType::Table => emit_thin_table(out, &st.pool_dev, st.id_u32(), None),
             StatusType::Ima => {}
+        }
+    }
+
+    fn io_hints(&self, limits: &mut QueueLimits<'_>) {
+        let bs = self.state.pool.block_size;
+        if self.state.pool.features().discard_enabled {
+            limits.set_discard_granularity(bs.saturating_mul(512));
+            limits.set_max_hw_discard_sectors(bs.saturating_mul(1024));
         }
     }
 

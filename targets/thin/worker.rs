@@ -10,7 +10,9 @@
 //! simple bio prison: one holder per virtual block, the rest queued) until
 //! the mapping is in.
 
+use super::mode::{DiscardHandling, PoolMode, ReadOnlyAction, Unserviceable};
 use super::pool::{commit, Metadata, Pool};
+use super::pool_mode::status_of;
 use super::provision::{whole_block, Cell, CellJob};
 use super::thin_target::{ThinState, ThinTarget};
 use crate::dm::{BioOp, BlkStatus, HeldBio};
@@ -47,17 +49,18 @@ pub(crate) fn run(pool: &Arc<Pool>) {
     for thin in thins.iter() {
         let bios = thin.lists.with(|l| l.deferred.take_all());
         for bio in bios {
-            process(pool, thin, &mut ws, bio);
+            process(pool, &thins, thin, &mut ws, bio);
         }
     }
-    let commit_due = pool.commit_due.swap(false, Ordering::AcqRel);
+    pool.check_no_space_timeout(&thins);
+    let commit_due = pool.flags.commit_due.swap(false, Ordering::AcqRel);
     let waiting = thins
         .iter()
         .any(|t| t.lists.with(|l| !l.after_commit.is_empty()));
     if !commit_due && !waiting {
         return;
     }
-    let committed = pool.commit_if_changed();
+    let committed = pool.commit_and_check(&thins);
     for thin in thins.iter() {
         let bios = thin.lists.with(|l| l.after_commit.take_all());
         for bio in bios {
@@ -82,19 +85,42 @@ fn issue(thin: &ThinState, mut bio: HeldBio<ThinTarget>, dest: u64) {
     }
 }
 
+/// A bio the pool cannot serve now (no data space, read-only): queued
+/// until there is space, or failed.
+fn unserviceable(thin: &ThinState, bio: HeldBio<ThinTarget>, what: Unserviceable) {
+    match what {
+        Unserviceable::Queue => thin.lists.with(|l| l.retry.push(bio)),
+        Unserviceable::Error(e) => bio.end(status_of(e)),
+    }
+}
+
 /// Looks up, provisions or unshares for one bio.
 pub(crate) fn process(
     pool: &Arc<Pool>,
+    thins: &[Arc<ThinState>],
     thin: &ThinState,
     ws: &mut WorkerState,
-    mut bio: HeldBio<ThinTarget>,
+    bio: HeldBio<ThinTarget>,
 ) {
+    if thin.requeue_mode.load(Ordering::Acquire) {
+        return bio.requeue();
+    }
+    let mode = pool.mode();
+    if mode == PoolMode::Fail {
+        return bio.end(BlkStatus::IO_ERROR);
+    }
     let op = bio.op();
     if bio.is_empty_flush() {
         return issue(thin, bio, 0);
     }
+    if op == BioOp::Discard {
+        return match mode.discard_handling() {
+            DiscardHandling::Process => discard(pool, thin, bio),
+            DiscardHandling::Succeed => bio.end_ok(),
+            DiscardHandling::Error => bio.end(BlkStatus::IO_ERROR),
+        };
+    }
     if !matches!(op, BioOp::Read | BioOp::Write) {
-        // Discards and the rest are not supported yet.
         return bio.end(BlkStatus::IO_ERROR);
     }
     let (vblock, within) = thin.locate(bio.sector());
@@ -107,25 +133,93 @@ pub(crate) fn process(
     };
     let bs = u64::from(pool.block_size);
     let found = pool.md.read().find_block(td, vblock, true);
-    match found {
-        Ok(m) if !(m.shared && op == BioOp::Write) => {
-            let dest = m.block.saturating_mul(bs).saturating_add(within);
-            issue(thin, bio, dest);
-        }
-        Ok(m) => provision(pool, thin, ws, bio, vblock, Some(m.block)),
-        Err(PdError::NoData) if op == BioOp::Read => {
-            if bio.zero_fill().is_ok() {
-                bio.end_ok();
-            } else {
-                bio.end(BlkStatus::IO_ERROR);
-            }
-        }
-        Err(PdError::NoData) => provision(pool, thin, ws, bio, vblock, None),
+    let mapped = match found {
+        Ok(m) => Some(m),
+        Err(PdError::NoData) => None,
         Err(e) => {
             pr_err!("thin: lookup of block {} failed: {}\n", vblock, e.name());
-            bio.end(BlkStatus::IO_ERROR);
+            return bio.end(BlkStatus::IO_ERROR);
+        }
+    };
+    if mode != PoolMode::Write {
+        let action = pool.state.lock().read_only_action(
+            mapped.map(|m| m.shared),
+            op == BioOp::Write,
+            bio.size() > 0,
+        );
+        return match (action, mapped) {
+            (ReadOnlyAction::Remap, Some(m)) => {
+                issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within))
+            }
+            (ReadOnlyAction::Unserviceable(u), _) => unserviceable(thin, bio, u),
+            _ => zero_read(bio),
+        };
+    }
+    match mapped {
+        Some(m) if !(m.shared && op == BioOp::Write) => {
+            issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within))
+        }
+        Some(m) => provision(pool, thins, thin, ws, bio, vblock, Some(m.block)),
+        None if op == BioOp::Read => zero_read(bio),
+        None => provision(pool, thins, thin, ws, bio, vblock, None),
+    }
+}
+
+/// A read of an unprovisioned block: zeros.
+fn zero_read(mut bio: HeldBio<ThinTarget>) {
+    if bio.zero_fill().is_ok() {
+        bio.end_ok();
+    } else {
+        bio.end(BlkStatus::IO_ERROR);
+    }
+}
+
+/// Unmaps the whole blocks a discard covers (parts of blocks stay mapped)
+/// and, with passdown, discards the data blocks no other device maps.
+fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
+    let Ok(td) = thin.td() else {
+        return bio.end(BlkStatus::IO_ERROR);
+    };
+    let bs = u64::from(pool.block_size);
+    let (first, within) = thin.locate(bio.sector());
+    let (end, _) = thin.locate(bio.sector().saturating_add(u64::from(bio.sectors())));
+    let begin = if within == 0 { first } else { first.saturating_add(1) };
+    if begin >= end {
+        return bio.end_ok();
+    }
+    let passdown = pool.features().discard_passdown;
+    // Data blocks to pass down: those only this device maps, found before
+    // they are unmapped. (Only the worker allocates, so none of them is
+    // reused before the discards below are done.)
+    let mut runs = DataRuns::new();
+    let mut md = pool.md.write();
+    if passdown {
+        let mut next = begin;
+        while next < end {
+            let Ok(r) = md.find_mapped_range(td, next, end) else {
+                break;
+            };
+            let len = r.thin_end.saturating_sub(r.thin_begin);
+            for b in r.pool_begin..r.pool_begin.saturating_add(len) {
+                if !md.block_is_shared(b).unwrap_or(true) {
+                    runs.add(b);
+                }
+            }
+            next = r.thin_end;
         }
     }
+    if let Err(e) = md.remove_range(td, begin, end) {
+        pr_err!("thin-pool: unmapping a discarded range failed: {}\n", e.name());
+        drop(md);
+        return bio.end(BlkStatus::IO_ERROR);
+    }
+    drop(md);
+    for &(b, len) in runs.runs.iter() {
+        let _ = pool
+            .data_dev
+            .discard(b.saturating_mul(bs), len.saturating_mul(bs));
+    }
+    bio.end_ok();
 }
 
 /// A write to an unmapped block (`from` None) or a shared one: a new data
@@ -133,6 +227,7 @@ pub(crate) fn process(
 /// off), mapped before the write is issued.
 fn provision(
     pool: &Arc<Pool>,
+    thins: &[Arc<ThinState>],
     thin: &ThinState,
     ws: &mut WorkerState,
     bio: HeldBio<ThinTarget>,
@@ -151,8 +246,13 @@ fn provision(
             Ok(b) => b,
             Err(PdError::NoSpace) => {
                 drop(md);
-                pr_warn!("thin-pool: out of data space\n");
-                return bio.end(BlkStatus::NO_SPACE);
+                match alloc_after_commit(pool, thins) {
+                    Some(b) => b,
+                    None => {
+                        let what = pool.state.lock().unserviceable();
+                        return unserviceable(thin, bio, what);
+                    }
+                }
             }
             Err(e) => {
                 pr_err!("thin-pool: data block allocation failed: {}\n", e.name());
@@ -193,7 +293,7 @@ fn fail_insert(md: &mut Metadata, bio: HeldBio<ThinTarget>, e: PdError) {
 
 /// Maps the blocks whose zeroing or copy finished, issues their writes
 /// and looks at the bios that waited for them again.
-fn finish_cells(pool: &Arc<Pool>, thins: &PVec<Arc<ThinState>>, ws: &mut WorkerState) {
+fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState) {
     let bs = u64::from(pool.block_size);
     let mut i = 0;
     while let Some(cell) = ws.cells.get(i) {
@@ -244,7 +344,7 @@ fn finish_cells(pool: &Arc<Pool>, thins: &PVec<Arc<ThinState>>, ws: &mut WorkerS
             holder.end(BlkStatus::IO_ERROR);
         }
         for w in waiters {
-            process(pool, thin, ws, w);
+            process(pool, thins, thin, ws, w);
         }
     }
 }
@@ -255,11 +355,52 @@ fn check_low_water(pool: &Pool) {
     let low = pool.features().low_water_blocks;
     let free = pool.md.read().free_data_blocks();
     if let Ok(free) = free {
-        if free <= low && !pool.low_water_triggered.swap(true, Ordering::AcqRel) {
+        if free <= low && !pool.flags.low_water_triggered.swap(true, Ordering::AcqRel) {
             pr_info!("thin-pool: reached low water mark for data device: sending event\n");
             if let Some(h) = pool.handle() {
                 h.table_event();
             }
         }
+    }
+}
+
+/// No free data block: commit (blocks freed in this transaction become
+/// free) and try again; still none: out-of-data-space mode.
+fn alloc_after_commit(pool: &Arc<Pool>, thins: &[Arc<ThinState>]) -> Option<u64> {
+    if pool.commit_and_check(thins).is_ok() {
+        match pool.md.write().alloc_data_block() {
+            Ok(b) => return Some(b),
+            Err(PdError::NoSpace) => {}
+            Err(e) => {
+                pr_err!("thin-pool: data block allocation failed: {}\n", e.name());
+                pool.metadata_failed(thins);
+                return None;
+            }
+        }
+    }
+    pool.out_of_data_space(thins);
+    None
+}
+
+/// Runs of consecutive data blocks, built block by block.
+struct DataRuns {
+    runs: PVec<(u64, u64)>,
+}
+
+impl DataRuns {
+    fn new() -> Self {
+        DataRuns { runs: PVec::new() }
+    }
+
+    /// Adds block `b`; a block that cannot be recorded is left out (it is
+    /// then not discarded, which is harmless).
+    fn add(&mut self, b: u64) {
+        if let Some(last) = self.runs.last_mut() {
+            if last.0.saturating_add(last.1) == b {
+                last.1 = last.1.saturating_add(1);
+                return;
+            }
+        }
+        let _ = self.runs.try_push((b, 1));
     }
 }
