@@ -14,6 +14,7 @@
 //!   then drops the last `Arc<Pool>` itself.
 
 use super::metadata::{OpenOptions, PoolHooks, PoolMetadata, ThinDevice};
+use super::mode::{PoolMode, PoolState};
 use super::thin_target::ThinState;
 use super::worker::WorkerState;
 use crate::dm::bufio::BufioClient;
@@ -28,7 +29,6 @@ use crate::dm::{DmDev, TargetHandle};
 use crate::persistent_data::block_manager::BlockManager;
 use crate::persistent_data::error::Error as PdError;
 use crate::persistent_data::shim::PVec;
-use super::mode::{PoolMode, PoolState};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
@@ -187,7 +187,10 @@ impl DelayedWorkItem for CommitTimer {
     fn run(this: &Delayed<Self>) {
         this.pool.flags.commit_due.store(true, Ordering::Release);
         if this.pool.mode() == PoolMode::OutOfDataSpace {
-            this.pool.flags.no_space_ticks.fetch_add(1, Ordering::AcqRel);
+            this.pool
+                .flags
+                .no_space_ticks
+                .fetch_add(1, Ordering::AcqRel);
         }
         Pool::wake(&this.pool);
         this.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));

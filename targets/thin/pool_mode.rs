@@ -10,6 +10,7 @@ use super::pool::{commit, kerr, Pool};
 use super::thin_target::ThinState;
 use crate::dm::{params, BlkStatus};
 use core::sync::atomic::Ordering;
+use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -59,7 +60,9 @@ impl Pool {
     /// Carries out `change` for the pool whose thins are `thins`. Called
     /// without the metadata semaphore held.
     pub(crate) fn carry_out(&self, thins: &[Arc<ThinState>], change: ModeChange) {
-        self.flags.mode.store(mode_to_u8(change.new), Ordering::Release);
+        self.flags
+            .mode
+            .store(mode_to_u8(change.new), Ordering::Release);
         match change.metadata {
             super::mode::MetadataAccess::ReadOnly => self.md.write().set_read_only(),
             super::mode::MetadataAccess::ReadWrite => self.md.write().set_read_write(),
@@ -77,8 +80,11 @@ impl Pool {
         if change.notify() {
             let eins = self.state.lock().error_if_no_space();
             let (word, suffix) = change.log_words(eins);
-            pr_info!("thin-pool: switching pool to {} mode{}\n", word, suffix);
-            if let Some(h) = self.handle() {
+            let handle = self.handle();
+            let name = handle.as_ref().and_then(|h| h.device_name());
+            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
+            pr_info!("{}: switching pool to {}{} mode\n", name, word, suffix);
+            if let Some(h) = handle {
                 h.table_event();
             }
         }
@@ -103,10 +109,7 @@ impl Pool {
         }
         let (free_meta, free_data) = {
             let md = self.md.read();
-            (
-                md.free_metadata_blocks().ok(),
-                md.free_data_blocks().ok(),
-            )
+            (md.free_metadata_blocks().ok(), md.free_data_blocks().ok())
         };
         let ctx = self.mode_ctx();
         let outcome = self.state.lock().committed(free_meta, free_data, &ctx);
@@ -164,9 +167,15 @@ impl Pool {
             return;
         }
         if self.state.lock().no_space_timeout() {
-            pr_info!("thin-pool: switching pool to out-of-data-space (error IO) mode\n");
+            let handle = self.handle();
+            let name = handle.as_ref().and_then(|h| h.device_name());
+            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
+            pr_info!(
+                "{}: switching pool to out-of-data-space (error IO) mode\n",
+                name
+            );
             fail_retry_lists(thins, BlkStatus::NO_SPACE);
-            if let Some(h) = self.handle() {
+            if let Some(h) = handle {
                 h.table_event();
             }
         }

@@ -5,9 +5,9 @@
 //! (what the thins remap to the pool device) goes straight to the data
 //! device; its messages create and delete thin devices.
 
+use super::mode::PoolMode;
 use super::pool::{self, find_or_create, Bound, PoolDevices, PoolEntry};
 use super::pool_table::{emit_pool_table, PoolFeatures, PoolTable};
-use super::mode::PoolMode;
 use super::status::{
     emit_pool_status, emit_status_error, metadata_dev_blocks, metadata_low_water_blocks,
     EmitDevice, PoolStatus, StatusSink,
@@ -80,7 +80,9 @@ impl PoolTarget {
         }
         if blocks > current {
             noio_scope(|| md.resize_data_dev(blocks)).map_err(pool::kerr)?;
-            pool.flags.low_water_triggered.store(false, Ordering::Release);
+            pool.flags
+                .low_water_triggered
+                .store(false, Ordering::Release);
             pool::commit(&mut md)?;
         }
         Ok(())

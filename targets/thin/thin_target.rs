@@ -7,20 +7,19 @@
 //! the pool's worker.
 
 use super::metadata::ThinDevice;
+use super::mode::PoolMode;
 use super::pool::{Pool, PoolOwner, POOLS};
 use super::pool_target::ctr_error;
+use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, StatusSink};
+use super::thin_table::{emit_thin_table, ThinTable};
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::DevKey;
 use crate::dm::{
     ArgSet, BioList, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, IrqSpinLock, MapBio,
-    MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
-    TargetHandle,
+    MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError, TargetHandle,
 };
-use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, StatusSink};
-use super::thin_table::{emit_thin_table, ThinTable};
 use crate::new_irq_spinlock;
 use crate::persistent_data::error::Error as PdError;
-use super::mode::PoolMode;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::c_str;
 use kernel::ffi::c_int;

@@ -183,7 +183,11 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
     let bs = u64::from(pool.block_size);
     let (first, within) = thin.locate(bio.sector());
     let (end, _) = thin.locate(bio.sector().saturating_add(u64::from(bio.sectors())));
-    let begin = if within == 0 { first } else { first.saturating_add(1) };
+    let begin = if within == 0 {
+        first
+    } else {
+        first.saturating_add(1)
+    };
     if begin >= end {
         return bio.end_ok();
     }
@@ -209,7 +213,10 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
         }
     }
     if let Err(e) = md.remove_range(td, begin, end) {
-        pr_err!("thin-pool: unmapping a discarded range failed: {}\n", e.name());
+        pr_err!(
+            "thin-pool: unmapping a discarded range failed: {}\n",
+            e.name()
+        );
         drop(md);
         return bio.end(BlkStatus::IO_ERROR);
     }
