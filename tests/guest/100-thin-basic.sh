@@ -17,6 +17,8 @@ check_match "rs-thin-pool registered at 1.23.0" $'rs-thin-pool +v1\\.23\\.0' "$t
 check_match "rs-thin registered at 1.23.0" $'rs-thin +v1\\.23\\.0' "$targets"
 
 dd if=/dev/zero of=$meta bs=4096 count=16 oflag=direct status=none
+# Old bytes where the pool will provision, so that zeroing shows.
+tr '\0' '\377' </dev/zero | dd of=$data bs=1M count=16 iflag=fullblock oflag=direct status=none
 data_sectors=$(sectors $data)
 nr_blocks=$((data_sectors / 128))
 pool_table="0 $data_sectors rs-thin-pool $meta $data 128 32"
