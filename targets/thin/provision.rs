@@ -27,6 +27,8 @@ pub(crate) fn whole_block(within: u64, sectors: u32, block_size: u64) -> bool {
 pub(crate) enum CellJob {
     /// Zeroed.
     Zero,
+    /// Nothing: the write covers the block; mapped once it is done.
+    Overwrite,
     /// A copy of data block `from`.
     Copy { from: u64 },
 }
@@ -42,7 +44,10 @@ pub(crate) struct Cell {
     pub(crate) vblock: u64,
     /// The new data block.
     pub(crate) block: u64,
-    pub(crate) holder: HeldBio<ThinTarget>,
+    /// The write waiting for the copy; `None` for an overwrite, which is
+    /// in flight itself (its completion, seen by `end_io`, finishes the
+    /// cell).
+    pub(crate) holder: Option<HeldBio<ThinTarget>>,
     pub(crate) waiters: BioList<ThinTarget>,
     status: Arc<AtomicU8>,
 }
@@ -84,6 +89,7 @@ impl Cell {
             return Err(holder);
         };
         let submitted = match job {
+            CellJob::Overwrite => Err(()),
             CellJob::Zero => kc.zero(core::slice::from_ref(&to), done).map_err(|_| ()),
             CellJob::Copy { from } => match region(from) {
                 Ok(from) => kc
@@ -100,7 +106,7 @@ impl Cell {
             thin,
             vblock,
             block,
-            holder,
+            holder: Some(holder),
             waiters: BioList::new(),
             status,
         };
@@ -108,6 +114,28 @@ impl Cell {
             pr_err!("thin-pool: lost a cell: {}\n", e.name());
         }
         Ok(())
+    }
+
+    /// Holds `vblock` while a write covering all of new data block
+    /// `block` is in flight (nothing to prepare: the mapping goes in once
+    /// the write is done). Fails only without memory.
+    pub(crate) fn overwrite(
+        ws: &mut WorkerState,
+        thin: u64,
+        vblock: u64,
+        block: u64,
+    ) -> Result<()> {
+        ws.cells.try_reserve(1).map_err(|_| ENOMEM)?;
+        let status = Arc::new(AtomicU8::new(PENDING), GFP_KERNEL)?;
+        let cell = Cell {
+            thin,
+            vblock,
+            block,
+            holder: None,
+            waiters: BioList::new(),
+            status,
+        };
+        ws.cells.try_push(cell).map_err(|_| ENOMEM)
     }
 
     /// Whether the copy job finished.

@@ -15,8 +15,9 @@ use super::thin_table::{emit_thin_table, ThinTable};
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::DevKey;
 use crate::dm::{
-    ArgSet, BioList, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, IrqSpinLock, MapBio,
-    MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError, TargetHandle,
+    ArgSet, BioList, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult,
+    IrqSpinLock, MapBio, MapResult, QueueLimits, ReturnedBio, StatusType, StatusWriter, Target,
+    TargetCtx, TargetError, TargetHandle,
 };
 use crate::new_irq_spinlock;
 use crate::persistent_data::error::Error as PdError;
@@ -31,6 +32,10 @@ use kernel::sync::Arc;
 pub(crate) struct ThinPerBio {
     /// Sector of the pool device a bio waiting for a commit goes to.
     pub(crate) dest: u64,
+    /// A write covering a new block: its block is mapped when it is done.
+    pub(crate) overwrite: bool,
+    /// The overwrite's virtual block.
+    pub(crate) vblock: u64,
 }
 
 /// Bios a thin hands to the worker.
@@ -42,6 +47,9 @@ pub(crate) struct ThinLists {
     pub(crate) after_commit: BioList<ThinTarget>,
     /// Writes waiting for data space (out-of-data-space mode, queueing).
     pub(crate) retry: BioList<ThinTarget>,
+    /// Completed overwrites, taken back in `end_io` until their block is
+    /// mapped.
+    pub(crate) overwritten: BioList<ThinTarget, ReturnedBio<ThinTarget>>,
 }
 
 /// A thin device's state shared with the pool's worker.
@@ -229,6 +237,17 @@ impl Target for ThinTarget {
             }
             _ => self.defer(bio),
         }
+    }
+
+    fn end_io(&self, bio: EndioBio<'_, Self>) -> EndioResult {
+        if !bio.per_bio().overwrite {
+            return bio.done();
+        }
+        // Interrupt context: the worker maps the block, then ends the bio.
+        let (bio, result) = bio.hold();
+        self.state.lists.with(|l| l.overwritten.push(bio));
+        Pool::wake(&self.state.pool);
+        result
     }
 
     fn presuspend(&self) {

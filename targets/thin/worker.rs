@@ -45,6 +45,7 @@ pub(crate) fn run(pool: &Arc<Pool>) {
     // Lock order: thins, worker, metadata.
     let thins = pool.thins.lock();
     let mut ws = pool.worker.lock();
+    finish_overwrites(pool, &thins, &mut ws);
     finish_cells(pool, &thins, &mut ws);
     for thin in thins.iter() {
         let bios = thin.lists.with(|l| l.deferred.take_all());
@@ -230,8 +231,8 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
 }
 
 /// A write to an unmapped block (`from` None) or a shared one: a new data
-/// block, zeroed or copied unless the write covers it (or zeroing is
-/// off), mapped before the write is issued.
+/// block, zeroed or copied first unless the write covers it (mapped when
+/// it is done) or zeroing is off (mapped at once).
 fn provision(
     pool: &Arc<Pool>,
     thins: &[Arc<ThinState>],
@@ -241,9 +242,6 @@ fn provision(
     vblock: u64,
     from: Option<u64>,
 ) {
-    let Ok(td) = thin.td() else {
-        return bio.end(BlkStatus::IO_ERROR);
-    };
     let bs = u64::from(pool.block_size);
     let (_, within) = thin.locate(bio.sector());
     let covers = whole_block(within, bio.sectors(), bs);
@@ -270,26 +268,120 @@ fn provision(
     };
     check_low_water(pool);
     let zero = pool.features().zero_new_blocks;
+    // A write covering the block needs nothing copied or zeroed; it is
+    // mapped once it is done, unless it must wait for a commit (flush,
+    // FUA), which then prepares the block like any other write.
+    let overwrite = covers && !bio.is_preflush() && !bio.is_fua();
     let job = match from {
-        Some(old) if !covers => Some(CellJob::Copy { from: old }),
-        None if zero && !covers => Some(CellJob::Zero),
-        _ => None,
+        Some(_) if overwrite => CellJob::Overwrite,
+        Some(old) => CellJob::Copy { from: old },
+        None if !zero => return map_and_issue(pool, thin, bio, vblock, block, within),
+        None if overwrite => CellJob::Overwrite,
+        None => CellJob::Zero,
     };
-    let Some(job) = job else {
-        // Nothing to prepare: map now and write.
-        let mut md = pool.md.write();
-        if let Err(e) = md.insert_block(td, vblock, block) {
-            return fail_insert(&mut md, bio, e);
-        }
-        drop(md);
-        return issue(thin, bio, block.saturating_mul(bs).saturating_add(within));
-    };
+    if let CellJob::Overwrite = job {
+        return start_overwrite(pool, thin, ws, bio, vblock, block);
+    }
     if let Err(bio) = Cell::start(pool, ws, thin.id, vblock, block, bio, job) {
         let mut md = pool.md.write();
         let _ = md.dec_data_range(block, block.saturating_add(1));
         drop(md);
         bio.end(BlkStatus::IO_ERROR);
     }
+}
+
+/// Zeroing is off: maps `block` now and writes (what upstream does too:
+/// the rest of the block keeps whatever it held).
+fn map_and_issue(
+    pool: &Arc<Pool>,
+    thin: &ThinState,
+    bio: HeldBio<ThinTarget>,
+    vblock: u64,
+    block: u64,
+    within: u64,
+) {
+    let Ok(td) = thin.td() else {
+        return bio.end(BlkStatus::IO_ERROR);
+    };
+    let mut md = pool.md.write();
+    if let Err(e) = md.insert_block(td, vblock, block) {
+        return fail_insert(&mut md, bio, e);
+    }
+    drop(md);
+    let bs = u64::from(pool.block_size);
+    issue(thin, bio, block.saturating_mul(bs).saturating_add(within));
+}
+
+/// Writes a whole new block in place; `end_io` hands the completed bio
+/// back to the worker, which maps the block before ending it.
+fn start_overwrite(
+    pool: &Arc<Pool>,
+    thin: &ThinState,
+    ws: &mut WorkerState,
+    mut bio: HeldBio<ThinTarget>,
+    vblock: u64,
+    block: u64,
+) {
+    if Cell::overwrite(ws, thin.id, vblock, block).is_err() {
+        let _ = pool
+            .md
+            .write()
+            .dec_data_range(block, block.saturating_add(1));
+        return bio.end(BlkStatus::IO_ERROR);
+    }
+    let pb = bio.per_bio_mut();
+    pb.overwrite = true;
+    pb.vblock = vblock;
+    let bs = u64::from(pool.block_size);
+    bio.submit_to(&thin.pool_dev, block.saturating_mul(bs));
+}
+
+/// Overwrites that completed: their blocks are mapped, then they end.
+fn finish_overwrites(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState) {
+    for thin in thins {
+        let done = thin.lists.with(|l| l.overwritten.take_all());
+        for mut bio in done {
+            let vblock = bio.per_bio().vblock;
+            bio.per_bio_mut().overwrite = false;
+            let pos = ws
+                .cells
+                .iter()
+                .position(|c| c.thin == thin.id && c.vblock == vblock);
+            let Some(cell) = pos.and_then(|i| ws.cells.remove(i)) else {
+                pr_err!("thin-pool: no cell for a completed overwrite\n");
+                bio.end(BlkStatus::IO_ERROR);
+                continue;
+            };
+            let status = bio.status();
+            let mapped = finish_cell(pool, thin, &cell, status.is_ok());
+            bio.end(if mapped { status } else { BlkStatus::IO_ERROR });
+            for w in cell.waiters {
+                process(pool, thins, thin, ws, w);
+            }
+        }
+    }
+}
+
+/// Maps a prepared cell's block (`ok`), or gives the block back; returns
+/// whether it is mapped.
+fn finish_cell(pool: &Pool, thin: &ThinState, cell: &Cell, ok: bool) -> bool {
+    if let (true, Ok(td)) = (ok, thin.td()) {
+        let mut md = pool.md.write();
+        match md.insert_block(td, cell.vblock, cell.block) {
+            Ok(()) => return true,
+            Err(e) => {
+                pr_err!("thin-pool: inserting a mapping failed: {}\n", e.name());
+                let _ = commit(&mut md);
+                return false;
+            }
+        }
+    }
+    pr_err!("thin-pool: preparing data block {} failed\n", cell.block);
+    let _ = pool
+        .md
+        .write()
+        .dec_data_range(cell.block, cell.block.saturating_add(1));
+    false
 }
 
 fn fail_insert(md: &mut Metadata, bio: HeldBio<ThinTarget>, e: PdError) {
@@ -304,69 +396,32 @@ fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState
     let bs = u64::from(pool.block_size);
     let mut i = 0;
     while let Some(cell) = ws.cells.get(i) {
-        if !cell.is_done() {
+        if cell.holder.is_none() || !cell.is_done() {
             i += 1;
             continue;
         }
-        let Some(cell) = ws.cells.remove(i) else {
+        let Some(mut cell) = ws.cells.remove(i) else {
             break;
         };
         let Some(thin) = thins.iter().find(|t| t.id == cell.thin) else {
             // The thin is gone: its bios end with errors as the cell drops.
             continue;
         };
-        let ok = cell.succeeded();
-        let Cell {
-            vblock,
-            block,
-            holder,
-            waiters,
-            ..
-        } = cell;
-        let mut mapped = false;
-        if let (true, Ok(td)) = (ok, thin.td()) {
-            let mut md = pool.md.write();
-            match md.insert_block(td, vblock, block) {
-                Ok(()) => mapped = true,
-                Err(e) => {
-                    pr_err!("thin-pool: inserting a mapping failed: {}\n", e.name());
-                    let _ = commit(&mut md);
-                }
+        let mapped = finish_cell(pool, thin, &cell, cell.succeeded());
+        if let Some(holder) = cell.holder.take() {
+            if mapped {
+                let (_, within) = thin.locate(holder.sector());
+                issue(
+                    thin,
+                    holder,
+                    cell.block.saturating_mul(bs).saturating_add(within),
+                );
+            } else {
+                holder.end(BlkStatus::IO_ERROR);
             }
-        } else {
-            pr_err!("thin-pool: preparing data block {} failed\n", block);
-            let _ = pool
-                .md
-                .write()
-                .dec_data_range(block, block.saturating_add(1));
         }
-        if mapped {
-            let (_, within) = thin.locate(holder.sector());
-            issue(
-                thin,
-                holder,
-                block.saturating_mul(bs).saturating_add(within),
-            );
-        } else {
-            holder.end(BlkStatus::IO_ERROR);
-        }
-        for w in waiters {
+        for w in core::mem::take(&mut cell.waiters) {
             process(pool, thins, thin, ws, w);
-        }
-    }
-}
-
-/// Raises a dm event once free data space falls to the low-water mark
-/// (re-armed when the pool is resized).
-fn check_low_water(pool: &Pool) {
-    let low = pool.features().low_water_blocks;
-    let free = pool.md.read().free_data_blocks();
-    if let Ok(free) = free {
-        if free <= low && !pool.flags.low_water_triggered.swap(true, Ordering::AcqRel) {
-            pr_info!("thin-pool: reached low water mark for data device: sending event\n");
-            if let Some(h) = pool.handle() {
-                h.table_event();
-            }
         }
     }
 }
@@ -409,5 +464,20 @@ impl DataRuns {
             }
         }
         let _ = self.runs.try_push((b, 1));
+    }
+}
+
+/// Raises a dm event once free data space falls to the low-water mark
+/// (re-armed when the pool is resized).
+fn check_low_water(pool: &Pool) {
+    let low = pool.features().low_water_blocks;
+    let free = pool.md.read().free_data_blocks();
+    if let Ok(free) = free {
+        if free <= low && !pool.flags.low_water_triggered.swap(true, Ordering::AcqRel) {
+            pr_info!("thin-pool: reached low water mark for data device: sending event\n");
+            if let Some(h) = pool.handle() {
+                h.table_event();
+            }
+        }
     }
 }
