@@ -88,6 +88,40 @@ impl PoolTarget {
         Ok(())
     }
 
+    /// Grows the metadata space to the metadata device (upstream's
+    /// `maybe_resize_metadata_dev`); never while the metadata needs a
+    /// check.
+    fn resize_metadata(&self) -> Result {
+        let pool = &self.entry.pool;
+        let blocks = metadata_dev_blocks(self.metadata_dev.nr_sectors());
+        let mut md = pool.md.write();
+        let current = md.metadata_dev_size().map_err(pool::kerr)?;
+        if blocks < current {
+            pr_err!(
+                "thin-pool: metadata device ({} blocks) too small: expected {}\n",
+                blocks,
+                current
+            );
+            return Err(EINVAL);
+        }
+        if blocks == current {
+            return Ok(());
+        }
+        if md.needs_check() {
+            pr_warn!("thin-pool: unable to grow the metadata device until repaired.\n");
+            return Ok(());
+        }
+        noio_scope(|| md.resize_metadata_dev(blocks)).map_err(pool::kerr)?;
+        pool::commit(&mut md)?;
+        drop(md);
+        let ctx = pool.mode_ctx();
+        let change = pool.state.lock().metadata_grown(&ctx);
+        if let Some(change) = change {
+            pool.carry_out(&pool.thins.lock(), change);
+        }
+        Ok(())
+    }
+
     fn info(&self, flags: u32, out: &mut StatusWriter<'_>) {
         let pool = &self.entry.pool;
         if pool.mode() == PoolMode::Fail {
@@ -254,8 +288,10 @@ impl Target for PoolTarget {
         let ctx = pool.mode_ctx();
         let change = pool.state.lock().bind(requested, &ctx);
         pool.carry_out(&thins, change);
+        drop(thins);
         self.resize_data()?;
-        pool.commit_and_check(&thins)
+        self.resize_metadata()?;
+        pool.commit_and_check(&pool.thins.lock())
     }
 
     fn resume(&self) {

@@ -68,6 +68,15 @@ check_match "pool status counts the provisioned blocks" \
 	"^0 $data_sectors rs-thin-pool 7 [0-9]+/[0-9]+ 81/$nr_blocks - rw " "$(dmsetup status pool)"
 
 
+check "reserve_metadata_snap" dmsetup message pool 0 reserve_metadata_snap
+check_match "the held root shows in the status" "^0 $data_sectors rs-thin-pool 7 [0-9]+/[0-9]+ 81/$nr_blocks [1-9][0-9]* rw " \
+	"$(dmsetup status pool)"
+check_match "thin_dump -m reads the metadata snapshot of the live pool" 'device dev_id="1" mapped_blocks="65"' \
+	"$(thin_dump -m $meta 2>&1)"
+check "release_metadata_snap" dmsetup message pool 0 release_metadata_snap
+check_match "no held root any more" "^0 $data_sectors rs-thin-pool 7 [0-9]+/[0-9]+ 81/$nr_blocks - rw " "$(dmsetup status pool)"
+check_fails "release_metadata_snap without one is refused" dmsetup message pool 0 release_metadata_snap
+
 # A snapshot shares thin 1's blocks; writes to either break sharing.
 check "snapshot thin 1 as 3" bash -c \
 	"dmsetup suspend thin1 && dmsetup message pool 0 'create_snap 3 1' && dmsetup resume thin1"
