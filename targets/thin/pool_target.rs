@@ -70,15 +70,7 @@ impl PoolTarget {
             .unwrap_or(0);
         let mut md = pool.md.write();
         let current = md.data_dev_size().map_err(pool::kerr)?;
-        if blocks < current {
-            pr_err!(
-                "thin-pool: pool target ({} blocks) too small: expected {}\n",
-                blocks,
-                current
-            );
-            return Err(EINVAL);
-        }
-        if blocks > current {
+        if grows("pool target", blocks, current)? {
             noio_scope(|| md.resize_data_dev(blocks)).map_err(pool::kerr)?;
             pool.flags
                 .low_water_triggered
@@ -96,15 +88,7 @@ impl PoolTarget {
         let blocks = metadata_dev_blocks(self.metadata_dev.nr_sectors());
         let mut md = pool.md.write();
         let current = md.metadata_dev_size().map_err(pool::kerr)?;
-        if blocks < current {
-            pr_err!(
-                "thin-pool: metadata device ({} blocks) too small: expected {}\n",
-                blocks,
-                current
-            );
-            return Err(EINVAL);
-        }
-        if blocks == current {
+        if !grows("metadata device", blocks, current)? {
             return Ok(());
         }
         if md.needs_check() {
@@ -188,6 +172,21 @@ impl PoolTarget {
             _ => Err(PdError::Invalid),
         }
     }
+}
+
+/// Whether a space of `current` blocks grows to `blocks`; shrinking is
+/// refused (logged as upstream does).
+fn grows(what: &str, blocks: u64, current: u64) -> Result<bool> {
+    if blocks < current {
+        pr_err!(
+            "thin-pool: {} ({} blocks) too small: expected {}\n",
+            what,
+            blocks,
+            current
+        );
+        return Err(EINVAL);
+    }
+    Ok(blocks > current)
 }
 
 fn bound_of(f: &PoolFeatures, low_water_blocks: u64) -> Bound {
