@@ -20,12 +20,16 @@
 // The module's `targets::thin::metadata`, where the siblings look for it.
 pub use crate::thin_metadata as metadata;
 
+#[path = "../thin/message.rs"]
+pub mod message;
 #[path = "../thin/mode.rs"]
 pub mod mode;
 #[path = "../thin/number.rs"]
 pub mod number;
 #[path = "../thin/pool_table.rs"]
 pub mod pool_table;
+#[path = "../thin/prison.rs"]
+pub mod prison;
 #[path = "../thin/status.rs"]
 pub mod status;
 #[path = "../thin/thin_table.rs"]

@@ -11,11 +11,15 @@ pub(crate) mod metadata;
 // Pure logic shared with the host test crate (targets/host/thin.rs), which
 // needs it public; the thin-pool and thin targets that call it come next.
 #[allow(dead_code, unreachable_pub)]
+pub(crate) mod message;
+#[allow(dead_code, unreachable_pub)]
 pub(crate) mod mode;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod number;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod pool_table;
+#[allow(dead_code, unreachable_pub)]
+pub(crate) mod prison;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod status;
 #[allow(dead_code, unreachable_pub)]

@@ -226,6 +226,9 @@ impl ModeChange {
     }
 }
 
+/// The `no_space_timeout` module parameter's default, in seconds.
+pub const DEFAULT_NO_SPACE_TIMEOUT_SECS: u32 = 60;
+
 /// What the mode rules need to know besides the pool's own state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModeContext {

@@ -99,6 +99,41 @@ pub enum PoolCtrError {
     BlockSize,
     /// The low water mark is not a 64-bit decimal number.
     LowWater,
+    // The rest are found by the caller (opening devices, finding or
+    // creating the pool); here for their texts. Upstream's errno is
+    // `-EINVAL` unless noted.
+    /// Opening the metadata device failed (its errno).
+    OpenMetadata,
+    /// Opening the data device failed (its errno).
+    OpenData,
+    /// The metadata device belongs to another pool device (`-EBUSY`).
+    MetadataInUse,
+    /// The pool's metadata device is used with another data device (`-EBUSY`).
+    DataInUse,
+    /// This pool device already has a pool on other devices.
+    DifferentPool,
+    /// A reload changes `ignore_discard` ([`check_reload_discard`]).
+    DiscardChanged,
+    /// Opening or formatting the metadata failed (its errno).
+    MetadataOpen,
+    /// Allocating the pool failed (`-ENOMEM`).
+    PoolAlloc,
+    /// Creating the cell lock failed (`-ENOMEM`).
+    Prison,
+    /// Creating the copier failed (its errno).
+    Kcopyd,
+    /// Creating the workqueue failed (`-ENOMEM`).
+    Workqueue,
+    /// Creating the shared-read deferred set failed (`-ENOMEM`).
+    SharedReadSet,
+    /// Creating the all-I/O deferred set failed (`-ENOMEM`).
+    AllIoSet,
+    /// Creating the mapping pool failed (its errno).
+    MappingPool,
+    /// Allocating the cell sort array failed (`-ENOMEM`).
+    CellSortArray,
+    /// Registering the metadata low-water callback failed (its errno).
+    Threshold,
 }
 
 impl PoolCtrError {
@@ -111,6 +146,22 @@ impl PoolCtrError {
             Self::UnknownFeature => b"Unrecognised pool feature requested\0",
             Self::BlockSize => b"Invalid block size\0",
             Self::LowWater => b"Invalid low water mark\0",
+            Self::OpenMetadata => b"Error opening metadata block device\0",
+            Self::OpenData => b"Error getting data device\0",
+            Self::MetadataInUse => b"metadata device already in use by a pool\0",
+            Self::DataInUse => b"data device already in use by a pool\0",
+            Self::DifferentPool => b"different pool cannot replace a pool\0",
+            Self::DiscardChanged => b"Discard support cannot be disabled once enabled\0",
+            Self::MetadataOpen => b"Error creating metadata object\0",
+            Self::PoolAlloc => b"Error allocating memory for pool\0",
+            Self::Prison => b"Error creating pool's bio prison\0",
+            Self::Kcopyd => b"Error creating pool's kcopyd client\0",
+            Self::Workqueue => b"Error creating pool's workqueue\0",
+            Self::SharedReadSet => b"Error creating pool's shared read deferred set\0",
+            Self::AllIoSet => b"Error creating pool's all io deferred set\0",
+            Self::MappingPool => b"Error creating pool's mapping mempool\0",
+            Self::CellSortArray => b"Error allocating cell sort array\0",
+            Self::Threshold => b"Error registering metadata threshold\0",
         }
     }
 
@@ -122,8 +173,7 @@ impl PoolCtrError {
 
     /// Whether upstream finds this only after opening both devices: the
     /// caller must then try to open them first and report a failure to open
-    /// ("Error opening metadata block device", "Error getting data device")
-    /// instead of this error.
+    /// ([`Self::OpenMetadata`], [`Self::OpenData`]) instead of this error.
     pub fn found_after_open(self) -> bool {
         matches!(self, Self::BlockSize | Self::LowWater)
     }
@@ -185,6 +235,19 @@ impl<'a> PoolTable<'a> {
             self.low_water_blocks,
             &self.features,
         );
+    }
+}
+
+/// A reload (a table for a pool that already exists) may not turn
+/// discards on or off: `current_discard_enabled` is the pool's setting now.
+pub fn check_reload_discard(
+    new: &PoolFeatures,
+    current_discard_enabled: bool,
+) -> Result<(), PoolCtrError> {
+    if new.discard_enabled == current_discard_enabled {
+        Ok(())
+    } else {
+        Err(PoolCtrError::DiscardChanged)
     }
 }
 

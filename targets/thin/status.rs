@@ -12,6 +12,13 @@ pub trait StatusSink {
     /// Appends `bytes`.
     fn put(&mut self, bytes: &[u8]);
 
+    /// Appends each of `parts` in turn.
+    fn put_all(&mut self, parts: &[&[u8]]) {
+        for part in parts {
+            self.put(part);
+        }
+    }
+
     /// Appends `value` in decimal, without allocating.
     fn put_u64(&mut self, value: u64) {
         // u64::MAX has 20 digits.

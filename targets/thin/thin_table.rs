@@ -28,6 +28,24 @@ pub enum ThinCtrError {
     SameOrigin,
     /// The device id is not a decimal number of at most 24 bits.
     DevId,
+    // The rest are found by the caller; here for their texts. Upstream's
+    // errno is `-EINVAL` unless noted.
+    /// Allocating the thin failed (`-ENOMEM`).
+    OutOfMemory,
+    /// Opening the external origin failed (its errno).
+    OpenOrigin,
+    /// Opening the pool device failed (its errno).
+    OpenPool,
+    /// The pool device is not a mapped device.
+    NoPoolDevice,
+    /// The pool device has no thin-pool.
+    NoPool,
+    /// The pool is in fail mode.
+    PoolFailed,
+    /// The metadata could not open the thin (its errno).
+    OpenThin,
+    /// The pool is suspended.
+    PoolSuspended,
 }
 
 impl ThinCtrError {
@@ -37,6 +55,14 @@ impl ThinCtrError {
             Self::ArgCount => b"Invalid argument count\0",
             Self::SameOrigin => b"Error setting origin device\0",
             Self::DevId => b"Invalid device id\0",
+            Self::OutOfMemory => b"Out of memory\0",
+            Self::OpenOrigin => b"Error opening origin device\0",
+            Self::OpenPool => b"Error opening pool device\0",
+            Self::NoPoolDevice => b"Couldn't get pool mapped device\0",
+            Self::NoPool => b"Couldn't find pool object\0",
+            Self::PoolFailed => b"Couldn't open thin device, Pool is in fail mode\0",
+            Self::OpenThin => b"Couldn't open thin internal device\0",
+            Self::PoolSuspended => b"Unable to activate thin device while pool is suspended\0",
         }
     }
 
@@ -48,8 +74,8 @@ impl ThinCtrError {
 
     /// Whether upstream finds this only after opening the origin (if any)
     /// and the pool device: the caller must then try to open them first and
-    /// report a failure to open ("Error opening origin device", "Error
-    /// opening pool device") instead of this error.
+    /// report a failure to open ([`Self::OpenOrigin`], [`Self::OpenPool`])
+    /// instead of this error.
     pub fn found_after_open(self) -> bool {
         matches!(self, Self::DevId)
     }

@@ -3,7 +3,7 @@
 
 use dm_rs_targets_host::thin::number::{kstrtoull, scan_u32};
 use dm_rs_targets_host::thin::pool_table::{
-    emit_pool_table, PoolCtrError, PoolFeatures, PoolTable,
+    check_reload_discard, emit_pool_table, PoolCtrError, PoolFeatures, PoolTable,
 };
 use dm_rs_targets_host::thin::status::DevNumber;
 use dm_rs_targets_host::thin::thin_table::{
@@ -148,14 +148,38 @@ fn pool_ctr_refusals_have_upstreams_text() {
         ),
     ];
     check_refusals(&cases, pool_err);
-    for e in [
-        PoolCtrError::ArgCount,
-        PoolCtrError::SameDevice,
-        PoolCtrError::FeatureCount,
-        PoolCtrError::UnknownFeature,
-        PoolCtrError::BlockSize,
-        PoolCtrError::LowWater,
-    ] {
+    use PoolCtrError::*;
+    #[rustfmt::skip]
+    let found_by_caller = [
+        (OpenMetadata, "Error opening metadata block device"),
+        (OpenData, "Error getting data device"),
+        (MetadataInUse, "metadata device already in use by a pool"),
+        (DataInUse, "data device already in use by a pool"),
+        (DifferentPool, "different pool cannot replace a pool"),
+        (DiscardChanged, "Discard support cannot be disabled once enabled"),
+        (MetadataOpen, "Error creating metadata object"),
+        (PoolAlloc, "Error allocating memory for pool"),
+        (Prison, "Error creating pool's bio prison"),
+        (Kcopyd, "Error creating pool's kcopyd client"),
+        (Workqueue, "Error creating pool's workqueue"),
+        (SharedReadSet, "Error creating pool's shared read deferred set"),
+        (AllIoSet, "Error creating pool's all io deferred set"),
+        (MappingPool, "Error creating pool's mapping mempool"),
+        (CellSortArray, "Error allocating cell sort array"),
+        (Threshold, "Error registering metadata threshold"),
+    ];
+    for (e, text) in found_by_caller {
+        assert_eq!(e.text(), text.as_bytes());
+    }
+    let parsed = [
+        ArgCount,
+        SameDevice,
+        FeatureCount,
+        UnknownFeature,
+        BlockSize,
+        LowWater,
+    ];
+    for e in parsed.into_iter().chain(found_by_caller.map(|(e, _)| e)) {
         check_nul_text(e.text_with_nul(), e.text());
         assert_eq!(
             e.found_after_open(),
@@ -247,6 +271,32 @@ fn pool_ctr_accepts_what_upstream_accepts() {
     // The count is read like dm_read_arg's sscanf: leading blanks allowed.
     let spaced: [&[u8]; 6] = [b"m", b"d", b"128", b"0", b" 1", b"read_only"];
     assert!(PoolTable::parse(spaced).unwrap().features.read_only);
+}
+
+#[test]
+fn reloads_keep_discard_support() {
+    let on = PoolFeatures::default();
+    let off = PoolFeatures {
+        discard_enabled: false,
+        ..on
+    };
+    assert_eq!(check_reload_discard(&on, true), Ok(()));
+    assert_eq!(check_reload_discard(&off, false), Ok(()));
+    assert_eq!(
+        check_reload_discard(&off, true),
+        Err(PoolCtrError::DiscardChanged)
+    );
+    // Upstream refuses turning it on again too, with the same text.
+    assert_eq!(
+        check_reload_discard(&on, false),
+        Err(PoolCtrError::DiscardChanged)
+    );
+    // Passdown may change.
+    let no_passdown = PoolFeatures {
+        discard_passdown: false,
+        ..on
+    };
+    assert_eq!(check_reload_discard(&no_passdown, true), Ok(()));
 }
 
 #[test]
@@ -401,11 +451,23 @@ fn thin_ctr_refusals_have_upstreams_text() {
         ("/dev/p 0x10", "Invalid device id"),
     ];
     check_refusals(&cases, thin_err);
-    for e in [
-        ThinCtrError::ArgCount,
-        ThinCtrError::SameOrigin,
-        ThinCtrError::DevId,
-    ] {
+    use ThinCtrError::*;
+    #[rustfmt::skip]
+    let found_by_caller = [
+        (OutOfMemory, "Out of memory"),
+        (OpenOrigin, "Error opening origin device"),
+        (OpenPool, "Error opening pool device"),
+        (NoPoolDevice, "Couldn't get pool mapped device"),
+        (NoPool, "Couldn't find pool object"),
+        (PoolFailed, "Couldn't open thin device, Pool is in fail mode"),
+        (OpenThin, "Couldn't open thin internal device"),
+        (PoolSuspended, "Unable to activate thin device while pool is suspended"),
+    ];
+    for (e, text) in found_by_caller {
+        assert_eq!(e.text(), text.as_bytes());
+    }
+    let parsed = [ArgCount, SameOrigin, DevId];
+    for e in parsed.into_iter().chain(found_by_caller.map(|(e, _)| e)) {
         check_nul_text(e.text_with_nul(), e.text());
         assert_eq!(e.found_after_open(), e == ThinCtrError::DevId);
     }
