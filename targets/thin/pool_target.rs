@@ -5,14 +5,14 @@
 //! (what the thins remap to the pool device) goes straight to the data
 //! device; its messages create and delete thin devices.
 
-use super::mode::PoolMode;
+use super::message::{parse_pool_message, PoolMessage};
+use super::mode::{PoolMode, MESSAGES_REFUSED};
 use super::pool::{self, find_or_create, Bound, PoolDevices, PoolEntry};
 use super::pool_table::{emit_pool_table, PoolFeatures, PoolTable};
 use super::status::{
     emit_pool_status, emit_status_error, metadata_dev_blocks, metadata_low_water_blocks,
     EmitDevice, PoolStatus, StatusSink,
 };
-use crate::dm::args::parse_u64;
 use crate::dm::noio::noio_scope;
 use crate::dm::{
     ArgSet, CtrResult, DeviceVisitor, DmDev, MapBio, MapResult, QueueLimits, StatusType,
@@ -151,27 +151,28 @@ impl PoolTarget {
         emit_pool_status(out, &status);
     }
 
-    fn run_message(&self, args: &mut ArgSet<'_>) -> core::result::Result<(), PdError> {
-        let pool = &self.entry.pool;
-        let cmd = args.shift().ok_or(PdError::Invalid)?;
-        let mut num = || args.shift().and_then(parse_u64).ok_or(PdError::Invalid);
-        let mut md = pool.md.write();
-        match cmd.as_bytes() {
-            b"create_thin" => md.create_thin(num()?),
-            b"create_snap" => {
-                let (dev, origin) = (num()?, num()?);
-                md.create_snap(dev, origin)
+    fn run_message(&self, message: PoolMessage) -> core::result::Result<(), PdError> {
+        let mut md = self.entry.pool.md.write();
+        match message {
+            PoolMessage::CreateThin { dev_id } => md.create_thin(dev_id.into()),
+            PoolMessage::CreateSnap { dev_id, origin_id } => {
+                md.create_snap(dev_id.into(), origin_id.into())
             }
-            b"delete" => md.delete_thin_device(num()?),
-            b"set_transaction_id" => {
-                let (old, new) = (num()?, num()?);
-                md.set_transaction_id(old, new)
-            }
-            b"reserve_metadata_snap" => md.reserve_metadata_snap(),
-            b"release_metadata_snap" => md.release_metadata_snap(),
-            _ => Err(PdError::Invalid),
+            PoolMessage::Delete { dev_id } => md.delete_thin_device(dev_id.into()),
+            PoolMessage::SetTransactionId { current, new } => md.set_transaction_id(current, new),
+            PoolMessage::ReserveMetadataSnap => md.reserve_metadata_snap(),
+            PoolMessage::ReleaseMetadataSnap => md.release_metadata_snap(),
         }
     }
+}
+
+/// Logs a warning that `emit` writes, as upstream's `DMWARN`.
+fn warn(emit: impl FnOnce(&mut StatusWriter<'_>)) {
+    let mut buf = [0u8; 160];
+    emit(&mut StatusWriter::new(&mut buf));
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    let text = buf.get(..len).unwrap_or(&[]);
+    pr_warn!("{}\n", core::str::from_utf8(text).unwrap_or("?"));
 }
 
 /// Whether a space of `current` blocks grows to `blocks`; shrinking is
@@ -322,13 +323,27 @@ impl Target for PoolTarget {
     }
 
     fn message(&self, args: &mut ArgSet<'_>, _out: &mut StatusWriter<'_>) -> Result {
-        let r = noio_scope(|| self.run_message(args));
-        if let Err(e) = r {
-            pr_warn!("thin-pool: message failed: {}\n", e.name());
+        let pool = &self.entry.pool;
+        if !pool.mode().accepts_messages() {
+            let name = self.handle.device_name();
+            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
+            pr_err!("{}: {}\n", name, MESSAGES_REFUSED);
+            return Err(Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)));
+        }
+        let words = (0..args.len()).filter_map(|i| args.peek(i).map(|w| w.as_bytes()));
+        let parsed = match parse_pool_message(words) {
+            Ok(p) => p,
+            Err(e) => {
+                warn(|out| e.emit(out));
+                return Err(EINVAL);
+            }
+        };
+        if let Err(e) = noio_scope(|| self.run_message(parsed.message)) {
+            warn(|out| parsed.emit_failure(out));
             return Err(pool::kerr(e));
         }
-        let mut md = self.entry.pool.md.write();
-        pool::commit(&mut md)
+        let _ = pool.commit_and_check(&pool.thins.lock());
+        Ok(())
     }
 
     fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {

@@ -31,6 +31,10 @@ check_match "pool table line" "^0 $data_sectors rs-thin-pool [0-9]+:[0-9]+ [0-9]
 require "create_thin 1" dmsetup message pool 0 "create_thin 1"
 check "create_thin 2" dmsetup message pool 0 "create_thin 2"
 check_fails "create_thin 1 again is refused" dmsetup message pool 0 "create_thin 1"
+log_mark
+check_fails "create_thin with a bad id is refused" dmsetup message pool 0 "create_thin x1"
+check_match "with upstream's warning" "Message received with invalid device id: x1" "$(dmesg_since_mark)"
+check_fails "an unknown message is refused" dmsetup message pool 0 "frobnicate"
 check "set_transaction_id 0 7" dmsetup message pool 0 "set_transaction_id 0 7"
 check_fails "set_transaction_id with a wrong current id is refused" \
 	dmsetup message pool 0 "set_transaction_id 0 8"
