@@ -342,6 +342,9 @@ impl Target for PoolTarget {
             warn(|out| parsed.emit_failure(out));
             return Err(pool::kerr(e));
         }
+        // Always commit, as upstream: a set transaction id or a metadata
+        // snapshot changes no device but must reach the disk.
+        let _ = pool::commit(&mut pool.md.write());
         let _ = pool.commit_and_check(&pool.thins.lock());
         Ok(())
     }
