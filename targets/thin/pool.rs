@@ -254,6 +254,8 @@ impl PoolOwner {
         let wq = Arc::new(wq, GFP_KERNEL).map_err(|e| (e.into(), c_str!("Out of memory")))?;
         let kcopyd = KcopydClient::new(100)
             .map_err(|e| (e, c_str!("Error creating pool's kcopyd client")))?;
+        let ws =
+            WorkerState::try_new().map_err(|e| (e, c_str!("Error creating pool's bio prison")))?;
         let pool_wq = wq.clone();
         let pool = Arc::pin_init(
             pin_init!(Pool {
@@ -265,7 +267,7 @@ impl PoolOwner {
                 wq: pool_wq,
                 work <- new_work!("thin-pool worker"),
                 thins <- new_mutex!(PVec::new(), "thin-pool thins"),
-                worker <- new_mutex!(WorkerState::new(), "thin-pool worker state"),
+                worker <- new_mutex!(ws, "thin-pool worker state"),
                 kcopyd <- new_mutex!(Some(kcopyd), "thin-pool kcopyd"),
                 bound <- new_mutex!(bound, "thin-pool features"),
                 state <- new_mutex!(PoolState::new(), "thin-pool mode"),

@@ -7,11 +7,12 @@
 //! other bios to it wait there until the mapping is in.
 
 use super::pool::Pool;
+use super::prison::CellHandle;
 use super::thin_target::ThinTarget;
 use super::worker::WorkerState;
 use crate::dm::kcopyd::CopyResult;
 use crate::dm::region::Region;
-use crate::dm::{BioList, HeldBio};
+use crate::dm::HeldBio;
 use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -33,6 +34,14 @@ pub(crate) enum CellJob {
     Copy { from: u64 },
 }
 
+/// Where a cell's block goes: thin `thin`'s `vblock`, to data `block`.
+#[derive(Clone, Copy)]
+pub(crate) struct CellAt {
+    pub(crate) thin: u64,
+    pub(crate) vblock: u64,
+    pub(crate) block: u64,
+}
+
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
@@ -48,7 +57,9 @@ pub(crate) struct Cell {
     /// in flight itself (its completion, seen by `end_io`, finishes the
     /// cell).
     pub(crate) holder: Option<HeldBio<ThinTarget>>,
-    pub(crate) waiters: BioList<ThinTarget>,
+    /// The virtual block's cell in the worker's prison: later bios to the
+    /// block wait there until the mapping is in.
+    pub(crate) handle: CellHandle,
     status: Arc<AtomicU8>,
 }
 
@@ -58,22 +69,26 @@ impl Cell {
     pub(crate) fn start(
         pool: &Arc<Pool>,
         ws: &mut WorkerState,
-        thin: u64,
-        vblock: u64,
-        block: u64,
+        at: CellAt,
         holder: HeldBio<ThinTarget>,
+        handle: CellHandle,
         job: CellJob,
-    ) -> Result<(), HeldBio<ThinTarget>> {
+    ) -> Result<(), (HeldBio<ThinTarget>, CellHandle)> {
+        let CellAt {
+            thin,
+            vblock,
+            block,
+        } = at;
         if ws.cells.try_reserve(1).is_err() {
-            return Err(holder);
+            return Err((holder, handle));
         }
         let Ok(status) = Arc::new(AtomicU8::new(PENDING), GFP_KERNEL) else {
-            return Err(holder);
+            return Err((holder, handle));
         };
         let bs = u64::from(pool.block_size);
         let region = |b: u64| Region::new(pool.data_dev.clone(), b.saturating_mul(bs), bs);
         let Ok(to) = region(block) else {
-            return Err(holder);
+            return Err((holder, handle));
         };
         let done = {
             let status = status.clone();
@@ -86,7 +101,7 @@ impl Cell {
         };
         let kc = pool.kcopyd.lock();
         let Some(kc) = kc.as_ref() else {
-            return Err(holder);
+            return Err((holder, handle));
         };
         let submitted = match job {
             CellJob::Overwrite => Err(()),
@@ -99,7 +114,7 @@ impl Cell {
             },
         };
         if submitted.is_err() {
-            return Err(holder);
+            return Err((holder, handle));
         }
         // Room was reserved above: cannot fail.
         let cell = Cell {
@@ -107,7 +122,7 @@ impl Cell {
             vblock,
             block,
             holder: Some(holder),
-            waiters: BioList::new(),
+            handle,
             status,
         };
         if let Err(e) = ws.cells.try_push(cell) {
@@ -121,21 +136,33 @@ impl Cell {
     /// the write is done). Fails only without memory.
     pub(crate) fn overwrite(
         ws: &mut WorkerState,
-        thin: u64,
-        vblock: u64,
-        block: u64,
-    ) -> Result<()> {
-        ws.cells.try_reserve(1).map_err(|_| ENOMEM)?;
-        let status = Arc::new(AtomicU8::new(PENDING), GFP_KERNEL)?;
+        at: CellAt,
+        handle: CellHandle,
+    ) -> Result<(), CellHandle> {
+        let CellAt {
+            thin,
+            vblock,
+            block,
+        } = at;
+        if ws.cells.try_reserve(1).is_err() {
+            return Err(handle);
+        }
+        let Ok(status) = Arc::new(AtomicU8::new(PENDING), GFP_KERNEL) else {
+            return Err(handle);
+        };
         let cell = Cell {
             thin,
             vblock,
             block,
             holder: None,
-            waiters: BioList::new(),
+            handle,
             status,
         };
-        ws.cells.try_push(cell).map_err(|_| ENOMEM)
+        // Room was reserved above: cannot fail.
+        if let Err(e) = ws.cells.try_push(cell) {
+            pr_err!("thin-pool: lost a cell: {}\n", e.name());
+        }
+        Ok(())
     }
 
     /// Whether the copy job finished.

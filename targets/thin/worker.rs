@@ -11,32 +11,58 @@
 //! the mapping is in.
 
 use super::mode::{DiscardHandling, PoolMode, ReadOnlyAction, Unserviceable};
+use super::pool::kerr;
 use super::pool::{commit, Metadata, Pool};
 use super::pool_mode::status_of;
-use super::provision::{whole_block, Cell, CellJob};
+use super::prison::{CellHandle, CellKey, DetainError, Detained, Prison};
+use super::provision::{whole_block, Cell, CellAt, CellJob};
 use super::thin_target::{ThinState, ThinTarget};
-use crate::dm::{BioOp, BlkStatus, HeldBio};
+use crate::dm::{BioList, BioOp, BlkStatus, HeldBio};
 use crate::persistent_data::error::Error as PdError;
 use crate::persistent_data::shim::PVec;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
+/// Most virtual blocks locked at once, and most bios waiting for them.
+const MAX_CELLS: u32 = 1024;
+const MAX_WAITING: u32 = 4096;
+
 /// The worker's own state, under the pool's `worker` mutex.
 pub(crate) struct WorkerState {
+    /// Locks on virtual blocks: held while a bio is looked at, and while
+    /// its block is provisioned or unshared; other bios wait there.
+    pub(crate) prison: Prison<HeldBio<ThinTarget>>,
     /// Virtual blocks being provisioned or unshared.
     pub(crate) cells: PVec<Cell>,
+    /// Released bios went back to the deferred lists: run again.
+    rerun: bool,
 }
 
 impl WorkerState {
-    pub(crate) const fn new() -> Self {
-        WorkerState { cells: PVec::new() }
+    pub(crate) fn try_new() -> Result<Self> {
+        Ok(WorkerState {
+            prison: Prison::try_new(MAX_CELLS, MAX_WAITING).map_err(kerr)?,
+            cells: PVec::new(),
+            rerun: false,
+        })
     }
 
-    fn cell_mut(&mut self, thin: u64, vblock: u64) -> Option<&mut Cell> {
-        self.cells
-            .iter_mut()
-            .find(|c| c.thin == thin && c.vblock == vblock)
+    /// Unlocks a virtual block; the bios that waited go back to `thin`'s
+    /// deferred list for the next run.
+    fn release(&mut self, thin: &ThinState, handle: CellHandle) {
+        let mut waiting = BioList::<ThinTarget>::new();
+        if self.prison.release(handle, |b| waiting.push(b)).is_err() {
+            pr_err!("thin-pool: released a stale cell\n");
+        }
+        if !waiting.is_empty() {
+            thin.lists.with(|l| {
+                for b in waiting {
+                    l.deferred.push(b);
+                }
+            });
+            self.rerun = true;
+        }
     }
 }
 
@@ -45,6 +71,7 @@ pub(crate) fn run(pool: &Arc<Pool>) {
     // Lock order: thins, worker, metadata.
     let thins = pool.thins.lock();
     let mut ws = pool.worker.lock();
+    ws.rerun = false;
     finish_overwrites(pool, &thins, &mut ws);
     finish_cells(pool, &thins, &mut ws);
     for thin in thins.iter() {
@@ -52,6 +79,9 @@ pub(crate) fn run(pool: &Arc<Pool>) {
         for bio in bios {
             process(pool, &thins, thin, &mut ws, bio);
         }
+    }
+    if ws.rerun {
+        Pool::wake(pool);
     }
     pool.check_no_space_timeout(&thins);
     let commit_due = pool.flags.commit_due.swap(false, Ordering::AcqRel);
@@ -124,13 +154,37 @@ pub(crate) fn process(
     if !matches!(op, BioOp::Read | BioOp::Write) {
         return bio.end(BlkStatus::IO_ERROR);
     }
-    let (vblock, within) = thin.locate(bio.sector());
-    if let Some(cell) = ws.cell_mut(thin.id, vblock) {
-        cell.waiters.push(bio);
-        return;
+    let (vblock, _) = thin.locate(bio.sector());
+    let key = CellKey::block(true, thin.id, vblock);
+    match ws.prison.detain(&key, bio) {
+        Ok(Detained::Queued) => {}
+        Ok(Detained::Holder(handle, bio)) => {
+            if let Some(handle) = process_held(pool, thins, thin, ws, bio, handle) {
+                ws.release(thin, handle);
+            }
+        }
+        // No room: try again once a cell is released.
+        Err(DetainError::Full(bio)) => thin.lists.with(|l| l.deferred.push(bio)),
+        Err(DetainError::InvalidKey(bio)) => bio.end(BlkStatus::IO_ERROR),
     }
+}
+
+/// Looks up, provisions or unshares for a bio holding its virtual
+/// block's cell; returns the cell unless provisioning keeps it.
+fn process_held(
+    pool: &Arc<Pool>,
+    thins: &[Arc<ThinState>],
+    thin: &ThinState,
+    ws: &mut WorkerState,
+    bio: HeldBio<ThinTarget>,
+    handle: CellHandle,
+) -> Option<CellHandle> {
+    let op = bio.op();
+    let mode = pool.mode();
+    let (vblock, within) = thin.locate(bio.sector());
     let Ok(td) = thin.td() else {
-        return bio.end(BlkStatus::IO_ERROR);
+        bio.end(BlkStatus::IO_ERROR);
+        return Some(handle);
     };
     let bs = u64::from(pool.block_size);
     let found = pool.md.read().find_block(td, vblock, true);
@@ -139,7 +193,8 @@ pub(crate) fn process(
         Err(PdError::NoData) => None,
         Err(e) => {
             pr_err!("thin: lookup of block {} failed: {}\n", vblock, e.name());
-            return bio.end(BlkStatus::IO_ERROR);
+            bio.end(BlkStatus::IO_ERROR);
+            return Some(handle);
         }
     };
     if mode != PoolMode::Write {
@@ -148,21 +203,26 @@ pub(crate) fn process(
             op == BioOp::Write,
             bio.size() > 0,
         );
-        return match (action, mapped) {
+        match (action, mapped) {
             (ReadOnlyAction::Remap, Some(m)) => {
                 issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within))
             }
             (ReadOnlyAction::Unserviceable(u), _) => unserviceable(thin, bio, u),
             _ => zero_read(bio),
-        };
+        }
+        return Some(handle);
     }
     match mapped {
         Some(m) if !(m.shared && op == BioOp::Write) => {
-            issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within))
+            issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within));
+            Some(handle)
         }
-        Some(m) => provision(pool, thins, thin, ws, bio, vblock, Some(m.block)),
-        None if op == BioOp::Read => zero_read(bio),
-        None => provision(pool, thins, thin, ws, bio, vblock, None),
+        Some(m) => provision(pool, thins, thin, ws, (bio, handle), vblock, Some(m.block)),
+        None if op == BioOp::Read => {
+            zero_read(bio);
+            Some(handle)
+        }
+        None => provision(pool, thins, thin, ws, (bio, handle), vblock, None),
     }
 }
 
@@ -238,10 +298,10 @@ fn provision(
     thins: &[Arc<ThinState>],
     thin: &ThinState,
     ws: &mut WorkerState,
-    bio: HeldBio<ThinTarget>,
+    (bio, handle): (HeldBio<ThinTarget>, CellHandle),
     vblock: u64,
     from: Option<u64>,
-) {
+) -> Option<CellHandle> {
     let bs = u64::from(pool.block_size);
     let (_, within) = thin.locate(bio.sector());
     let covers = whole_block(within, bio.sectors(), bs);
@@ -255,14 +315,16 @@ fn provision(
                     Some(b) => b,
                     None => {
                         let what = pool.state.lock().unserviceable();
-                        return unserviceable(thin, bio, what);
+                        unserviceable(thin, bio, what);
+                        return Some(handle);
                     }
                 }
             }
             Err(e) => {
                 pr_err!("thin-pool: data block allocation failed: {}\n", e.name());
                 drop(md);
-                return bio.end(BlkStatus::IO_ERROR);
+                bio.end(BlkStatus::IO_ERROR);
+                return Some(handle);
             }
         }
     };
@@ -275,18 +337,31 @@ fn provision(
     let job = match from {
         Some(_) if overwrite => CellJob::Overwrite,
         Some(old) => CellJob::Copy { from: old },
-        None if !zero => return map_and_issue(pool, thin, bio, vblock, block, within),
+        None if !zero => {
+            map_and_issue(pool, thin, bio, vblock, block, within);
+            return Some(handle);
+        }
         None if overwrite => CellJob::Overwrite,
         None => CellJob::Zero,
     };
     if let CellJob::Overwrite = job {
-        return start_overwrite(pool, thin, ws, bio, vblock, block);
+        return start_overwrite(pool, thin, ws, bio, handle, vblock, block);
     }
-    if let Err(bio) = Cell::start(pool, ws, thin.id, vblock, block, bio, job) {
-        let mut md = pool.md.write();
-        let _ = md.dec_data_range(block, block.saturating_add(1));
-        drop(md);
-        bio.end(BlkStatus::IO_ERROR);
+    let at = CellAt {
+        thin: thin.id,
+        vblock,
+        block,
+    };
+    match Cell::start(pool, ws, at, bio, handle, job) {
+        Ok(()) => None,
+        Err((bio, handle)) => {
+            let _ = pool
+                .md
+                .write()
+                .dec_data_range(block, block.saturating_add(1));
+            bio.end(BlkStatus::IO_ERROR);
+            Some(handle)
+        }
     }
 }
 
@@ -319,21 +394,29 @@ fn start_overwrite(
     thin: &ThinState,
     ws: &mut WorkerState,
     mut bio: HeldBio<ThinTarget>,
+    handle: CellHandle,
     vblock: u64,
     block: u64,
-) {
-    if Cell::overwrite(ws, thin.id, vblock, block).is_err() {
+) -> Option<CellHandle> {
+    let at = CellAt {
+        thin: thin.id,
+        vblock,
+        block,
+    };
+    if let Err(handle) = Cell::overwrite(ws, at, handle) {
         let _ = pool
             .md
             .write()
             .dec_data_range(block, block.saturating_add(1));
-        return bio.end(BlkStatus::IO_ERROR);
+        bio.end(BlkStatus::IO_ERROR);
+        return Some(handle);
     }
     let pb = bio.per_bio_mut();
     pb.overwrite = true;
     pb.vblock = vblock;
     let bs = u64::from(pool.block_size);
     bio.submit_to(&thin.pool_dev, block.saturating_mul(bs));
+    None
 }
 
 /// Overwrites that completed: their blocks are mapped, then they end.
@@ -355,9 +438,7 @@ fn finish_overwrites(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut Worker
             let status = bio.status();
             let mapped = finish_cell(pool, thin, &cell, status.is_ok());
             bio.end(if mapped { status } else { BlkStatus::IO_ERROR });
-            for w in cell.waiters {
-                process(pool, thins, thin, ws, w);
-            }
+            ws.release(thin, cell.handle);
         }
     }
 }
@@ -420,9 +501,7 @@ fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState
                 holder.end(BlkStatus::IO_ERROR);
             }
         }
-        for w in core::mem::take(&mut cell.waiters) {
-            process(pool, thins, thin, ws, w);
-        }
+        ws.release(thin, cell.handle);
     }
 }
 
