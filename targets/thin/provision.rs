@@ -74,17 +74,10 @@ impl Cell {
         handle: CellHandle,
         job: CellJob,
     ) -> Result<(), (HeldBio<ThinTarget>, CellHandle)> {
-        let CellAt {
-            thin,
-            vblock,
-            block,
-        } = at;
-        if ws.cells.try_reserve(1).is_err() {
-            return Err((holder, handle));
-        }
-        let Ok(status) = Arc::new(AtomicU8::new(PENDING), GFP_KERNEL) else {
+        let Some(status) = Self::room(ws) else {
             return Err((holder, handle));
         };
+        let block = at.block;
         let bs = u64::from(pool.block_size);
         let region = |b: u64| Region::new(pool.data_dev.clone(), b.saturating_mul(bs), bs);
         let Ok(to) = region(block) else {
@@ -116,19 +109,35 @@ impl Cell {
         if submitted.is_err() {
             return Err((holder, handle));
         }
-        // Room was reserved above: cannot fail.
+        Self::push(ws, at, Some(holder), handle, status);
+        Ok(())
+    }
+
+    /// Room for one more cell, and its status flag.
+    fn room(ws: &mut WorkerState) -> Option<Arc<AtomicU8>> {
+        ws.cells.try_reserve(1).ok()?;
+        Arc::new(AtomicU8::new(PENDING), GFP_KERNEL).ok()
+    }
+
+    /// Adds a cell; [`Self::room`] made room for it.
+    fn push(
+        ws: &mut WorkerState,
+        at: CellAt,
+        holder: Option<HeldBio<ThinTarget>>,
+        handle: CellHandle,
+        status: Arc<AtomicU8>,
+    ) {
         let cell = Cell {
-            thin,
-            vblock,
-            block,
-            holder: Some(holder),
+            thin: at.thin,
+            vblock: at.vblock,
+            block: at.block,
+            holder,
             handle,
             status,
         };
         if let Err(e) = ws.cells.try_push(cell) {
             pr_err!("thin-pool: lost a cell: {}\n", e.name());
         }
-        Ok(())
     }
 
     /// Holds `vblock` while a write covering all of new data block
@@ -139,29 +148,10 @@ impl Cell {
         at: CellAt,
         handle: CellHandle,
     ) -> Result<(), CellHandle> {
-        let CellAt {
-            thin,
-            vblock,
-            block,
-        } = at;
-        if ws.cells.try_reserve(1).is_err() {
-            return Err(handle);
-        }
-        let Ok(status) = Arc::new(AtomicU8::new(PENDING), GFP_KERNEL) else {
+        let Some(status) = Self::room(ws) else {
             return Err(handle);
         };
-        let cell = Cell {
-            thin,
-            vblock,
-            block,
-            holder: None,
-            handle,
-            status,
-        };
-        // Room was reserved above: cannot fail.
-        if let Err(e) = ws.cells.try_push(cell) {
-            pr_err!("thin-pool: lost a cell: {}\n", e.name());
-        }
+        Self::push(ws, at, None, handle, status);
         Ok(())
     }
 
