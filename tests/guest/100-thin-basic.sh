@@ -81,6 +81,16 @@ check "release_metadata_snap" dmsetup message pool 0 release_metadata_snap
 check_match "no held root any more" "^0 $data_sectors rs-thin-pool 7 [0-9]+/[0-9]+ 81/$nr_blocks - rw " "$(dmsetup status pool)"
 check_fails "release_metadata_snap without one is refused" dmsetup message pool 0 release_metadata_snap
 
+# Many concurrent writes of mixed sizes, several to one fresh block at a time.
+check "create_thin 4" dmsetup message pool 0 "create_thin 4"
+require "create thin device 4" dmsetup create thin4 --table "0 $thin_sectors rs-thin /dev/mapper/pool 4"
+check "fio: concurrent random writes on fresh blocks read back verified" fio --name=v --filename=/dev/mapper/thin4 \
+	--rw=randwrite --bsrange=4k-128k --size=16M --direct=1 --ioengine=libaio --iodepth=32 \
+	--verify=crc32c --verify_fatal=1 --verify_state_save=0 --do_verify=1 --randrepeat=1 --output=/dev/null
+check "remove thin device 4" dmsetup remove thin4
+check "delete thin 4" dmsetup message pool 0 "delete 4"
+check_match "its blocks are free again" "^0 $data_sectors rs-thin-pool 7 [0-9]+/[0-9]+ 81/$nr_blocks " "$(dmsetup status pool)"
+
 # A snapshot shares thin 1's blocks; writes to either break sharing.
 check "snapshot thin 1 as 3" bash -c \
 	"dmsetup suspend thin1 && dmsetup message pool 0 'create_snap 3 1' && dmsetup resume thin1"
