@@ -236,7 +236,7 @@ pub(crate) fn find_or_create(
     }
     let owner = PoolOwner::new(d, bound)?;
     let owner = Arc::new(owner, GFP_KERNEL)
-        .map_err(|_| (ENOMEM, c_str!("Error creating pool's bio prison")))?;
+        .map_err(|_| (ENOMEM, c_str!("Error allocating memory for pool")))?;
     let entry = POOLS
         .insert(d.md_key, owner)
         .map_err(|e| (e, c_str!("metadata device already in use by a pool")))?;

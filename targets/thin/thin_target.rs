@@ -158,6 +158,12 @@ impl Target for ThinTarget {
             ti.set_num_discard_bios(1);
             ti.set_max_discard_granularity(true);
         }
+        if pool.mode() == PoolMode::Fail {
+            return Err(TargetError::new(
+                EINVAL,
+                c_str!("Couldn't open thin device, Pool is in fail mode"),
+            ));
+        }
         let td = pool
             .open_thin(id)
             .map_err(|e| TargetError::new(e, c_str!("Couldn't open thin internal device")))?;
