@@ -15,7 +15,7 @@ MODULE_PARM_DESC(prefix,
 static char *targets = "";
 module_param(targets, charp, 0444);
 MODULE_PARM_DESC(targets,
-	"Comma-separated target families to register (snapshot, or any of its target names), or all; empty (the default) registers the families dm-rs ships complete");
+	"Comma-separated target families to register (snapshot, thin, or any of their target names), or all; empty (the default) registers the families dm-rs ships complete");
 
 static bool selftest;
 module_param(selftest, bool, 0444);
