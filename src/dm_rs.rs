@@ -61,6 +61,9 @@ impl kernel::Module for DmRs {
                 "snapshot" => builder
                     .add::<targets::snapshot::origin::Origin>()?
                     .add::<targets::snapshot::snap::Snapshot>()?,
+                "thin" => builder
+                    .add::<targets::thin::pool_target::PoolTarget>()?
+                    .add::<targets::thin::thin_target::ThinTarget>()?,
                 _ => continue,
             };
             match family.finish() {

@@ -14,13 +14,22 @@ pub(crate) struct FamilyInfo {
 }
 
 /// Every family, in registration order.
-pub(crate) const FAMILIES: &[FamilyInfo] = &[FamilyInfo {
-    name: "snapshot",
-    // `snapshot-merge` joins the family when it lands; until then the
-    // family is incomplete and registers only when asked for.
-    members: &["snapshot-origin", "snapshot"],
-    complete: false,
-}];
+pub(crate) const FAMILIES: &[FamilyInfo] = &[
+    FamilyInfo {
+        name: "snapshot",
+        // `snapshot-merge` joins the family when it lands; until then the
+        // family is incomplete and registers only when asked for.
+        members: &["snapshot-origin", "snapshot"],
+        complete: false,
+    },
+    FamilyInfo {
+        name: "thin",
+        members: &["thin-pool", "thin"],
+        // External origins, the pool suspending its thins and the
+        // scenario tests (tests/guest/110-121) are still to come.
+        complete: false,
+    },
+];
 
 /// What the `targets=` parameter selects.
 pub(crate) enum Selection<'a> {
