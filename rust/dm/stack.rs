@@ -33,17 +33,22 @@ impl StackUse {
     }
 }
 
-/// Runs `f` and reports how deep it took the current task's stack.
+/// Runs `f` and reports how deep it took the current task's stack. Outside
+/// task context (an interrupt, another stack) nothing is measured: every
+/// field but `size` is 0.
 pub(crate) fn measure<R>(f: impl FnOnce() -> R) -> (R, StackUse) {
     // SAFETY: reads the current task's stack pointer and `THREAD_SIZE`.
     let at_entry = unsafe { bindings::dmrs_stack_in_use() } as usize;
-    // SAFETY: writes only the current task's stack below the live frames of
-    // this call chain (and above its end canary), which no one else reads:
-    // the kernel keeps nothing below the stack pointer.
+    // SAFETY: the helper checks that it runs in task context on the task's
+    // own stack and otherwise does nothing; then it writes only that stack
+    // below the live frames of this call chain (and above its end canary),
+    // which no one else reads: the kernel keeps nothing below the stack
+    // pointer.
     unsafe { bindings::dmrs_stack_paint() };
     let r = f();
     // SAFETY: only reads the current task's stack between its end canary
-    // and the stack pointer.
+    // and the stack pointer, and only when the stack pointer is on it (the
+    // helper checks).
     let deepest = unsafe { bindings::dmrs_stack_deepest() } as usize;
     // SAFETY: returns a constant.
     let size = unsafe { bindings::dmrs_stack_size() } as usize;

@@ -8,6 +8,7 @@
  */
 #include <linux/compiler.h>
 #include <linux/sched.h>
+#include <linux/preempt.h>
 #include <linux/sched/task_stack.h>
 #include <asm/asm.h>
 #include "stack.h"
@@ -32,8 +33,20 @@ unsigned long dmrs_stack_size(void)
 	return THREAD_SIZE;
 }
 
+/*
+ * Only a task's own stack can be measured: in interrupt context (or on any
+ * other stack) the stack pointer is not on the task stack and the range
+ * between the two must not be touched.
+ */
+static bool on_task_stack(void)
+{
+	return in_task() && object_is_on_stack((void *)current_stack_pointer);
+}
+
 noinline unsigned long dmrs_stack_in_use(void)
 {
+	if (!on_task_stack())
+		return 0;
 	return stack_top() - current_stack_pointer;
 }
 
@@ -42,6 +55,8 @@ noinline __no_sanitize_address void dmrs_stack_paint(void)
 	volatile unsigned long *p = stack_floor();
 	unsigned long *end = (unsigned long *)(current_stack_pointer - DMRS_STACK_SLACK);
 
+	if (!on_task_stack())
+		return;
 	for (; (unsigned long *)p < end; p++)
 		*p = DMRS_STACK_PAINT;
 }
@@ -51,6 +66,8 @@ noinline __no_sanitize_address unsigned long dmrs_stack_deepest(void)
 	volatile unsigned long *p = stack_floor();
 	unsigned long *sp = (unsigned long *)current_stack_pointer;
 
+	if (!on_task_stack())
+		return 0;
 	while ((unsigned long *)p < sp && *p == DMRS_STACK_PAINT)
 		p++;
 	return stack_top() - (unsigned long)p;

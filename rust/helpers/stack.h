@@ -9,6 +9,11 @@
 /* Size of a task's kernel stack (THREAD_SIZE). */
 unsigned long dmrs_stack_size(void);
 
+/*
+ * Each of these does nothing and returns 0 unless it runs in task context on
+ * the task's own stack (never in interrupt context).
+ */
+
 /* Bytes of the current task's stack in use at the caller. */
 unsigned long dmrs_stack_in_use(void);
 

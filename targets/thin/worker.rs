@@ -509,7 +509,10 @@ fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState
 /// free) and try again; still none: out-of-data-space mode.
 fn alloc_after_commit(pool: &Arc<Pool>, thins: &[Arc<ThinState>]) -> Option<u64> {
     if pool.commit_and_check(thins).is_ok() {
-        match pool.md.write().alloc_data_block() {
+        // The guard must be gone before `metadata_failed` takes the lock
+        // again (a guard in the scrutinee lives to the end of the match).
+        let allocated = pool.md.write().alloc_data_block();
+        match allocated {
             Ok(b) => return Some(b),
             Err(PdError::NoSpace) => {}
             Err(e) => {
