@@ -59,6 +59,9 @@ impl kernel::Module for DmRs {
             let builder = FamilyBuilder::new(info.name, module, prefix);
             let family = match info.name {
                 "snapshot" => builder.add::<targets::snapshot::origin::Origin>()?,
+                "thin" => builder
+                    .add::<targets::thin::pool_target::PoolTarget>()?
+                    .add::<targets::thin::thin_target::ThinTarget>()?,
                 _ => continue,
             };
             match family.finish() {

@@ -14,13 +14,22 @@ pub(crate) struct FamilyInfo {
 }
 
 /// Every family, in registration order.
-pub(crate) const FAMILIES: &[FamilyInfo] = &[FamilyInfo {
-    name: "snapshot",
-    // Only snapshot-origin exists so far; `snapshot` and `snapshot-merge`
-    // join the family as they land.
-    members: &["snapshot-origin"],
-    complete: false,
-}];
+pub(crate) const FAMILIES: &[FamilyInfo] = &[
+    FamilyInfo {
+        name: "snapshot",
+        // Only snapshot-origin exists so far; `snapshot` and `snapshot-merge`
+        // join the family as they land.
+        members: &["snapshot-origin"],
+        complete: false,
+    },
+    FamilyInfo {
+        name: "thin",
+        members: &["thin-pool", "thin"],
+        // Discards, external origins, out-of-space modes and metadata
+        // resize are still missing.
+        complete: false,
+    },
+];
 
 /// What the `targets=` parameter selects.
 pub(crate) enum Selection<'a> {

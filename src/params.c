@@ -15,12 +15,17 @@ MODULE_PARM_DESC(prefix,
 static char *targets = "";
 module_param(targets, charp, 0444);
 MODULE_PARM_DESC(targets,
-	"Comma-separated target families to register (snapshot, or any of its target names), or all; empty (the default) registers the families dm-rs ships complete");
+	"Comma-separated target families to register (snapshot, thin, or any of their target names), or all; empty (the default) registers the families dm-rs ships complete");
 
 static bool selftest;
 module_param(selftest, bool, 0444);
 MODULE_PARM_DESC(selftest,
 	"Also register dm-rs's test-only targets (dmrs-*); never needed outside its test suite");
+
+static unsigned int no_space_timeout = 60;
+module_param(no_space_timeout, uint, 0644);
+MODULE_PARM_DESC(no_space_timeout,
+	"Out of data space queue IO timeout in seconds for thin pools (0: queue for ever), as dm-thin-pool's no_space_timeout");
 
 const char *dmrs_param_prefix(void)
 {
@@ -35,4 +40,9 @@ const char *dmrs_param_targets(void)
 bool dmrs_param_selftest(void)
 {
 	return selftest;
+}
+
+unsigned int dmrs_param_no_space_timeout(void)
+{
+	return READ_ONCE(no_space_timeout);
 }

@@ -193,7 +193,7 @@ unsafe fn per_bio_ptr<T: Target>(bio: *mut kernel::bindings::bio) -> *mut T::Per
 /// `ptr` is a live clone bio dm core made for a target of type `T`, whose
 /// per-bio data was initialised, and that nobody else touches while this
 /// handle exists.
-struct Owned<T: Target> {
+pub(crate) struct Owned<T: Target> {
     ptr: NonNull<kernel::bindings::bio>,
     _t: PhantomData<T>,
 }
@@ -489,17 +489,6 @@ impl<T: Target> HeldBio<T> {
         // of our devices, and hand it to dm core here, once.
         unsafe { bindings::dm_submit_bio_remap(bio, core::ptr::null_mut()) };
     }
-
-    fn raw_next(&self) -> *mut kernel::bindings::bio {
-        // SAFETY: the bio is ours (type invariant).
-        unsafe { bindings::dmrs_bio_next(self.inner.ptr.as_ptr()) }
-    }
-
-    fn set_raw_next(&mut self, next: *mut kernel::bindings::bio) {
-        // SAFETY: the bio is ours (type invariant); `bi_next` is free for
-        // the owner's lists while the bio is not queued in the block layer.
-        unsafe { bindings::dmrs_bio_set_next(self.inner.ptr.as_ptr(), next) };
-    }
 }
 
 impl<T: Target> core::ops::Deref for HeldBio<T> {
@@ -532,6 +521,13 @@ unsafe impl<T: Target> Send for ReturnedBio<T> {}
 unsafe impl<T: Target> Sync for ReturnedBio<T> {}
 
 impl<T: Target> ReturnedBio<T> {
+    /// The status the bio completed with.
+    pub(crate) fn status(&self) -> BlkStatus {
+        // SAFETY: the bio is ours (type invariant of `Owned`); `hold` stored
+        // the completion status in `bi_status`.
+        BlkStatus::from_raw(unsafe { (*self.inner.ptr.as_ptr()).bi_status })
+    }
+
     /// This target's data for the bio.
     pub(crate) fn per_bio(&self) -> &T::PerBio {
         self.inner.per_bio()
@@ -570,32 +566,101 @@ impl<T: Target> Drop for ReturnedBio<T> {
     }
 }
 
-/// A FIFO list of held bios (linked through `bi_next`, like `struct
-/// bio_list`). Dropping a non-empty list ends its bios with I/O errors.
+/// A bio handle a [`BioList`] can own: [`HeldBio`] or [`ReturnedBio`].
+/// Sealed: only this file implements it, and its methods are `unsafe`, so
+/// code outside `rust/` (which forbids `unsafe`) cannot call them.
+pub(crate) trait ListedBio<T: Target>: Sized + sealed::Sealed {
+    /// Gives up the handle; the caller now owns the bio.
+    ///
+    /// # Safety
+    ///
+    /// The caller must turn the result back into a handle with
+    /// [`Self::from_owned`] (or the bio is never ended).
+    #[doc(hidden)]
+    unsafe fn into_owned(self) -> Owned<T>;
+    /// Makes the handle back.
+    ///
+    /// # Safety
+    ///
+    /// `owned` must come from `into_owned` of the same handle type.
+    #[doc(hidden)]
+    unsafe fn from_owned(owned: Owned<T>) -> Self;
+}
+
+mod sealed {
+    pub(crate) trait Sealed {}
+}
+
+impl<T: Target> sealed::Sealed for HeldBio<T> {}
+impl<T: Target> sealed::Sealed for ReturnedBio<T> {}
+
+impl<T: Target> ListedBio<T> for HeldBio<T> {
+    unsafe fn into_owned(self) -> Owned<T> {
+        let me = core::mem::ManuallyDrop::new(self);
+        // INVARIANT: the bio moves from this handle to the returned owner.
+        Owned {
+            ptr: me.inner.ptr,
+            _t: PhantomData,
+        }
+    }
+    unsafe fn from_owned(owned: Owned<T>) -> Self {
+        HeldBio { inner: owned }
+    }
+}
+
+impl<T: Target> ListedBio<T> for ReturnedBio<T> {
+    unsafe fn into_owned(self) -> Owned<T> {
+        let me = core::mem::ManuallyDrop::new(self);
+        // INVARIANT: the bio moves from this handle to the returned owner.
+        Owned {
+            ptr: me.inner.ptr,
+            _t: PhantomData,
+        }
+    }
+    unsafe fn from_owned(owned: Owned<T>) -> Self {
+        ReturnedBio { inner: owned }
+    }
+}
+
+/// A FIFO list of owned bios (linked through `bi_next`, like `struct
+/// bio_list`): [`HeldBio`]s by default, or [`ReturnedBio`]s. Dropping a
+/// non-empty list ends its bios with I/O errors.
 ///
 /// # Invariants
 ///
-/// `head..tail` is a `bi_next` chain of bios that this list owns as
-/// [`HeldBio<T>`]s (tail's `bi_next` is NULL); both are NULL when empty.
-pub(crate) struct BioList<T: Target> {
+/// `head..tail` is a `bi_next` chain of bios that this list owns as `B`s
+/// (tail's `bi_next` is NULL); both are NULL when empty.
+pub(crate) struct BioList<T: Target, B: ListedBio<T> = HeldBio<T>> {
     head: *mut kernel::bindings::bio,
     tail: *mut kernel::bindings::bio,
     len: usize,
-    _t: PhantomData<T>,
+    _t: PhantomData<(T, B)>,
 }
 
-// SAFETY: the list owns its bios, which are `Send` (see `HeldBio`).
-unsafe impl<T: Target> Send for BioList<T> {}
+// SAFETY: the list owns its bios, which are `Send` (see `HeldBio`,
+// `ReturnedBio`).
+unsafe impl<T: Target, B: ListedBio<T>> Send for BioList<T, B> {}
 // SAFETY: `&BioList` exposes only the length.
-unsafe impl<T: Target> Sync for BioList<T> {}
+unsafe impl<T: Target, B: ListedBio<T>> Sync for BioList<T, B> {}
 
-impl<T: Target> Default for BioList<T> {
+impl<T: Target, B: ListedBio<T>> Default for BioList<T, B> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T: Target> BioList<T> {
+/// Links `next` after `bio`.
+///
+/// # Safety
+///
+/// The caller owns `bio` (a list member or one being added), which is not
+/// queued in the block layer, so `bi_next` is free for its lists.
+unsafe fn set_next(bio: *mut kernel::bindings::bio, next: *mut kernel::bindings::bio) {
+    // SAFETY: by the function's contract.
+    unsafe { bindings::dmrs_bio_set_next(bio, next) };
+}
+
+impl<T: Target, B: ListedBio<T>> BioList<T, B> {
     /// An empty list.
     pub(crate) const fn new() -> Self {
         Self {
@@ -617,14 +682,19 @@ impl<T: Target> BioList<T> {
     }
 
     /// Appends `bio`.
-    pub(crate) fn push(&mut self, mut bio: HeldBio<T>) {
-        bio.set_raw_next(core::ptr::null_mut());
-        let raw = bio.into_raw();
-        if self.tail.is_null() {
-            self.head = raw;
-        } else {
-            // SAFETY: `tail` is a bio this list owns (type invariant).
-            unsafe { bindings::dmrs_bio_set_next(self.tail, raw) };
+    pub(crate) fn push(&mut self, bio: B) {
+        // SAFETY: the list keeps the bio and gives it back as a `B` in
+        // `pop` (type invariant).
+        let raw = unsafe { bio.into_owned() }.ptr.as_ptr();
+        // SAFETY: we own `raw` now, and `tail` (a list member, type
+        // invariant); neither is queued in the block layer.
+        unsafe {
+            set_next(raw, core::ptr::null_mut());
+            if self.tail.is_null() {
+                self.head = raw;
+            } else {
+                set_next(self.tail, raw);
+            }
         }
         // INVARIANT: `raw` joins the chain at the tail, owned by the list.
         self.tail = raw;
@@ -632,22 +702,24 @@ impl<T: Target> BioList<T> {
     }
 
     /// Takes the first bio.
-    pub(crate) fn pop(&mut self) -> Option<HeldBio<T>> {
+    pub(crate) fn pop(&mut self) -> Option<B> {
         let head = NonNull::new(self.head)?;
-        // INVARIANT: the list owned `head` as a held bio; ownership moves out.
-        let mut bio = HeldBio {
-            inner: Owned {
-                ptr: head,
-                _t: PhantomData,
-            },
-        };
-        self.head = bio.raw_next();
+        // SAFETY: `head` is a bio this list owns (type invariant).
+        self.head = unsafe { bindings::dmrs_bio_next(head.as_ptr()) };
         if self.head.is_null() {
             self.tail = core::ptr::null_mut();
         }
-        bio.set_raw_next(core::ptr::null_mut());
+        // SAFETY: the list owns `head` (type invariant).
+        unsafe { set_next(head.as_ptr(), core::ptr::null_mut()) };
         self.len -= 1;
-        Some(bio)
+        // INVARIANT: the list owned `head` as a `B`; ownership moves out.
+        // SAFETY: `head` was pushed as a `B` (type invariant).
+        Some(unsafe {
+            B::from_owned(Owned {
+                ptr: head,
+                _t: PhantomData,
+            })
+        })
     }
 
     /// Takes the whole list, leaving this one empty.
@@ -656,14 +728,14 @@ impl<T: Target> BioList<T> {
     }
 }
 
-impl<T: Target> Iterator for BioList<T> {
-    type Item = HeldBio<T>;
-    fn next(&mut self) -> Option<HeldBio<T>> {
+impl<T: Target, B: ListedBio<T>> Iterator for BioList<T, B> {
+    type Item = B;
+    fn next(&mut self) -> Option<B> {
         self.pop()
     }
 }
 
-impl<T: Target> Drop for BioList<T> {
+impl<T: Target, B: ListedBio<T>> Drop for BioList<T, B> {
     fn drop(&mut self) {
         while let Some(bio) = self.pop() {
             drop(bio);

@@ -80,6 +80,25 @@ impl DmDev {
         self.bdev
     }
 
+    /// Discards `count` sectors at `sector` and waits (`blkdev_issue_discard`);
+    /// `EOPNOTSUPP` if the device takes no discards. Sleeps: process
+    /// context only.
+    pub(crate) fn discard(&self, sector: u64, count: u64) -> Result {
+        let end = sector.checked_add(count).ok_or(EINVAL)?;
+        if count == 0 || end > self.nr_sectors() {
+            return Err(EINVAL);
+        }
+        // SAFETY: no preconditions; debug kernels report atomic callers.
+        unsafe { bindings::dmrs_might_sleep() };
+        // SAFETY: the file reference we own keeps the block device valid,
+        // and the range lies inside it (checked above).
+        let r = unsafe { bindings::dmrs_bdev_discard(self.bdev, sector, count) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        Ok(())
+    }
+
     /// Size of the device in 512-byte sectors.
     pub(crate) fn nr_sectors(&self) -> u64 {
         // SAFETY: the file reference we own keeps the block device valid.

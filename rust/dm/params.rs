@@ -25,3 +25,10 @@ pub(crate) fn selftest() -> bool {
     // SAFETY: reads a `bool` module parameter, read-only (0444) after load.
     unsafe { bindings::dmrs_param_selftest() }
 }
+
+/// The `no_space_timeout=` parameter (seconds; writable at run time): how
+/// long an out-of-data-space thin pool queues I/O before failing it.
+pub(crate) fn no_space_timeout() -> u32 {
+    // SAFETY: reads an `unsigned int` module parameter with `READ_ONCE`.
+    unsafe { bindings::dmrs_param_no_space_timeout() }
+}

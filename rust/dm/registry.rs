@@ -47,6 +47,11 @@ impl DevKey {
         // changes while it is.
         DevKey(unsafe { (*dev.bdev()).bd_dev })
     }
+
+    /// The key of a raw `dev_t`, for `rust/` code that read one.
+    pub(super) fn from_raw(devt: u32) -> Self {
+        DevKey(devt)
+    }
 }
 
 struct Slot<K, V> {

@@ -17,6 +17,7 @@ use super::args::ArgSet;
 use super::bindings;
 use super::bio::{per_bio_size, EndioBio, MapBio};
 use super::device::{DeviceVisitor, DmDev, TableDevices};
+use super::registry::DevKey;
 use super::status::{StatusType, StatusWriter};
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -216,6 +217,16 @@ impl TargetCtx {
         let mode = unsafe { bindings::dmrs_table_get_mode(self.ti) };
         // SAFETY: `ti` is in its constructor and `devs` is its list.
         unsafe { self.devs.get(self.ti, path, mode) }.map_err(|err| TargetError::new(err, error))
+    }
+
+    /// The registry key of the mapped device this target's table belongs
+    /// to: what a device opened from another table line naming this one
+    /// (`DevKey::of`) compares equal to (a thin finds its pool by it).
+    pub(crate) fn md_dev_key(&self) -> DevKey {
+        // SAFETY: `ti` is valid and has a table, which belongs to a live
+        // mapped device while its targets are constructed (type invariant);
+        // the helper only reads the device's `dev_t`.
+        DevKey::from_raw(unsafe { bindings::dmrs_target_md_devt(self.ti) })
     }
 
     /// A handle on this target for workers and timers.

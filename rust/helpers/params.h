@@ -9,4 +9,7 @@ const char *dmrs_param_prefix(void);
 const char *dmrs_param_targets(void);
 bool dmrs_param_selftest(void);
 
+/* thin-pool's no_space_timeout in seconds (0: queue for ever). */
+unsigned int dmrs_param_no_space_timeout(void);
+
 #endif

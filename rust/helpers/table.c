@@ -33,3 +33,15 @@ void dmrs_target_md_name(struct dm_target *ti, char *buf, size_t len)
 {
 	strscpy(buf, dm_device_name(dm_table_get_md(ti->table)), len);
 }
+
+dev_t dmrs_target_md_devt(struct dm_target *ti)
+{
+	return disk_devt(dm_disk(dm_table_get_md(ti->table)));
+}
+
+int dmrs_bdev_discard(struct block_device *bdev, sector_t sector, sector_t nr)
+{
+	if (!bdev_max_discard_sectors(bdev))
+		return -EOPNOTSUPP;
+	return blkdev_issue_discard(bdev, sector, nr, GFP_NOIO);
+}

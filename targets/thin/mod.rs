@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `thin-pool` and `thin` (so far their metadata).
+//! `thin-pool` and `thin`: thin provisioning on the metadata in `metadata/`.
 
 // Written for this module and for the host test crate (targets/host), which
-// needs its API public. thin-pool, its user, is next: until it lands most of
-// the API (and the re-exports) have no caller here.
+// needs its API public; parts of it (tools' and tests' accessors) have no
+// caller in the module.
 #[allow(dead_code, unreachable_pub, unused_imports)]
 pub(crate) mod metadata;
 
 // Pure logic shared with the host test crate (targets/host/thin.rs), which
-// needs it public; the thin-pool and thin targets that call it come next.
+// needs it public; the targets below do not use all of it yet (the deferred
+// set, parts of the error enums).
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod message;
 #[allow(dead_code, unreachable_pub)]
@@ -24,3 +25,11 @@ pub(crate) mod prison;
 pub(crate) mod status;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod thin_table;
+
+// The targets: the pool object and its worker, and the two Target impls.
+pub(crate) mod pool;
+mod pool_mode;
+pub(crate) mod pool_target;
+mod provision;
+pub(crate) mod thin_target;
+mod worker;

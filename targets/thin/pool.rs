@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pool object (upstream's `struct pool`): the metadata of one pool
+//! under a read-write semaphore, its data device, the thins bound to it,
+//! and its worker. It outlives a table reload of the pool: the pool target
+//! and every thin hold it through a [`PoolOwner`], found in [`POOLS`] by
+//! the pool's own mapped device.
+//!
+//! Lifetime rules (no work item or kcopyd callback may drop the last
+//! owner of the queue or client it runs on):
+//! - Work items, the commit timer and kcopyd callbacks hold an
+//!   `Arc<Pool>` only; the queue, the timer and the kcopyd client are
+//!   stopped by [`PoolOwner`]'s `Drop` (in a target's destructor), which
+//!   then drops the last `Arc<Pool>` itself.
+
+use super::metadata::{OpenOptions, PoolHooks, PoolMetadata, ThinDevice};
+use super::mode::{PoolMode, PoolState};
+use super::thin_target::ThinState;
+use super::worker::WorkerState;
+use crate::dm::bufio::BufioClient;
+use crate::dm::delayed_work::{new_delayed_work, Delayed, DelayedWork, DelayedWorkItem};
+use crate::dm::dm_io::DmIoClient;
+use crate::dm::kcopyd::KcopydClient;
+use crate::dm::noio::noio_scope;
+use crate::dm::registry::{DevKey, Registered, Registry};
+use crate::dm::sync::{new_mutex, new_rwsem, Mutex, RwSemaphore};
+use crate::dm::workqueue::{Concurrency, WorkQueue};
+use crate::dm::{DmDev, TargetHandle};
+use crate::persistent_data::block_manager::BlockManager;
+use crate::persistent_data::error::Error as PdError;
+use crate::persistent_data::shim::PVec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use kernel::c_str;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::time::msecs_to_jiffies;
+use kernel::workqueue::{impl_has_work, new_work, Work, WorkItem};
+
+/// Metadata blocks the engine keeps in its cache of dirty blocks.
+const METADATA_CACHE_BLOCKS: usize = 128;
+/// Commit at least this often (upstream's `COMMIT_PERIOD`, one second).
+const COMMIT_PERIOD_MS: u32 = 1000;
+
+/// The engine's error as a kernel error (upstream's errno).
+pub(crate) fn kerr(e: PdError) -> Error {
+    Error::from_errno(e.to_errno())
+}
+
+/// What the metadata calls back into: the data device is flushed before
+/// every commit (no committed mapping may point at data not yet stable),
+/// and a low metadata space raises a dm event.
+pub(crate) struct Hooks {
+    data_dev: DmDev,
+    io: DmIoClient,
+    /// The pool target bound now, for events.
+    handle: Option<TargetHandle>,
+}
+
+impl PoolHooks for Hooks {
+    fn pre_commit(&mut self) -> crate::persistent_data::error::Result<()> {
+        self.io
+            .flush(&self.data_dev)
+            .map_err(|_| crate::persistent_data::error::Error::Io)
+    }
+
+    fn metadata_low(&mut self) {
+        if let Some(h) = &self.handle {
+            h.table_event();
+        }
+    }
+}
+
+/// The metadata as the pool keeps it.
+pub(crate) type Metadata = PoolMetadata<BufioClient, Hooks>;
+
+/// Pool-wide settings taken from the bound pool target's table line.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bound {
+    pub(crate) zero_new_blocks: bool,
+    pub(crate) discard_enabled: bool,
+    pub(crate) discard_passdown: bool,
+    pub(crate) error_if_no_space: bool,
+    pub(crate) low_water_blocks: u64,
+}
+
+/// One thin pool.
+#[pin_data]
+pub(crate) struct Pool {
+    #[pin]
+    pub(crate) md: RwSemaphore<Metadata>,
+    pub(crate) data_dev: DmDev,
+    metadata_key: DevKey,
+    data_key: DevKey,
+    /// Data block size in sectors.
+    pub(crate) block_size: u32,
+    pub(crate) wq: Arc<WorkQueue>,
+    #[pin]
+    work: Work<Pool>,
+    /// The thins bound to the pool, for the worker.
+    #[pin]
+    pub(crate) thins: Mutex<PVec<Arc<ThinState>>>,
+    /// The worker's own state (cells, pending flushes).
+    #[pin]
+    pub(crate) worker: Mutex<WorkerState>,
+    /// Taken out (and dropped, waiting for its jobs) by the owner's drop.
+    #[pin]
+    pub(crate) kcopyd: Mutex<Option<KcopydClient>>,
+    #[pin]
+    pub(crate) bound: Mutex<Bound>,
+    /// The pool's mode and out-of-space state (`mode.rs` decides).
+    #[pin]
+    pub(crate) state: Mutex<PoolState>,
+    pub(crate) flags: PoolFlags,
+}
+
+/// The pool's lock-free state.
+#[derive(Default)]
+pub(crate) struct PoolFlags {
+    /// The timer asked for a commit.
+    pub(crate) commit_due: AtomicBool,
+    /// A low-water-mark event was raised and not yet re-armed.
+    pub(crate) low_water_triggered: AtomicBool,
+    /// A copy of the mode for `map` (see `pool_mode.rs`).
+    pub(crate) mode: AtomicU8,
+    /// Seconds spent out of data space while queueing I/O.
+    pub(crate) no_space_ticks: AtomicU32,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Pool { self.work }
+}
+
+impl WorkItem for Pool {
+    type Pointer = Arc<Pool>;
+
+    fn run(this: Arc<Pool>) {
+        noio_scope(|| super::worker::run(&this));
+    }
+}
+
+impl Pool {
+    /// Queues the worker (once: a queued worker runs once for every wake).
+    pub(crate) fn wake(this: &Arc<Pool>) {
+        let _ = this.wq.enqueue(this.clone());
+    }
+
+    /// The thin device `td`'s committed mapping count etc. are read under
+    /// the semaphore; this opens `id` for a thin target.
+    pub(crate) fn open_thin(&self, id: u64) -> Result<ThinDevice> {
+        self.md.write().open_thin_device(id).map_err(kerr)
+    }
+
+    /// The pool target bound now, for events.
+    pub(crate) fn handle(&self) -> Option<TargetHandle> {
+        self.md.write().hooks_mut().handle.clone()
+    }
+
+    /// Commits if anything changed since the last commit.
+    pub(crate) fn commit_if_changed(&self) -> Result {
+        let mut md = self.md.write();
+        if !md.changed_this_transaction() {
+            return Ok(());
+        }
+        commit(&mut md)
+    }
+}
+
+/// Commits; on failure aborts to the last commit (logged).
+pub(crate) fn commit(md: &mut Metadata) -> Result {
+    let r = noio_scope(|| md.commit());
+    if let Err(e) = r {
+        pr_err!("thin-pool: metadata commit failed: {}\n", e.name());
+        if let Err(e) = noio_scope(|| md.abort()) {
+            pr_err!("thin-pool: metadata abort failed: {}\n", e.name());
+        }
+        return Err(kerr(e));
+    }
+    Ok(())
+}
+
+/// The periodic commit: wakes the worker with a commit due.
+pub(crate) struct CommitTimer {
+    pool: Arc<Pool>,
+}
+
+impl DelayedWorkItem for CommitTimer {
+    fn run(this: &Delayed<Self>) {
+        this.pool.flags.commit_due.store(true, Ordering::Release);
+        if this.pool.mode() == PoolMode::OutOfDataSpace {
+            this.pool
+                .flags
+                .no_space_ticks
+                .fetch_add(1, Ordering::AcqRel);
+        }
+        Pool::wake(&this.pool);
+        this.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));
+    }
+}
+
+/// What the pool's targets hold: stops the worker, the timer and the copy
+/// jobs, then commits and closes the metadata, when the last one goes.
+pub(crate) struct PoolOwner {
+    pub(crate) pool: Arc<Pool>,
+    timer: Option<DelayedWork<CommitTimer>>,
+}
+
+/// Every pool, by its mapped device.
+pub(crate) static POOLS: Registry<DevKey, PoolOwner> = Registry::new();
+
+/// A pool target's hold on its pool (and on its registry entry).
+pub(crate) type PoolEntry = Registered<DevKey, PoolOwner>;
+
+/// Where a pool lives and what it is made of.
+pub(crate) struct PoolDevices<'a> {
+    pub(crate) md_key: DevKey,
+    pub(crate) metadata_dev: &'a DmDev,
+    pub(crate) data_dev: &'a DmDev,
+    pub(crate) block_size: u32,
+    pub(crate) read_only: bool,
+}
+
+/// Finds the pool of mapped device `d.md_key` (a reload) or creates it.
+/// Returns the entry and whether the pool was created.
+pub(crate) fn find_or_create(
+    d: &PoolDevices<'_>,
+    bound: Bound,
+) -> core::result::Result<(PoolEntry, bool), (Error, &'static CStr)> {
+    if let Some(entry) = POOLS.join(d.md_key) {
+        let pool = &entry.pool;
+        if pool.metadata_key != DevKey::of(d.metadata_dev)
+            || pool.data_key != DevKey::of(d.data_dev)
+        {
+            return Err((EINVAL, c_str!("different pool cannot replace a pool")));
+        }
+        return Ok((entry, false));
+    }
+    let owner = PoolOwner::new(d, bound)?;
+    let owner = Arc::new(owner, GFP_KERNEL)
+        .map_err(|_| (ENOMEM, c_str!("Error allocating memory for pool")))?;
+    let entry = POOLS
+        .insert(d.md_key, owner)
+        .map_err(|e| (e, c_str!("metadata device already in use by a pool")))?;
+    Ok((entry, true))
+}
+
+impl PoolOwner {
+    fn new(
+        d: &PoolDevices<'_>,
+        bound: Bound,
+    ) -> core::result::Result<Self, (Error, &'static CStr)> {
+        let md = open_metadata(d)?;
+        let wq = WorkQueue::new(c_str!("dm-thin"), Concurrency::Ordered)
+            .map_err(|e| (e, c_str!("Error creating pool's workqueue")))?;
+        let wq = Arc::new(wq, GFP_KERNEL).map_err(|e| (e.into(), c_str!("Out of memory")))?;
+        let kcopyd = KcopydClient::new(100)
+            .map_err(|e| (e, c_str!("Error creating pool's kcopyd client")))?;
+        let ws =
+            WorkerState::try_new().map_err(|e| (e, c_str!("Error creating pool's bio prison")))?;
+        let pool_wq = wq.clone();
+        let pool = Arc::pin_init(
+            pin_init!(Pool {
+                md <- new_rwsem!(md, "thin-pool metadata"),
+                data_dev: d.data_dev.clone(),
+                metadata_key: DevKey::of(d.metadata_dev),
+                data_key: DevKey::of(d.data_dev),
+                block_size: d.block_size,
+                wq: pool_wq,
+                work <- new_work!("thin-pool worker"),
+                thins <- new_mutex!(PVec::new(), "thin-pool thins"),
+                worker <- new_mutex!(ws, "thin-pool worker state"),
+                kcopyd <- new_mutex!(Some(kcopyd), "thin-pool kcopyd"),
+                bound <- new_mutex!(bound, "thin-pool features"),
+                state <- new_mutex!(PoolState::new(), "thin-pool mode"),
+                flags: PoolFlags::default(),
+            }),
+            GFP_KERNEL,
+        )
+        .map_err(|e| (e, c_str!("Error creating metadata object")))?;
+        let timer = new_delayed_work!(wq, CommitTimer { pool: pool.clone() }, "thin-pool commit")
+            .map_err(|e| (e, c_str!("Out of memory")))?;
+        timer.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));
+        Ok(PoolOwner {
+            pool,
+            timer: Some(timer),
+        })
+    }
+}
+
+fn open_metadata(d: &PoolDevices<'_>) -> core::result::Result<Metadata, (Error, &'static CStr)> {
+    const ERR: &CStr = c_str!("Error creating metadata object");
+    let client = BufioClient::new(d.metadata_dev, 4096).map_err(|e| (e, ERR))?;
+    let io = DmIoClient::new().map_err(|e| (e, ERR))?;
+    let hooks = Hooks {
+        data_dev: d.data_dev.clone(),
+        io,
+        handle: None,
+    };
+    let opts = OpenOptions {
+        data_block_size: d.block_size,
+        format: !d.read_only,
+        read_only_device: d.read_only,
+    };
+    let bm = BlockManager::new(client, METADATA_CACHE_BLOCKS);
+    let mut md = noio_scope(|| PoolMetadata::open(bm, opts, hooks)).map_err(|e| (kerr(e), ERR))?;
+    if d.read_only {
+        md.set_read_only();
+    }
+    Ok(md)
+}
+
+impl Pool {
+    /// Binds the pool target whose table is live now (upstream's
+    /// `bind_control_target`).
+    pub(crate) fn bind(&self, bound: Bound, handle: Option<TargetHandle>) {
+        *self.bound.lock() = bound;
+        self.md.write().hooks_mut().handle = handle;
+    }
+
+    /// The bound features.
+    pub(crate) fn features(&self) -> Bound {
+        *self.bound.lock()
+    }
+}
+
+impl Drop for PoolOwner {
+    fn drop(&mut self) {
+        // Stop the timer, then the worker and every copy job; only then
+        // is this the last `Arc<Pool>` (see the module comment).
+        drop(self.timer.take());
+        self.pool.wq.flush();
+        let kc = self.pool.kcopyd.lock().take();
+        drop(kc);
+        self.pool.wq.flush();
+        let mut md = self.pool.md.write();
+        md.hooks_mut().handle = None;
+        if let Err(e) = noio_scope(|| md.close()) {
+            pr_err!("thin-pool: closing the metadata failed: {}\n", e.name());
+        }
+    }
+}

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Carrying out the pool's mode changes (`mode.rs` decides them): the
+//! metadata's read-only switch, the log line and dm event, and the bios
+//! queued while the pool was out of data space (failed, or given back to
+//! the worker once there is space again).
+
+use super::mode::{IoError, ModeChange, ModeContext, PoolMode, WRITE_REFUSED_NEEDS_CHECK};
+use super::pool::{commit, kerr, Pool};
+use super::thin_target::ThinState;
+use crate::dm::{params, BlkStatus};
+use core::sync::atomic::Ordering;
+use kernel::c_str;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// The block layer status of an I/O error the mode decided.
+pub(crate) fn status_of(e: IoError) -> BlkStatus {
+    match e {
+        IoError::Io => BlkStatus::IO_ERROR,
+        IoError::NoSpace => BlkStatus::NO_SPACE,
+    }
+}
+
+fn mode_to_u8(m: PoolMode) -> u8 {
+    match m {
+        PoolMode::Write => 0,
+        PoolMode::OutOfDataSpace => 1,
+        PoolMode::OutOfMetadataSpace => 2,
+        PoolMode::ReadOnly => 3,
+        PoolMode::Fail => 4,
+    }
+}
+
+pub(crate) fn mode_from_u8(m: u8) -> PoolMode {
+    match m {
+        0 => PoolMode::Write,
+        1 => PoolMode::OutOfDataSpace,
+        2 => PoolMode::OutOfMetadataSpace,
+        3 => PoolMode::ReadOnly,
+        _ => PoolMode::Fail,
+    }
+}
+
+impl Pool {
+    /// What the mode rules need to know now. Takes the metadata semaphore.
+    pub(crate) fn mode_ctx(&self) -> ModeContext {
+        ModeContext {
+            needs_check: self.md.read().needs_check(),
+            requested_error_if_no_space: self.features().error_if_no_space,
+            no_space_timeout_secs: params::no_space_timeout(),
+        }
+    }
+
+    /// The mode now (a copy `map` reads without locks).
+    pub(crate) fn mode(&self) -> PoolMode {
+        mode_from_u8(self.flags.mode.load(Ordering::Acquire))
+    }
+
+    /// Carries out `change` for the pool whose thins are `thins`. Called
+    /// without the metadata semaphore held.
+    pub(crate) fn carry_out(&self, thins: &[Arc<ThinState>], change: ModeChange) {
+        self.flags
+            .mode
+            .store(mode_to_u8(change.new), Ordering::Release);
+        match change.metadata {
+            super::mode::MetadataAccess::ReadOnly => self.md.write().set_read_only(),
+            super::mode::MetadataAccess::ReadWrite => self.md.write().set_read_write(),
+            super::mode::MetadataAccess::Unchanged => {}
+        }
+        if change.write_refused {
+            pr_err!("thin-pool: {}\n", WRITE_REFUSED_NEEDS_CHECK);
+        }
+        if change.arm_no_space_timer.is_some() || change.cancel_no_space_timer {
+            self.flags.no_space_ticks.store(0, Ordering::Release);
+        }
+        if let Some(e) = change.error_retry_list {
+            fail_retry_lists(thins, status_of(e));
+        }
+        if change.notify() {
+            let eins = self.state.lock().error_if_no_space();
+            let (word, suffix) = change.log_words(eins);
+            let handle = self.handle();
+            let name = handle.as_ref().and_then(|h| h.device_name());
+            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
+            pr_info!("{}: switching pool to {}{} mode\n", name, word, suffix);
+            if let Some(h) = handle {
+                h.table_event();
+            }
+        }
+    }
+
+    /// Commits if anything changed and updates the mode from the free
+    /// space after it: a commit failure makes the pool read-only (or
+    /// failed), space again after running out goes back to write mode
+    /// and gives the queued bios back to the worker.
+    pub(crate) fn commit_and_check(self: &Arc<Self>, thins: &[Arc<ThinState>]) -> Result {
+        let r = {
+            let mut md = self.md.write();
+            if md.changed_this_transaction() {
+                commit(&mut md)
+            } else {
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            self.metadata_failed(thins);
+            return Err(e);
+        }
+        let (free_meta, free_data) = {
+            let md = self.md.read();
+            (md.free_metadata_blocks().ok(), md.free_data_blocks().ok())
+        };
+        let ctx = self.mode_ctx();
+        let outcome = self.state.lock().committed(free_meta, free_data, &ctx);
+        if let Some(change) = outcome.change {
+            self.carry_out(thins, change);
+        }
+        if outcome.requeue {
+            self.requeue_retries(thins);
+            Pool::wake(self);
+        }
+        Ok(())
+    }
+
+    /// Moves every thin's queued out-of-space bios back to the worker.
+    pub(crate) fn requeue_retries(&self, thins: &[Arc<ThinState>]) {
+        for t in thins {
+            t.lists.with(|l| {
+                let retry = l.retry.take_all();
+                for bio in retry {
+                    l.deferred.push(bio);
+                }
+            });
+        }
+    }
+
+    /// A metadata operation failed (the transaction was aborted already by
+    /// [`commit`], or is poisoned): needs_check, then read-only or fail.
+    pub(crate) fn metadata_failed(&self, thins: &[Arc<ThinState>]) {
+        let (abort_ok, nc_ok) = {
+            let mut md = self.md.write();
+            let abort_ok = !md.is_poisoned() || md.abort().is_ok();
+            let nc_ok = md.set_needs_check().map_err(kerr).is_ok();
+            (abort_ok && !md.is_failed(), nc_ok)
+        };
+        let ctx = self.mode_ctx();
+        let change = self
+            .state
+            .lock()
+            .metadata_operation_failed(abort_ok, nc_ok, &ctx);
+        self.carry_out(thins, change);
+    }
+
+    /// The pool ran out of data space (even after a commit).
+    pub(crate) fn out_of_data_space(&self, thins: &[Arc<ThinState>]) {
+        let ctx = self.mode_ctx();
+        let change = self.state.lock().out_of_data_space(&ctx);
+        self.carry_out(thins, change);
+    }
+
+    /// Called by the worker: fails the queued bios once the pool has been
+    /// out of data space for `no_space_timeout` seconds.
+    pub(crate) fn check_no_space_timeout(&self, thins: &[Arc<ThinState>]) {
+        let timeout = params::no_space_timeout();
+        if timeout == 0 || self.flags.no_space_ticks.load(Ordering::Acquire) < timeout {
+            return;
+        }
+        if self.state.lock().no_space_timeout() {
+            let handle = self.handle();
+            let name = handle.as_ref().and_then(|h| h.device_name());
+            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
+            pr_info!(
+                "{}: switching pool to out-of-data-space (error IO) mode\n",
+                name
+            );
+            fail_retry_lists(thins, BlkStatus::NO_SPACE);
+            if let Some(h) = handle {
+                h.table_event();
+            }
+        }
+    }
+}
+
+/// Ends every thin's queued out-of-space bios with `status`.
+fn fail_retry_lists(thins: &[Arc<ThinState>], status: BlkStatus) {
+    for t in thins {
+        let bios = t.lists.with(|l| l.retry.take_all());
+        for bio in bios {
+            bio.end(status);
+        }
+    }
+}

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `thin <pool dev> <dev id> [<external origin dev>]`: one thin device of a
+//! pool. Bios to provisioned blocks are remapped in `map` (the fast path:
+//! a lookup in cached metadata that never sleeps on I/O) to the pool
+//! device, which passes them to the data device; everything else goes to
+//! the pool's worker.
+
+use super::metadata::ThinDevice;
+use super::mode::PoolMode;
+use super::pool::{Pool, PoolOwner, POOLS};
+use super::pool_target::ctr_error;
+use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, StatusSink};
+use super::thin_table::{emit_thin_table, ThinTable};
+use crate::dm::noio::noio_scope;
+use crate::dm::registry::DevKey;
+use crate::dm::{
+    ArgSet, BioList, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult,
+    IrqSpinLock, MapBio, MapResult, QueueLimits, ReturnedBio, StatusType, StatusWriter, Target,
+    TargetCtx, TargetError, TargetHandle,
+};
+use crate::new_irq_spinlock;
+use crate::persistent_data::error::Error as PdError;
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::c_str;
+use kernel::ffi::c_int;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// What the thin keeps with each bio.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ThinPerBio {
+    /// Sector of the pool device a bio waiting for a commit goes to.
+    pub(crate) dest: u64,
+    /// A write covering a new block: its block is mapped when it is done.
+    pub(crate) overwrite: bool,
+    /// The overwrite's virtual block.
+    pub(crate) vblock: u64,
+}
+
+/// Bios a thin hands to the worker.
+#[derive(Default)]
+pub(crate) struct ThinLists {
+    /// From `map`, not looked at yet.
+    pub(crate) deferred: BioList<ThinTarget>,
+    /// Mapped flushes and FUA writes, issued after the next commit.
+    pub(crate) after_commit: BioList<ThinTarget>,
+    /// Writes waiting for data space (out-of-data-space mode, queueing).
+    pub(crate) retry: BioList<ThinTarget>,
+    /// Completed overwrites, taken back in `end_io` until their block is
+    /// mapped.
+    pub(crate) overwritten: BioList<ThinTarget, ReturnedBio<ThinTarget>>,
+}
+
+/// A thin device's state shared with the pool's worker.
+pub(crate) struct ThinState {
+    pub(crate) pool: Arc<Pool>,
+    /// Always `Some` until the state is dropped (which closes it).
+    td: Option<ThinDevice>,
+    pub(crate) id: u64,
+    /// The pool's mapped device, opened from this thin's table line.
+    pub(crate) pool_dev: DmDev,
+    /// The thin target's first sector in its mapped device.
+    pub(crate) begin: u64,
+    pub(crate) lists: Pin<KBox<IrqSpinLock<ThinLists>>>,
+    /// A noflush suspend is under way: bios go back to dm core.
+    pub(crate) requeue_mode: AtomicBool,
+}
+
+impl ThinState {
+    /// The open thin device.
+    pub(crate) fn td(&self) -> Result<&ThinDevice> {
+        self.td.as_ref().ok_or(EINVAL)
+    }
+
+    /// The device id (below 2^24, checked by the constructor).
+    pub(crate) fn id_u32(&self) -> u32 {
+        u32::try_from(self.id).unwrap_or(u32::MAX)
+    }
+
+    /// The virtual block and the offset in it of a bio at `sector`.
+    pub(crate) fn locate(&self, sector: u64) -> (u64, u64) {
+        let offset = sector.saturating_sub(self.begin);
+        let bs = u64::from(self.pool.block_size);
+        match (offset.checked_div(bs), offset.checked_rem(bs)) {
+            (Some(b), Some(o)) => (b, o),
+            _ => (0, offset),
+        }
+    }
+}
+
+impl Drop for ThinState {
+    fn drop(&mut self) {
+        if let Some(td) = self.td.take() {
+            self.pool.md.write().close_thin_device(td);
+        }
+    }
+}
+
+/// One thin target.
+pub(crate) struct ThinTarget {
+    state: Arc<ThinState>,
+    handle: TargetHandle,
+    // Dropped after the state (fields drop in order): the last owner stops
+    // the pool (see `PoolOwner`).
+    _owner: Arc<PoolOwner>,
+}
+
+impl ThinTarget {
+    /// Hands `bio` to the pool's worker.
+    fn defer(&self, bio: MapBio<'_, Self>) -> MapResult {
+        let (held, result) = bio.hold();
+        self.state.lists.with(|l| l.deferred.push(held));
+        Pool::wake(&self.state.pool);
+        result
+    }
+}
+
+#[vtable]
+impl Target for ThinTarget {
+    const NAME: &'static CStr = c_str!("thin");
+    const VERSION: [u32; 3] = [1, 23, 0];
+    type PerBio = ThinPerBio;
+
+    fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
+        let mut words: [&[u8]; 4] = [&[]; 4];
+        let n = args.len().min(words.len());
+        for (i, w) in words.iter_mut().enumerate().take(n) {
+            *w = args.peek(i).map_or(&[][..], |c| c.as_bytes());
+        }
+        let parsed = ThinTable::parse(words.iter().take(n).copied());
+        if let Err(e) = parsed {
+            if !e.found_after_open() {
+                return Err(ctr_error(EINVAL, e.text_with_nul()));
+            }
+        }
+        let pool_path = args.shift_or(c_str!("Invalid argument count"))?;
+        let pool_dev = ti.get_device(pool_path, c_str!("Error opening pool device"))?;
+        let table = parsed.map_err(|e| ctr_error(EINVAL, e.text_with_nul()))?;
+        if table.origin_dev.is_some() {
+            return Err(TargetError::new(
+                EINVAL,
+                c_str!("external origins are not supported yet"),
+            ));
+        }
+        let id = u64::from(table.dev_id);
+        let owner = POOLS.lookup(DevKey::of(&pool_dev)).ok_or(TargetError::new(
+            EINVAL,
+            c_str!("Couldn't find pool object"),
+        ))?;
+        let pool = owner.pool.clone();
+        ti.set_max_io_len(u64::from(pool.block_size))
+            .map_err(|e| TargetError::new(e, c_str!("Invalid block size")))?;
+        ti.set_num_flush_bios(1);
+        ti.set_flush_supported(true);
+        if pool.features().discard_enabled {
+            ti.set_discards_supported(true);
+            ti.set_num_discard_bios(1);
+            ti.set_max_discard_granularity(true);
+        }
+        if pool.mode() == PoolMode::Fail {
+            return Err(TargetError::new(
+                EINVAL,
+                c_str!("Couldn't open thin device, Pool is in fail mode"),
+            ));
+        }
+        let td = pool
+            .open_thin(id)
+            .map_err(|e| TargetError::new(e, c_str!("Couldn't open thin internal device")))?;
+        let lists = KBox::pin_init(
+            new_irq_spinlock!(ThinLists::default(), "thin bio lists"),
+            GFP_KERNEL,
+        );
+        let lists = match lists {
+            Ok(l) => l,
+            Err(_) => {
+                pool.md.write().close_thin_device(td);
+                return Err(TargetError::new(ENOMEM, c_str!("Out of memory")));
+            }
+        };
+        // From here on dropping the state closes the device.
+        let state = Arc::new(
+            ThinState {
+                pool: pool.clone(),
+                td: Some(td),
+                id,
+                pool_dev,
+                begin: ti.begin(),
+                lists,
+                requeue_mode: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))?;
+        pool.thins
+            .lock()
+            .try_push(state.clone())
+            .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))?;
+        KBox::pin(
+            ThinTarget {
+                state,
+                handle: ti.handle(),
+                _owner: owner,
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))
+    }
+
+    fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
+        let st = &*self.state;
+        if st.requeue_mode.load(Ordering::Acquire) {
+            return bio.requeue();
+        }
+        if st.pool.mode() == PoolMode::Fail {
+            return bio.kill();
+        }
+        let op = bio.op();
+        if bio.is_preflush() || bio.is_fua() || !matches!(op, BioOp::Read | BioOp::Write) {
+            return self.defer(bio);
+        }
+        let (vblock, within) = st.locate(bio.sector());
+        let Ok(td) = st.td() else {
+            return bio.kill();
+        };
+        let Some(md) = st.pool.md.try_read() else {
+            return self.defer(bio);
+        };
+        let r = noio_scope(|| md.find_block(td, vblock, false));
+        drop(md);
+        match r {
+            Ok(m) if !(m.shared && op == BioOp::Write) => {
+                let bs = u64::from(st.pool.block_size);
+                let dest = m.block.saturating_mul(bs).saturating_add(within);
+                bio.remap(&st.pool_dev, dest)
+            }
+            Err(PdError::NoData) if op == BioOp::Read => {
+                // Unprovisioned: reads as zeros.
+                if bio.zero_fill().is_err() {
+                    return bio.kill();
+                }
+                bio.end(BlkStatus::OK)
+            }
+            _ => self.defer(bio),
+        }
+    }
+
+    fn end_io(&self, bio: EndioBio<'_, Self>) -> EndioResult {
+        if !bio.per_bio().overwrite {
+            return bio.done();
+        }
+        // Interrupt context: the worker maps the block, then ends the bio.
+        let (bio, result) = bio.hold();
+        self.state.lists.with(|l| l.overwritten.push(bio));
+        Pool::wake(&self.state.pool);
+        result
+    }
+
+    fn presuspend(&self) {
+        if self.handle.noflush_suspending() {
+            let st = &*self.state;
+            st.requeue_mode.store(true, Ordering::Release);
+            let (deferred, retry) = st
+                .lists
+                .with(|l| (l.deferred.take_all(), l.retry.take_all()));
+            for bio in Iterator::chain(deferred, retry) {
+                bio.requeue();
+            }
+        }
+    }
+
+    fn resume(&self) {
+        self.state.requeue_mode.store(false, Ordering::Release);
+        Pool::wake(&self.state.pool);
+    }
+
+    fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+        let st = &*self.state;
+        if st.pool.mode() == PoolMode::Fail {
+            return emit_thin_fail(out);
+        }
+        match ty {
+            StatusType::Info => {
+                let Ok(td) = st.td() else {
+                    return out.put(b"-");
+                };
+                let md = st.pool.md.read();
+                let Ok(mapped) = md.mapped_count(td) else {
+                    return emit_status_error(out);
+                };
+                let highest = match md.highest_mapped_block(td) {
+                    Ok(h) => Some(h),
+                    Err(PdError::NoData) => None,
+                    Err(_) => return emit_status_error(out),
+                };
+                emit_thin_status(out, mapped, highest, st.pool.block_size);
+            }
+            StatusType::Table => emit_thin_table(out, &st.pool_dev, st.id_u32(), None),
+            StatusType::Ima => {}
+        }
+    }
+
+    fn io_hints(&self, limits: &mut QueueLimits<'_>) {
+        let bs = self.state.pool.block_size;
+        if self.state.pool.features().discard_enabled {
+            limits.set_discard_granularity(bs.saturating_mul(512));
+            limits.set_max_hw_discard_sectors(bs.saturating_mul(1024));
+        }
+    }
+
+    fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
+        let st = &*self.state;
+        let bs = u64::from(st.pool.block_size);
+        let sectors = st.pool_dev.nr_sectors();
+        let whole = sectors.checked_div(bs).unwrap_or(0).saturating_mul(bs);
+        if whole == 0 {
+            return 0;
+        }
+        visitor.visit(&st.pool_dev, 0, whole)
+    }
+}
+
+impl Drop for ThinTarget {
+    fn drop(&mut self) {
+        let pool = &self.state.pool;
+        let mut thins = pool.thins.lock();
+        if let Some(i) = thins.iter().position(|t| Arc::ptr_eq(t, &self.state)) {
+            let _ = thins.remove(i);
+        }
+        // The worker runs under the list's lock and keeps no clone: the
+        // state goes with this target (closing the thin device).
+        drop(thins);
+    }
+}

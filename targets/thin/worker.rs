@@ -1,0 +1,562 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pool's worker (upstream's `do_worker`): one ordered work item that
+//! takes the bios the thins deferred, looks them up with I/O allowed,
+//! provisions blocks (zeroing or copying them with kcopyd first), breaks
+//! sharing after snapshots, zero-fills reads of holes, and commits before
+//! it issues flushes and FUA writes.
+//!
+//! Concurrent bios to a block being provisioned wait in its cell (a
+//! simple bio prison: one holder per virtual block, the rest queued) until
+//! the mapping is in.
+
+use super::mode::{DiscardHandling, PoolMode, ReadOnlyAction, Unserviceable};
+use super::pool::kerr;
+use super::pool::{commit, Metadata, Pool};
+use super::pool_mode::status_of;
+use super::prison::{CellHandle, CellKey, DetainError, Detained, Prison};
+use super::provision::{whole_block, Cell, CellAt, CellJob};
+use super::thin_target::{ThinState, ThinTarget};
+use crate::dm::{BioList, BioOp, BlkStatus, HeldBio};
+use crate::persistent_data::error::Error as PdError;
+use crate::persistent_data::shim::PVec;
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// Most virtual blocks locked at once, and most bios waiting for them.
+const MAX_CELLS: u32 = 1024;
+const MAX_WAITING: u32 = 4096;
+
+/// The worker's own state, under the pool's `worker` mutex.
+pub(crate) struct WorkerState {
+    /// Locks on virtual blocks: held while a bio is looked at, and while
+    /// its block is provisioned or unshared; other bios wait there.
+    pub(crate) prison: Prison<HeldBio<ThinTarget>>,
+    /// Virtual blocks being provisioned or unshared.
+    pub(crate) cells: PVec<Cell>,
+    /// Released bios went back to the deferred lists: run again.
+    rerun: bool,
+}
+
+impl WorkerState {
+    pub(crate) fn try_new() -> Result<Self> {
+        Ok(WorkerState {
+            prison: Prison::try_new(MAX_CELLS, MAX_WAITING).map_err(kerr)?,
+            cells: PVec::new(),
+            rerun: false,
+        })
+    }
+
+    /// Unlocks a virtual block; the bios that waited go back to `thin`'s
+    /// deferred list for the next run.
+    fn release(&mut self, thin: &ThinState, handle: CellHandle) {
+        let mut waiting = BioList::<ThinTarget>::new();
+        if self.prison.release(handle, |b| waiting.push(b)).is_err() {
+            pr_err!("thin-pool: released a stale cell\n");
+        }
+        if !waiting.is_empty() {
+            thin.lists.with(|l| {
+                for b in waiting {
+                    l.deferred.push(b);
+                }
+            });
+            self.rerun = true;
+        }
+    }
+}
+
+/// One run of the worker.
+pub(crate) fn run(pool: &Arc<Pool>) {
+    // Lock order: thins, worker, metadata.
+    let thins = pool.thins.lock();
+    let mut ws = pool.worker.lock();
+    ws.rerun = false;
+    finish_overwrites(pool, &thins, &mut ws);
+    finish_cells(pool, &thins, &mut ws);
+    for thin in thins.iter() {
+        let bios = thin.lists.with(|l| l.deferred.take_all());
+        for bio in bios {
+            process(pool, &thins, thin, &mut ws, bio);
+        }
+    }
+    if ws.rerun {
+        Pool::wake(pool);
+    }
+    pool.check_no_space_timeout(&thins);
+    let commit_due = pool.flags.commit_due.swap(false, Ordering::AcqRel);
+    let waiting = thins
+        .iter()
+        .any(|t| t.lists.with(|l| !l.after_commit.is_empty()));
+    if !commit_due && !waiting {
+        return;
+    }
+    let committed = pool.commit_and_check(&thins);
+    for thin in thins.iter() {
+        let bios = thin.lists.with(|l| l.after_commit.take_all());
+        for bio in bios {
+            if committed.is_ok() {
+                let dest = bio.per_bio().dest;
+                bio.submit_to(&thin.pool_dev, dest);
+            } else {
+                bio.end(BlkStatus::IO_ERROR);
+            }
+        }
+    }
+}
+
+/// Sends a mapped bio to `dest` on the pool device, after the next commit
+/// if it is a flush or FUA write.
+fn issue(thin: &ThinState, mut bio: HeldBio<ThinTarget>, dest: u64) {
+    if bio.is_preflush() || bio.is_fua() {
+        bio.per_bio_mut().dest = dest;
+        thin.lists.with(|l| l.after_commit.push(bio));
+    } else {
+        bio.submit_to(&thin.pool_dev, dest);
+    }
+}
+
+/// A bio the pool cannot serve now (no data space, read-only): queued
+/// until there is space, or failed.
+fn unserviceable(thin: &ThinState, bio: HeldBio<ThinTarget>, what: Unserviceable) {
+    match what {
+        Unserviceable::Queue => thin.lists.with(|l| l.retry.push(bio)),
+        Unserviceable::Error(e) => bio.end(status_of(e)),
+    }
+}
+
+/// Looks up, provisions or unshares for one bio.
+pub(crate) fn process(
+    pool: &Arc<Pool>,
+    thins: &[Arc<ThinState>],
+    thin: &ThinState,
+    ws: &mut WorkerState,
+    bio: HeldBio<ThinTarget>,
+) {
+    if thin.requeue_mode.load(Ordering::Acquire) {
+        return bio.requeue();
+    }
+    let mode = pool.mode();
+    if mode == PoolMode::Fail {
+        return bio.end(BlkStatus::IO_ERROR);
+    }
+    let op = bio.op();
+    if bio.is_empty_flush() {
+        return issue(thin, bio, 0);
+    }
+    if op == BioOp::Discard {
+        return match mode.discard_handling() {
+            DiscardHandling::Process => discard(pool, thin, bio),
+            DiscardHandling::Succeed => bio.end_ok(),
+            DiscardHandling::Error => bio.end(BlkStatus::IO_ERROR),
+        };
+    }
+    if !matches!(op, BioOp::Read | BioOp::Write) {
+        return bio.end(BlkStatus::IO_ERROR);
+    }
+    let (vblock, _) = thin.locate(bio.sector());
+    let key = CellKey::block(true, thin.id, vblock);
+    match ws.prison.detain(&key, bio) {
+        Ok(Detained::Queued) => {}
+        Ok(Detained::Holder(handle, bio)) => {
+            if let Some(handle) = process_held(pool, thins, thin, ws, bio, handle) {
+                ws.release(thin, handle);
+            }
+        }
+        // No room: try again once a cell is released.
+        Err(DetainError::Full(bio)) => thin.lists.with(|l| l.deferred.push(bio)),
+        Err(DetainError::InvalidKey(bio)) => bio.end(BlkStatus::IO_ERROR),
+    }
+}
+
+/// Looks up, provisions or unshares for a bio holding its virtual
+/// block's cell; returns the cell unless provisioning keeps it.
+fn process_held(
+    pool: &Arc<Pool>,
+    thins: &[Arc<ThinState>],
+    thin: &ThinState,
+    ws: &mut WorkerState,
+    bio: HeldBio<ThinTarget>,
+    handle: CellHandle,
+) -> Option<CellHandle> {
+    let op = bio.op();
+    let mode = pool.mode();
+    let (vblock, within) = thin.locate(bio.sector());
+    let Ok(td) = thin.td() else {
+        bio.end(BlkStatus::IO_ERROR);
+        return Some(handle);
+    };
+    let bs = u64::from(pool.block_size);
+    let found = pool.md.read().find_block(td, vblock, true);
+    let mapped = match found {
+        Ok(m) => Some(m),
+        Err(PdError::NoData) => None,
+        Err(e) => {
+            pr_err!("thin: lookup of block {} failed: {}\n", vblock, e.name());
+            bio.end(BlkStatus::IO_ERROR);
+            return Some(handle);
+        }
+    };
+    if mode != PoolMode::Write {
+        let action = pool.state.lock().read_only_action(
+            mapped.map(|m| m.shared),
+            op == BioOp::Write,
+            bio.size() > 0,
+        );
+        match (action, mapped) {
+            (ReadOnlyAction::Remap, Some(m)) => {
+                issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within))
+            }
+            (ReadOnlyAction::Unserviceable(u), _) => unserviceable(thin, bio, u),
+            _ => zero_read(bio),
+        }
+        return Some(handle);
+    }
+    match mapped {
+        Some(m) if !(m.shared && op == BioOp::Write) => {
+            issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within));
+            Some(handle)
+        }
+        Some(m) => provision(pool, thins, thin, ws, (bio, handle), vblock, Some(m.block)),
+        None if op == BioOp::Read => {
+            zero_read(bio);
+            Some(handle)
+        }
+        None => provision(pool, thins, thin, ws, (bio, handle), vblock, None),
+    }
+}
+
+/// A read of an unprovisioned block: zeros.
+fn zero_read(mut bio: HeldBio<ThinTarget>) {
+    if bio.zero_fill().is_ok() {
+        bio.end_ok();
+    } else {
+        bio.end(BlkStatus::IO_ERROR);
+    }
+}
+
+/// Unmaps the whole blocks a discard covers (parts of blocks stay mapped)
+/// and, with passdown, discards the data blocks no other device maps.
+fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
+    let Ok(td) = thin.td() else {
+        return bio.end(BlkStatus::IO_ERROR);
+    };
+    let bs = u64::from(pool.block_size);
+    let (first, within) = thin.locate(bio.sector());
+    let (end, _) = thin.locate(bio.sector().saturating_add(u64::from(bio.sectors())));
+    let begin = if within == 0 {
+        first
+    } else {
+        first.saturating_add(1)
+    };
+    if begin >= end {
+        return bio.end_ok();
+    }
+    let passdown = pool.features().discard_passdown;
+    // Data blocks to pass down: those only this device maps, found before
+    // they are unmapped. (Only the worker allocates, so none of them is
+    // reused before the discards below are done.)
+    let mut runs = DataRuns::new();
+    let mut md = pool.md.write();
+    if passdown {
+        let mut next = begin;
+        while next < end {
+            let Ok(r) = md.find_mapped_range(td, next, end) else {
+                break;
+            };
+            let len = r.thin_end.saturating_sub(r.thin_begin);
+            for b in r.pool_begin..r.pool_begin.saturating_add(len) {
+                if !md.block_is_shared(b).unwrap_or(true) {
+                    runs.add(b);
+                }
+            }
+            next = r.thin_end;
+        }
+    }
+    if let Err(e) = md.remove_range(td, begin, end) {
+        pr_err!(
+            "thin-pool: unmapping a discarded range failed: {}\n",
+            e.name()
+        );
+        drop(md);
+        return bio.end(BlkStatus::IO_ERROR);
+    }
+    drop(md);
+    for &(b, len) in runs.runs.iter() {
+        let _ = pool
+            .data_dev
+            .discard(b.saturating_mul(bs), len.saturating_mul(bs));
+    }
+    bio.end_ok();
+}
+
+/// A write to an unmapped block (`from` None) or a shared one: a new data
+/// block, zeroed or copied first unless the write covers it (mapped when
+/// it is done) or zeroing is off (mapped at once).
+fn provision(
+    pool: &Arc<Pool>,
+    thins: &[Arc<ThinState>],
+    thin: &ThinState,
+    ws: &mut WorkerState,
+    (bio, handle): (HeldBio<ThinTarget>, CellHandle),
+    vblock: u64,
+    from: Option<u64>,
+) -> Option<CellHandle> {
+    let bs = u64::from(pool.block_size);
+    let (_, within) = thin.locate(bio.sector());
+    let covers = whole_block(within, bio.sectors(), bs);
+    let block = {
+        let mut md = pool.md.write();
+        match md.alloc_data_block() {
+            Ok(b) => b,
+            Err(PdError::NoSpace) => {
+                drop(md);
+                match alloc_after_commit(pool, thins) {
+                    Some(b) => b,
+                    None => {
+                        let what = pool.state.lock().unserviceable();
+                        unserviceable(thin, bio, what);
+                        return Some(handle);
+                    }
+                }
+            }
+            Err(e) => {
+                pr_err!("thin-pool: data block allocation failed: {}\n", e.name());
+                drop(md);
+                bio.end(BlkStatus::IO_ERROR);
+                return Some(handle);
+            }
+        }
+    };
+    check_low_water(pool);
+    let zero = pool.features().zero_new_blocks;
+    // A write covering the block needs nothing copied or zeroed; it is
+    // mapped once it is done, unless it must wait for a commit (flush,
+    // FUA), which then prepares the block like any other write.
+    let overwrite = covers && !bio.is_preflush() && !bio.is_fua();
+    let job = match from {
+        Some(_) if overwrite => CellJob::Overwrite,
+        Some(old) => CellJob::Copy { from: old },
+        None if !zero => {
+            map_and_issue(pool, thin, bio, vblock, block, within);
+            return Some(handle);
+        }
+        None if overwrite => CellJob::Overwrite,
+        None => CellJob::Zero,
+    };
+    if let CellJob::Overwrite = job {
+        return start_overwrite(pool, thin, ws, bio, handle, vblock, block);
+    }
+    let at = CellAt {
+        thin: thin.id,
+        vblock,
+        block,
+    };
+    match Cell::start(pool, ws, at, bio, handle, job) {
+        Ok(()) => None,
+        Err((bio, handle)) => {
+            let _ = pool
+                .md
+                .write()
+                .dec_data_range(block, block.saturating_add(1));
+            bio.end(BlkStatus::IO_ERROR);
+            Some(handle)
+        }
+    }
+}
+
+/// Zeroing is off: maps `block` now and writes (what upstream does too:
+/// the rest of the block keeps whatever it held).
+fn map_and_issue(
+    pool: &Arc<Pool>,
+    thin: &ThinState,
+    bio: HeldBio<ThinTarget>,
+    vblock: u64,
+    block: u64,
+    within: u64,
+) {
+    let Ok(td) = thin.td() else {
+        return bio.end(BlkStatus::IO_ERROR);
+    };
+    let mut md = pool.md.write();
+    if let Err(e) = md.insert_block(td, vblock, block) {
+        return fail_insert(&mut md, bio, e);
+    }
+    drop(md);
+    let bs = u64::from(pool.block_size);
+    issue(thin, bio, block.saturating_mul(bs).saturating_add(within));
+}
+
+/// Writes a whole new block in place; `end_io` hands the completed bio
+/// back to the worker, which maps the block before ending it.
+fn start_overwrite(
+    pool: &Arc<Pool>,
+    thin: &ThinState,
+    ws: &mut WorkerState,
+    mut bio: HeldBio<ThinTarget>,
+    handle: CellHandle,
+    vblock: u64,
+    block: u64,
+) -> Option<CellHandle> {
+    let at = CellAt {
+        thin: thin.id,
+        vblock,
+        block,
+    };
+    if let Err(handle) = Cell::overwrite(ws, at, handle) {
+        let _ = pool
+            .md
+            .write()
+            .dec_data_range(block, block.saturating_add(1));
+        bio.end(BlkStatus::IO_ERROR);
+        return Some(handle);
+    }
+    let pb = bio.per_bio_mut();
+    pb.overwrite = true;
+    pb.vblock = vblock;
+    let bs = u64::from(pool.block_size);
+    bio.submit_to(&thin.pool_dev, block.saturating_mul(bs));
+    None
+}
+
+/// Overwrites that completed: their blocks are mapped, then they end.
+fn finish_overwrites(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState) {
+    for thin in thins {
+        let done = thin.lists.with(|l| l.overwritten.take_all());
+        for mut bio in done {
+            let vblock = bio.per_bio().vblock;
+            bio.per_bio_mut().overwrite = false;
+            let pos = ws
+                .cells
+                .iter()
+                .position(|c| c.thin == thin.id && c.vblock == vblock);
+            let Some(cell) = pos.and_then(|i| ws.cells.remove(i)) else {
+                pr_err!("thin-pool: no cell for a completed overwrite\n");
+                bio.end(BlkStatus::IO_ERROR);
+                continue;
+            };
+            let status = bio.status();
+            let mapped = finish_cell(pool, thin, &cell, status.is_ok());
+            bio.end(if mapped { status } else { BlkStatus::IO_ERROR });
+            ws.release(thin, cell.handle);
+        }
+    }
+}
+
+/// Maps a prepared cell's block (`ok`), or gives the block back; returns
+/// whether it is mapped.
+fn finish_cell(pool: &Pool, thin: &ThinState, cell: &Cell, ok: bool) -> bool {
+    if let (true, Ok(td)) = (ok, thin.td()) {
+        let mut md = pool.md.write();
+        match md.insert_block(td, cell.vblock, cell.block) {
+            Ok(()) => return true,
+            Err(e) => {
+                pr_err!("thin-pool: inserting a mapping failed: {}\n", e.name());
+                let _ = commit(&mut md);
+                return false;
+            }
+        }
+    }
+    pr_err!("thin-pool: preparing data block {} failed\n", cell.block);
+    let _ = pool
+        .md
+        .write()
+        .dec_data_range(cell.block, cell.block.saturating_add(1));
+    false
+}
+
+fn fail_insert(md: &mut Metadata, bio: HeldBio<ThinTarget>, e: PdError) {
+    pr_err!("thin-pool: inserting a mapping failed: {}\n", e.name());
+    let _ = commit(md);
+    bio.end(BlkStatus::IO_ERROR);
+}
+
+/// Maps the blocks whose zeroing or copy finished, issues their writes
+/// and looks at the bios that waited for them again.
+fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState) {
+    let bs = u64::from(pool.block_size);
+    let mut i = 0;
+    while let Some(cell) = ws.cells.get(i) {
+        if cell.holder.is_none() || !cell.is_done() {
+            i += 1;
+            continue;
+        }
+        let Some(mut cell) = ws.cells.remove(i) else {
+            break;
+        };
+        let Some(thin) = thins.iter().find(|t| t.id == cell.thin) else {
+            // The thin is gone: its bios end with errors as the cell drops.
+            continue;
+        };
+        let mapped = finish_cell(pool, thin, &cell, cell.succeeded());
+        if let Some(holder) = cell.holder.take() {
+            if mapped {
+                let (_, within) = thin.locate(holder.sector());
+                issue(
+                    thin,
+                    holder,
+                    cell.block.saturating_mul(bs).saturating_add(within),
+                );
+            } else {
+                holder.end(BlkStatus::IO_ERROR);
+            }
+        }
+        ws.release(thin, cell.handle);
+    }
+}
+
+/// No free data block: commit (blocks freed in this transaction become
+/// free) and try again; still none: out-of-data-space mode.
+fn alloc_after_commit(pool: &Arc<Pool>, thins: &[Arc<ThinState>]) -> Option<u64> {
+    if pool.commit_and_check(thins).is_ok() {
+        match pool.md.write().alloc_data_block() {
+            Ok(b) => return Some(b),
+            Err(PdError::NoSpace) => {}
+            Err(e) => {
+                pr_err!("thin-pool: data block allocation failed: {}\n", e.name());
+                pool.metadata_failed(thins);
+                return None;
+            }
+        }
+    }
+    pool.out_of_data_space(thins);
+    None
+}
+
+/// Runs of consecutive data blocks, built block by block.
+struct DataRuns {
+    runs: PVec<(u64, u64)>,
+}
+
+impl DataRuns {
+    fn new() -> Self {
+        DataRuns { runs: PVec::new() }
+    }
+
+    /// Adds block `b`; a block that cannot be recorded is left out (it is
+    /// then not discarded, which is harmless).
+    fn add(&mut self, b: u64) {
+        if let Some(last) = self.runs.last_mut() {
+            if last.0.saturating_add(last.1) == b {
+                last.1 = last.1.saturating_add(1);
+                return;
+            }
+        }
+        let _ = self.runs.try_push((b, 1));
+    }
+}
+
+/// Raises a dm event once free data space falls to the low-water mark
+/// (re-armed when the pool is resized).
+fn check_low_water(pool: &Pool) {
+    let low = pool.features().low_water_blocks;
+    let free = pool.md.read().free_data_blocks();
+    if let Ok(free) = free {
+        if free <= low && !pool.flags.low_water_triggered.swap(true, Ordering::AcqRel) {
+            pr_info!("thin-pool: reached low water mark for data device: sending event\n");
+            if let Some(h) = pool.handle() {
+                h.table_event();
+            }
+        }
+    }
+}
