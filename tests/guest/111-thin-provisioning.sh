@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # Provisioning on first write. The data device is filled with junk first, so
 # what a new block holds is visible: with zeroing on, the unwritten rest of a
 # partly written block reads zeros; with skip_block_zeroing it reads the

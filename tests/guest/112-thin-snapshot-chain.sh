@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # Snapshots of snapshots, three deep, with writes on every level after each
 # snapshot (whole blocks, 4 KiB pieces that break sharing of a 64 KiB block,
 # unprovisioned ranges), every level verified block by block against what it

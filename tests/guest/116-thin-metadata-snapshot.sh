@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # Metadata snapshots: reserve_metadata_snap holds the metadata as it was
 # (status names the held root), thin_dump -m reads that root from the live
 # metadata device while the pool keeps changing (new devices, deletes,

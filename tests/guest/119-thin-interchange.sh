@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # Interchange of on-disk metadata and data between implementations. A writer
 # builds a pool (thins, a snapshot chain, overwrites that break sharing, a
 # discard, a deleted device, a held metadata root, a transaction id) and

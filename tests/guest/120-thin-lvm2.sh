@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # An lvm2 thin session as a user runs it, lvm2 unchanged: a thin pool, a
 # thin volume with ext4 (mkfs, files, fsck), fstrim giving blocks back, a
 # thin snapshot that keeps the old files while the origin changes, growth of
