@@ -253,10 +253,8 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
         return bio.end_ok();
     }
     let passdown = pool.features().discard_passdown;
-    // Data blocks to pass down: those only this device maps, found before
-    // they are unmapped. (Only the worker allocates, so none of them is
-    // reused before the discards below are done.)
-    let mut runs = DataRuns::new();
+    // The data blocks the range maps, found before they are unmapped.
+    let mut mapped = DataRuns::new();
     let mut md = pool.md.write();
     if passdown {
         let mut next = begin;
@@ -266,9 +264,7 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
             };
             let len = r.thin_end.saturating_sub(r.thin_begin);
             for b in r.pool_begin..r.pool_begin.saturating_add(len) {
-                if !md.block_is_shared(b).unwrap_or(true) {
-                    runs.add(b);
-                }
+                mapped.add(b);
             }
             next = r.thin_end;
         }
@@ -280,6 +276,20 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
         );
         drop(md);
         return bio.end(BlkStatus::IO_ERROR);
+    }
+    // Pass down only what no device maps any more. Sharing is judged after
+    // the unmapping: right after a snapshot the two devices share tree
+    // nodes, not data blocks (a count of one), and unmapping through a
+    // shared node is what raises the counts of the blocks it still maps.
+    // (Only the worker allocates, so none of them is reused before the
+    // discards below are done.)
+    let mut runs = DataRuns::new();
+    for &(first, len) in mapped.runs.iter() {
+        for b in first..first.saturating_add(len) {
+            if md.data_block_count(b) == Ok(0) {
+                runs.add(b);
+            }
+        }
     }
     drop(md);
     for &(b, len) in runs.runs.iter() {

@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # Discards through a thin device: a discard covering a whole block unmaps it
 # (status mapped count and pool data count drop, it reads zeros) and, with
 # passdown, reaches the data device; a partial block stays mapped with its

@@ -30,6 +30,12 @@ impl<IO: BlockIo, H: PoolHooks> PoolMetadata<IO, H> {
         self.mutate(|pd, _, _| pd.data_sm.dec_range(&mut pd.tm, b, e))
     }
 
+    /// References held on data block `b` (0: free).
+    pub fn data_block_count(&self, b: u64) -> Result<u32> {
+        let pd = self.objects()?;
+        pd.data_sm.count(&pd.tm, b)
+    }
+
     /// True if more than one reference holds data block `b`.
     pub fn block_is_shared(&self, b: u64) -> Result<bool> {
         let pd = self.objects()?;
