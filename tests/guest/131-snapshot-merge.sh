@@ -17,25 +17,39 @@ check_eq "dm_snapshot (C) is not loaded" missing "$(module_refcnt dm_snapshot)"
 random_file "$work/orig" $((osize * 512))
 
 # --- Reads of the snapshot in flight to the origin ------------------------
-# The origin's reads are slowed down (dm-delay: reads 1.5 s, writes at
-# once). An origin write to a chunk starts its copy; a snapshot read of the
-# chunk mapped while the copy runs goes to the origin and is still queued
-# when the copy is committed and the origin write is released. Unless the
-# read is tracked and the commit waits for it, the write lands first and
-# the snapshot reads the new data.
+# The origin's reads are slowed down (dm-delay: reads 3 s, writes at once).
+# An origin write to a chunk starts its copy (the persistent store's
+# allocation shows in the status at once); a snapshot read of the chunk
+# mapped while the copy runs goes to the origin and is still queued when
+# the copy is committed and the origin write released. Unless the read is
+# tracked and the commit waits for it, the write lands first and the
+# snapshot reads the new data.
 dmsetup create rs-tbase --table "0 $osize linear $DISK1 0"
 put "$work/orig" /dev/mapper/rs-tbase 0
-dmsetup create rs-tslow --table "0 $osize delay /dev/mapper/rs-tbase 0 1500 /dev/mapper/rs-tbase 0 0"
+dmsetup create rs-tslow --table "0 $osize delay /dev/mapper/rs-tbase 0 3000 /dev/mapper/rs-tbase 0 0"
 dmsetup create rs-tcow --table "0 $csize linear $DISK2 0"
 zero_header /dev/mapper/rs-tcow
 dmsetup create rs-torigin --table "0 $osize rs-snap-origin /dev/mapper/rs-tslow"
 dmsetup create rs-tsnap --table "0 $osize rs-snapshot /dev/mapper/rs-tslow /dev/mapper/rs-tcow P 8"
+# allocated DEV: the sectors a snapshot's store has handed out.
+allocated() { status_of $1 | cut -d/ -f1; }
+# copy_started DEV BEFORE: up to 10 s for an allocation past BEFORE.
+copy_started() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		(($(allocated $1) > $2)) && return 0
+		sleep 0.1
+	done
+	return 1
+}
 random_file "$work/t1" 4096
 for chunk in 3 40 700; do
 	off=$((chunk * 4096))
+	before=$(allocated rs-tsnap)
 	put "$work/t1" /dev/mapper/rs-torigin $off &
 	writer=$!
-	sleep 0.5
+	check "origin write to chunk $chunk starts its copy" copy_started rs-tsnap "$before"
+	sleep 0.3
 	dd if=/dev/mapper/rs-tsnap of="$work/tread" bs=4096 skip=$chunk count=1 iflag=direct status=none
 	wait $writer
 	check "snapshot read of chunk $chunk racing its copy returns the old data" \
@@ -116,7 +130,7 @@ done
 dmsetup remove_all
 
 # --- snapshot-merge to completion, the origin written meanwhile -----------
-# merged_state DEV: "done" once only metadata is allocated (lvm2's test).
+# merge_done DEV: "done" once only metadata is allocated (lvm2's test).
 merge_done() {
 	local a t m
 	IFS='/ ' read -r a t m <<<"$(status_of $1)"
@@ -216,6 +230,32 @@ require "create it again from the COW device" dmsetup create rs-origin --table "
 check "it shows the snapshot's data at once" same /dev/mapper/rs-origin "$work/orig"
 check "the merge resumes and completes" wait_merge rs-origin
 check "the origin holds the snapshot's data" same /dev/mapper/rs-base "$work/orig"
+
+# --- A merge that hits an I/O error stops: Merge failed -------------------
+# The same slow stack; once the merge runs, the COW device starts failing.
+dmsetup remove_all
+require "a snapshot on a slow COW device, again" slow_stack
+fio --name=r --filename=/dev/mapper/rs-origin --rw=randwrite --bs=4k --size=1M \
+	--direct=1 --ioengine=libaio --iodepth=8 --output="$work/fr" >/dev/null
+require "start the merge" start_merge rs- rs-snap-merge
+sleep 1
+log_mark
+dmsetup load rs-cowlin --table "0 $csize error"
+dmsetup suspend rs-cowlin && dmsetup resume rs-cowlin
+# merge_failed DEV: up to 60 s for the status to say so.
+merge_failed() {
+	local i
+	for ((i = 0; i < 120; i++)); do
+		[[ $(status_of $1) == "Merge failed" ]] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+check "the status says Merge failed" merge_failed rs-origin
+check_match "with upstream's reason in the log" "shutting down merge" "$(dmesg_since_mark)"
+check "the merging device still reads what the origin holds" \
+	cmp <(dd if=/dev/mapper/rs-origin bs=4096 skip=1024 count=16 iflag=direct status=none) \
+	<(dd if="$work/orig" bs=4096 skip=1024 count=16 status=none)
 
 dmsetup remove_all
 check "dm_rs unloads" rmmod dm_rs
