@@ -213,7 +213,7 @@ pub(crate) static POOLS: Registry<DevKey, PoolOwner> = Registry::new();
 /// The pool using a metadata device (upstream finds pools by their
 /// metadata device too). Claimed before the metadata is opened, so no two
 /// pools ever open one device, even when built at the same time.
-pub(crate) struct MetadataUser {
+struct MetadataUser {
     /// The pool's mapped device.
     md_key: DevKey,
     data_key: DevKey,
