@@ -3,8 +3,8 @@
 # Boot 1: an origin filled with a base pattern and a persistent snapshot
 # (8 KiB chunks); rounds of 32 KiB writes to the origin (each copies four
 # chunks to the COW device first) and to the snapshot itself, made durable
-# by fsync (a flush) or O_DSYNC; each round is logged once durable and the
-# guest is reset in the middle of a later round. Boot 2: the snapshot
+# by fsync (a flush) or O_DSYNC; each round is logged once durable and
+# right after round 12 the guest is reset in the middle of round 13. Boot 2: the snapshot
 # reloads from its COW device (status valid), every logged origin write is
 # on the origin, the snapshot still reads the base pattern where the origin
 # changed and its own logged writes where it was written, and both take new
@@ -49,29 +49,23 @@ if [[ $CRASH_PHASE == crash ]]; then
 	require "fill the origin with the base pattern" pwrite /dev/mapper/sorig base 0 $blocks 64
 	dd if=/dev/zero of=/dev/mapper/scow bs=4K count=1 oflag=direct status=none
 	require "persistent snapshot and origin" snap_up
-	writer() {
-		local r=1 o s
-		while ((r <= own / span)); do
-			o=$(((r - 1) * span)) s=$((own + (r - 1) * span))
-			if ((r % 2)); then
-				dsync_write /dev/mapper/sorigin "o$r" $o $span &&
-					dsync_write /dev/mapper/ssnap "s$r" $s $span || return
-			else
-				fsync_write /dev/mapper/sorigin "o$r" $o $span &&
-					fsync_write /dev/mapper/ssnap "s$r" $s $span || return
-			fi
-			durable round $r
-			r=$((r + 1))
-		done
-	}
-	writer &
-	crash_when_rounds 12 900
-	exit 1
+	for ((r = 1; r <= 12; r++)); do
+		o=$(((r - 1) * span)) s=$((own + (r - 1) * span))
+		if ((r % 2)); then
+			require "round $r: O_DSYNC writes to origin and snapshot" all_of \
+				"dsync_write /dev/mapper/sorigin o$r $o $span" "dsync_write /dev/mapper/ssnap s$r $s $span"
+		else
+			require "round $r: writes to origin and snapshot, each fsynced" all_of \
+				"fsync_write /dev/mapper/sorigin o$r $o $span" "fsync_write /dev/mapper/ssnap s$r $s $span"
+		fi
+		durable round $r
+	done
+	crash_now pwrite /dev/mapper/sorigin o13 $((12 * span)) $span
 fi
 
 # Boot 2.
 last=$(rounds_done)
-check "boot 1 logged rounds ($last)" test "$last" -ge 12
+check_eq "boot 1 logged 12 rounds" 12 "$last"
 require "the snapshot reloads from its COW device, the origin over it" snap_up
 check_match "served by $SNAP_MODULE" '^[1-9][0-9]*$' "$(module_refcnt "$SNAP_MODULE")"
 check_match "the snapshot is valid" '^0 [0-9]+ [a-z-]+ [0-9]+/[0-9]+ [0-9]+$' "$(dmsetup status ssnap)"
