@@ -544,4 +544,3 @@ impl SnapCore {
         origins::retry(&self.origin, retry);
     }
 }
-
