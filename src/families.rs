@@ -18,8 +18,8 @@ pub(crate) const FAMILIES: &[FamilyInfo] = &[
     FamilyInfo {
         name: "snapshot",
         members: &["snapshot-origin", "snapshot", "snapshot-merge"],
-        // The shared store, discards, the lvm2 session and the benchmark
-        // rows (issue 8) are still to come.
+        // The discard features, origin resize rules, the shared store and
+        // the module aliases (issue 8) are still to come.
         complete: false,
     },
     FamilyInfo {
