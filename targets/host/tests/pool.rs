@@ -570,3 +570,28 @@ fn metadata_exhaustion_poisons_and_abort_recovers() {
     p.commit().unwrap();
     check_all(&io.image());
 }
+
+#[test]
+fn abort_rereads_the_last_commit_from_the_device() {
+    // Writes fail: the commit fails, the abort rereads the last commit.
+    let (io, mut p) = format(100, 100);
+    let td = new_thin(&mut p, 1, 0..10);
+    p.commit().unwrap();
+    map(&mut p, &td, 10);
+    io.fail_writes_after(Some(0));
+    assert_eq!(p.commit(), Err(Error::Io));
+    p.abort().unwrap();
+    assert_eq!(p.mapped_count(&td), Ok(10));
+    // Reads fail too: the abort must not reopen the superblock still in
+    // the cache (upstream resets its block manager), so the pool fails.
+    map(&mut p, &td, 11);
+    io.fail_device_read_of(0);
+    assert_eq!(p.commit(), Err(Error::Io));
+    assert_eq!(p.abort(), Err(Error::Io));
+    assert!(p.is_failed());
+    io.clear_faults();
+    drop(p);
+    let c = committed(io.image());
+    assert_eq!(c.devs[&1].map.len(), 10);
+    check_all(&io.image());
+}
