@@ -219,6 +219,20 @@ impl TargetCtx {
         unsafe { self.devs.get(self.ti, path, mode) }.map_err(|err| TargetError::new(err, error))
     }
 
+    /// Opens a device named on the table line for reading only (upstream's
+    /// `BLK_OPEN_READ`: e.g. thin's external origin, which is never
+    /// written). The table keeps it open until after the target is dropped.
+    pub(crate) fn get_device_read_only(
+        &mut self,
+        path: &CStr,
+        error: &'static CStr,
+    ) -> CtrResult<DmDev> {
+        // SAFETY: no preconditions; returns a constant.
+        let mode = unsafe { bindings::dmrs_blk_open_read() };
+        // SAFETY: `ti` is in its constructor and `devs` is its list.
+        unsafe { self.devs.get(self.ti, path, mode) }.map_err(|err| TargetError::new(err, error))
+    }
+
     /// The registry key of the mapped device this target's table belongs
     /// to: what a device opened from another table line naming this one
     /// (`DevKey::of`) compares equal to (a thin finds its pool by it).

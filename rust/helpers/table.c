@@ -14,6 +14,11 @@ blk_mode_t dmrs_table_get_mode(struct dm_target *ti)
 	return dm_table_get_mode(ti->table);
 }
 
+blk_mode_t dmrs_blk_open_read(void)
+{
+	return BLK_OPEN_READ;
+}
+
 struct file *dmrs_get_file(struct file *file)
 {
 	return get_file(file);

@@ -9,6 +9,8 @@
 
 sector_t dmrs_bdev_nr_sectors(struct block_device *bdev);
 blk_mode_t dmrs_table_get_mode(struct dm_target *ti);
+/* BLK_OPEN_READ, whose __force cast bindgen cannot evaluate. */
+blk_mode_t dmrs_blk_open_read(void);
 
 /* An extra reference on a device's open file, which keeps its bdev valid. */
 struct file *dmrs_get_file(struct file *file);

@@ -28,6 +28,8 @@ pub mod message;
 pub mod mode;
 #[path = "../thin/number.rs"]
 pub mod number;
+#[path = "../thin/origin_span.rs"]
+pub mod origin_span;
 #[path = "../thin/pool_table.rs"]
 pub mod pool_table;
 #[path = "../thin/prison.rs"]

@@ -19,6 +19,8 @@ pub(crate) mod message;
 pub(crate) mod mode;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod number;
+#[allow(unreachable_pub)]
+pub(crate) mod origin_span;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod pool_table;
 #[allow(dead_code, unreachable_pub)]
@@ -29,6 +31,7 @@ pub(crate) mod status;
 pub(crate) mod thin_table;
 
 // The targets: the pool object and its worker, and the two Target impls.
+mod external_origin;
 pub(crate) mod pool;
 mod pool_mode;
 pub(crate) mod pool_target;

@@ -220,10 +220,25 @@ impl DelayedWorkItem for CommitTimer {
 pub(crate) struct PoolOwner {
     pub(crate) pool: Arc<Pool>,
     timer: Option<DelayedWork<CommitTimer>>,
+    // Dropped after the metadata is closed (in `drop`): only then may
+    // another pool open the device.
+    _metadata_claim: Registered<DevKey, MetadataUser>,
 }
 
 /// Every pool, by its mapped device.
 pub(crate) static POOLS: Registry<DevKey, PoolOwner> = Registry::new();
+
+/// The pool using a metadata device (upstream finds pools by their
+/// metadata device too). Claimed before the metadata is opened, so no two
+/// pools ever open one device, even when built at the same time.
+struct MetadataUser {
+    /// The pool's mapped device.
+    md_key: DevKey,
+    data_key: DevKey,
+}
+
+/// Every pool's metadata device.
+static METADATA_USERS: Registry<DevKey, MetadataUser> = Registry::new();
 
 /// A pool target's hold on its pool (and on its registry entry).
 pub(crate) type PoolEntry = Registered<DevKey, PoolOwner>;
@@ -237,22 +252,49 @@ pub(crate) struct PoolDevices<'a> {
     pub(crate) read_only: bool,
 }
 
-/// Finds the pool of mapped device `d.md_key` (a reload) or creates it.
-/// Returns the entry and whether the pool was created.
+/// Finds the pool of mapped device `d.md_key` (a reload) or creates it,
+/// by upstream's rules (`__pool_find`): a metadata device belongs to one
+/// pool, with one data device, and a pool keeps its devices. Returns the
+/// entry and whether the pool was created.
 pub(crate) fn find_or_create(
     d: &PoolDevices<'_>,
     bound: Bound,
 ) -> core::result::Result<(PoolEntry, bool), (Error, &'static CStr)> {
+    const IN_USE: &CStr = c_str!("metadata device already in use by a pool");
+    let metadata_key = DevKey::of(d.metadata_dev);
+    let data_key = DevKey::of(d.data_dev);
+    if let Some(user) = METADATA_USERS.lookup(metadata_key) {
+        if user.md_key != d.md_key {
+            return Err((EBUSY, IN_USE));
+        }
+        if user.data_key != data_key {
+            return Err((EBUSY, c_str!("data device already in use by a pool")));
+        }
+        // Gone meanwhile: the pool is being closed.
+        return POOLS
+            .join(d.md_key)
+            .map(|entry| (entry, false))
+            .ok_or((EBUSY, IN_USE));
+    }
     if let Some(entry) = POOLS.join(d.md_key) {
         let pool = &entry.pool;
-        if pool.metadata_key != DevKey::of(d.metadata_dev)
-            || pool.data_key != DevKey::of(d.data_dev)
-        {
+        if pool.metadata_key != metadata_key || pool.data_key != data_key {
             return Err((EINVAL, c_str!("different pool cannot replace a pool")));
         }
         return Ok((entry, false));
     }
-    let owner = PoolOwner::new(d, bound)?;
+    let user = MetadataUser {
+        md_key: d.md_key,
+        data_key,
+    };
+    let user = Arc::new(user, GFP_KERNEL)
+        .map_err(|_| (ENOMEM, c_str!("Error allocating memory for pool")))?;
+    // Taken by a pool built at the same time: refused as upstream, whose
+    // pool table lock makes the second one find the first.
+    let claim = METADATA_USERS
+        .insert(metadata_key, user)
+        .map_err(|_| (EBUSY, IN_USE))?;
+    let owner = PoolOwner::new(d, bound, claim)?;
     let owner = Arc::new(owner, GFP_KERNEL)
         .map_err(|_| (ENOMEM, c_str!("Error allocating memory for pool")))?;
     let entry = POOLS
@@ -265,6 +307,7 @@ impl PoolOwner {
     fn new(
         d: &PoolDevices<'_>,
         bound: Bound,
+        metadata_claim: Registered<DevKey, MetadataUser>,
     ) -> core::result::Result<Self, (Error, &'static CStr)> {
         let md = open_metadata(d)?;
         let wq = WorkQueue::new(c_str!("dm-thin"), Concurrency::Ordered)
@@ -302,6 +345,7 @@ impl PoolOwner {
         Ok(PoolOwner {
             pool,
             timer: Some(timer),
+            _metadata_claim: metadata_claim,
         })
     }
 }

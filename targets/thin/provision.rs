@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Preparing a new data block before a write lands in it: zeroing it (a
-//! write to an unprovisioned block that does not cover it) or copying the
-//! shared block it replaces (breaking sharing after a snapshot), with
-//! kcopyd. The block's virtual address is held in a [`Cell`] meanwhile:
-//! other bios to it wait there until the mapping is in. A block that
-//! replaces a shared one is mapped only once the reads of shared blocks
-//! in flight when it started are done (the old block may be freed then).
+//! write to an unprovisioned block that does not cover it), copying the
+//! shared block it replaces (breaking sharing after a snapshot) or the
+//! external origin's part of it (zeroing the rest), with kcopyd. The
+//! block's virtual address is held in a [`Cell`] meanwhile: other bios to
+//! it wait there until the mapping is in. A block that replaces a shared
+//! one is mapped only once the reads of shared blocks in flight when it
+//! started are done (the old block may be freed then).
 
 use super::pool::Pool;
 use super::prison::CellHandle;
@@ -14,8 +15,8 @@ use super::thin_target::ThinTarget;
 use super::worker::WorkerState;
 use crate::dm::kcopyd::CopyResult;
 use crate::dm::region::Region;
-use crate::dm::{HeldBio, ReturnedBio};
-use core::sync::atomic::{AtomicU8, Ordering};
+use crate::dm::{DmDev, HeldBio, ReturnedBio};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -26,14 +27,21 @@ pub(crate) fn whole_block(within: u64, sectors: u32, block_size: u64) -> bool {
 }
 
 /// How the new block is prepared.
-#[derive(Clone, Copy)]
-pub(crate) enum CellJob {
+pub(crate) enum CellJob<'a> {
     /// Zeroed.
     Zero,
     /// Nothing: the write covers the block; mapped once it is done.
     Overwrite,
     /// A copy of data block `from`.
     Copy { from: u64 },
+    /// A copy of `len` sectors at `sector` of an external origin (its part
+    /// of the block); the rest of the block zeroed if `zero_rest`.
+    CopyOrigin {
+        origin: &'a DmDev,
+        sector: u64,
+        len: u64,
+        zero_rest: bool,
+    },
 }
 
 /// Where a cell's block goes: thin `thin`'s `vblock`, to data `block`;
@@ -46,12 +54,27 @@ pub(crate) struct CellAt {
     pub(crate) unshare: bool,
 }
 
-const PENDING: u8 = 0;
-const DONE: u8 = 1;
-const FAILED: u8 = 2;
+/// A cell's copy jobs: how many are still running, and whether one
+/// failed.
+struct Progress {
+    running: AtomicU8,
+    failed: AtomicBool,
+}
+
+impl Progress {
+    /// One job ended; the last one wakes the worker.
+    fn job_done(&self, ok: bool, pool: &Arc<Pool>) {
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        }
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            Pool::wake(pool);
+        }
+    }
+}
 
 /// A virtual block being prepared: the bio that started it, the bios that
-/// wait for it, and the copy job's outcome.
+/// wait for it, and the progress of the jobs preparing it.
 pub(crate) struct Cell {
     pub(crate) thin: u64,
     pub(crate) vblock: u64,
@@ -68,7 +91,7 @@ pub(crate) struct Cell {
     /// The virtual block's cell in the worker's prison: later bios to the
     /// block wait there until the mapping is in.
     pub(crate) handle: CellHandle,
-    status: Arc<AtomicU8>,
+    status: Arc<Progress>,
 }
 
 impl Cell {
@@ -80,7 +103,7 @@ impl Cell {
         at: CellAt,
         holder: HeldBio<ThinTarget>,
         handle: CellHandle,
-        job: CellJob,
+        job: CellJob<'_>,
     ) -> Result<(), (HeldBio<ThinTarget>, CellHandle)> {
         let Some(status) = Self::room(ws) else {
             return Err((holder, handle));
@@ -88,38 +111,71 @@ impl Cell {
         let Ok(waiting) = Self::quiesce(pool, ws, at) else {
             return Err((holder, handle));
         };
-        let block = at.block;
         let bs = u64::from(pool.block_size);
-        let region = |b: u64| Region::new(pool.data_dev.clone(), b.saturating_mul(bs), bs);
-        let Ok(to) = region(block) else {
-            return Err((holder, handle));
+        let block_start = at.block.saturating_mul(bs);
+        let data = |sector: u64, len: u64| Region::new(pool.data_dev.clone(), sector, len);
+        // The jobs to run: a copy (from a data block or the origin) and/or
+        // a zeroing, each with the destination it writes.
+        let (copy, zero) = match job {
+            CellJob::Overwrite => return Err((holder, handle)),
+            CellJob::Zero => (None, Some(data(block_start, bs))),
+            CellJob::Copy { from } => (
+                Some((data(from.saturating_mul(bs), bs), data(block_start, bs))),
+                None,
+            ),
+            CellJob::CopyOrigin {
+                origin,
+                sector,
+                len,
+                zero_rest,
+            } => (
+                Some((
+                    Region::new(origin.clone(), sector, len),
+                    data(block_start, len),
+                )),
+                (zero_rest && len < bs)
+                    .then(|| data(block_start.saturating_add(len), bs.saturating_sub(len))),
+            ),
         };
-        let done = {
+        let copy = match copy {
+            Some((Ok(from), Ok(to))) => Some((from, to)),
+            Some(_) => return Err((holder, handle)),
+            None => None,
+        };
+        let zero = match zero {
+            Some(Ok(to)) => Some(to),
+            Some(Err(_)) => return Err((holder, handle)),
+            None => None,
+        };
+        let jobs = u8::from(copy.is_some()) + u8::from(zero.is_some());
+        status.running.store(jobs, Ordering::Release);
+        let done = || {
             let status = status.clone();
             let pool = pool.clone();
-            move |r: CopyResult| {
-                let s = if r.is_ok() { DONE } else { FAILED };
-                status.store(s, Ordering::Release);
-                Pool::wake(&pool);
+            move |r: CopyResult| status.job_done(r.is_ok(), &pool)
+        };
+        let client = pool.kcopyd.lock();
+        let Some(kc) = client.as_ref() else {
+            return Err((holder, handle));
+        };
+        // Nothing may be in flight when the bio is handed back: only the
+        // first job's failure does that; a later one counts as failed.
+        let mut started = false;
+        if let Some((from, to)) = &copy {
+            if kc.copy(from, core::slice::from_ref(to), done()).is_err() {
+                return Err((holder, handle));
             }
-        };
-        let kc = pool.kcopyd.lock();
-        let Some(kc) = kc.as_ref() else {
-            return Err((holder, handle));
-        };
-        let submitted = match job {
-            CellJob::Overwrite => Err(()),
-            CellJob::Zero => kc.zero(core::slice::from_ref(&to), done).map_err(|_| ()),
-            CellJob::Copy { from } => match region(from) {
-                Ok(from) => kc
-                    .copy(&from, core::slice::from_ref(&to), done)
-                    .map_err(|_| ()),
-                Err(_) => Err(()),
-            },
-        };
-        if submitted.is_err() {
-            return Err((holder, handle));
+            started = true;
         }
+        if let Some(to) = &zero {
+            if kc.zero(core::slice::from_ref(to), done()).is_err() {
+                if !started {
+                    return Err((holder, handle));
+                }
+                status.job_done(false, pool);
+            }
+        }
+        drop(client);
         Self::push(ws, at, Some(holder), handle, status, waiting);
         Ok(())
     }
@@ -141,10 +197,14 @@ impl Cell {
         }
     }
 
-    /// Room for one more cell, and its status flag.
-    fn room(ws: &mut WorkerState) -> Option<Arc<AtomicU8>> {
+    /// Room for one more cell, and its jobs' progress.
+    fn room(ws: &mut WorkerState) -> Option<Arc<Progress>> {
         ws.cells.try_reserve(1).ok()?;
-        Arc::new(AtomicU8::new(PENDING), GFP_KERNEL).ok()
+        let status = Progress {
+            running: AtomicU8::new(1),
+            failed: AtomicBool::new(false),
+        };
+        Arc::new(status, GFP_KERNEL).ok()
     }
 
     /// Adds a cell; [`Self::room`] made room for it.
@@ -153,7 +213,7 @@ impl Cell {
         at: CellAt,
         holder: Option<HeldBio<ThinTarget>>,
         handle: CellHandle,
-        status: Arc<AtomicU8>,
+        status: Arc<Progress>,
         waiting: Option<u64>,
     ) {
         let cell = Cell {
@@ -207,13 +267,13 @@ impl Cell {
         self.waiting.is_none() && prepared
     }
 
-    /// Whether the copy job finished.
+    /// Whether the copy and zeroing jobs finished.
     pub(crate) fn is_done(&self) -> bool {
-        self.status.load(Ordering::Acquire) != PENDING
+        self.status.running.load(Ordering::Acquire) == 0
     }
 
     /// Whether it finished without errors.
     pub(crate) fn succeeded(&self) -> bool {
-        self.status.load(Ordering::Acquire) == DONE
+        self.is_done() && !self.status.failed.load(Ordering::Acquire)
     }
 }

@@ -8,13 +8,14 @@
 //! (unless the worker holds the block's cell: then the bio goes to the
 //! worker too), and `end_io` gives the counts back.
 
+use super::external_origin::ExternalOrigin;
 use super::gate::IoEntries;
 use super::metadata::ThinDevice;
 use super::mode::PoolMode;
 use super::pool::{Pool, PoolOwner, POOLS};
 use super::pool_target::ctr_error;
 use super::prison::CellKey;
-use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, StatusSink};
+use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, EmitDevice, StatusSink};
 use super::thin_table::{emit_thin_table, ThinTable};
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::DevKey;
@@ -68,6 +69,8 @@ pub(crate) struct ThinState {
     pub(crate) pool_dev: DmDev,
     /// The thin target's first sector in its mapped device.
     pub(crate) begin: u64,
+    /// The external origin from the table line, if any.
+    pub(crate) origin: Option<ExternalOrigin>,
     pub(crate) lists: Pin<KBox<IrqSpinLock<ThinLists>>>,
     /// A noflush suspend is under way: bios go back to dm core.
     pub(crate) requeue_mode: AtomicBool,
@@ -84,9 +87,15 @@ impl ThinState {
         u32::try_from(self.id).unwrap_or(u32::MAX)
     }
 
+    /// The thin's own sector (an external origin's too) of a bio at
+    /// `sector`.
+    pub(crate) fn virt(&self, sector: u64) -> u64 {
+        sector.saturating_sub(self.begin)
+    }
+
     /// The virtual block and the offset in it of a bio at `sector`.
     pub(crate) fn locate(&self, sector: u64) -> (u64, u64) {
-        let offset = sector.saturating_sub(self.begin);
+        let offset = self.virt(sector);
         let bs = u64::from(self.pool.block_size);
         match (offset.checked_div(bs), offset.checked_rem(bs)) {
             (Some(b), Some(o)) => (b, o),
@@ -140,15 +149,16 @@ impl Target for ThinTarget {
                 return Err(ctr_error(EINVAL, e.text_with_nul()));
             }
         }
+        // Upstream's order: the origin (read-only), the pool, the id.
+        let origin = match args.peek(2) {
+            Some(path) => Some(ExternalOrigin::new(
+                ti.get_device_read_only(path, c_str!("Error opening origin device"))?,
+            )),
+            None => None,
+        };
         let pool_path = args.shift_or(c_str!("Invalid argument count"))?;
         let pool_dev = ti.get_device(pool_path, c_str!("Error opening pool device"))?;
         let table = parsed.map_err(|e| ctr_error(EINVAL, e.text_with_nul()))?;
-        if table.origin_dev.is_some() {
-            return Err(TargetError::new(
-                EINVAL,
-                c_str!("external origins are not supported yet"),
-            ));
-        }
         let id = u64::from(table.dev_id);
         let owner = POOLS.lookup(DevKey::of(&pool_dev)).ok_or(TargetError::new(
             EINVAL,
@@ -192,6 +202,7 @@ impl Target for ThinTarget {
                 id,
                 pool_dev,
                 begin: ti.begin(),
+                origin,
                 lists,
                 requeue_mode: AtomicBool::new(false),
             },
@@ -224,6 +235,10 @@ impl Target for ThinTarget {
         let op = bio.op();
         if bio.is_preflush() || bio.is_fua() || !matches!(op, BioOp::Read | BioOp::Write) {
             return self.defer(bio);
+        }
+        if let (BioOp::Read, Some(origin)) = (op, &st.origin) {
+            let virt = st.virt(bio.sector());
+            origin.cut_read(&mut bio, virt);
         }
         let (vblock, within) = st.locate(bio.sector());
         let Ok(td) = st.td() else {
@@ -259,7 +274,11 @@ impl Target for ThinTarget {
         Pool::exit_io(&st.pool, &mut io);
         match r {
             Err(PdError::NoData) if op == BioOp::Read => {
-                // Unprovisioned: reads as zeros.
+                // Unprovisioned: reads the origin, or zeros.
+                if let Some(origin) = &st.origin {
+                    let virt = st.virt(bio.sector());
+                    return origin.map_read(bio, virt);
+                }
                 if bio.zero_fill().is_err() {
                     return bio.kill();
                 }
@@ -296,6 +315,13 @@ impl Target for ThinTarget {
         }
     }
 
+    fn preresume(&self) -> Result {
+        if let Some(origin) = &self.state.origin {
+            origin.refresh_size();
+        }
+        Ok(())
+    }
+
     fn resume(&self) {
         self.state.requeue_mode.store(false, Ordering::Release);
         Pool::wake(&self.state.pool);
@@ -322,7 +348,12 @@ impl Target for ThinTarget {
                 };
                 emit_thin_status(out, mapped, highest, st.pool.block_size);
             }
-            StatusType::Table => emit_thin_table(out, &st.pool_dev, st.id_u32(), None),
+            StatusType::Table => emit_thin_table(
+                out,
+                &st.pool_dev,
+                st.id_u32(),
+                st.origin.as_ref().map(|o| o.dev() as &dyn EmitDevice),
+            ),
             StatusType::Ima => {}
         }
     }

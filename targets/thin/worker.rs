@@ -237,7 +237,7 @@ fn process_held(
                 issue(pool, thin, bio, dest, m.shared)
             }
             (ReadOnlyAction::Unserviceable(u), _) => unserviceable(thin, bio, u),
-            _ => zero_read(bio),
+            _ => unprovisioned_read(thin, bio),
         }
         return Some(handle);
     }
@@ -249,14 +249,25 @@ fn process_held(
         }
         Some(m) => provision(pool, thins, thin, ws, (bio, handle), vblock, Some(m.block)),
         None if op == BioOp::Read => {
-            zero_read(bio);
+            unprovisioned_read(thin, bio);
             Some(handle)
         }
         None => provision(pool, thins, thin, ws, (bio, handle), vblock, None),
     }
 }
 
-/// A read of an unprovisioned block: zeros.
+/// A read of an unprovisioned block: the external origin's data, or zeros.
+fn unprovisioned_read(thin: &ThinState, bio: HeldBio<ThinTarget>) {
+    match &thin.origin {
+        Some(origin) => {
+            let virt = thin.virt(bio.sector());
+            origin.read(bio, virt)
+        }
+        None => zero_read(bio),
+    }
+}
+
+/// A read of an unprovisioned block without an origin: zeros.
 fn zero_read(mut bio: HeldBio<ThinTarget>) {
     if bio.zero_fill().is_ok() {
         bio.end_ok();
@@ -448,31 +459,37 @@ fn provision(
     // mapped once it is done, unless it must wait for a commit (flush,
     // FUA), which then prepares the block like any other write.
     let overwrite = covers && !bio.is_preflush() && !bio.is_fua();
-    let job = match from {
-        Some(_) if overwrite => CellJob::Overwrite,
-        Some(old) => CellJob::Copy { from: old },
-        None if !zero => {
+    // An unprovisioned block an external origin has data for starts as a
+    // copy of it (zeroing or not only what lies past the origin's end).
+    let origin = match from {
+        None => thin.origin.as_ref().and_then(|o| o.copy_source(vblock, bs)),
+        Some(_) => None,
+    };
+    let job = match (from, origin) {
+        (Some(_), _) | (None, Some(_)) if overwrite => CellJob::Overwrite,
+        (Some(old), _) => CellJob::Copy { from: old },
+        (None, Some((origin, sector, len))) => CellJob::CopyOrigin {
+            origin,
+            sector,
+            len,
+            zero_rest: zero,
+        },
+        (None, None) if !zero => {
             map_and_issue(pool, thin, bio, vblock, block, within);
             return Some(handle);
         }
-        None if overwrite => CellJob::Overwrite,
-        None => CellJob::Zero,
+        (None, None) if overwrite => CellJob::Overwrite,
+        (None, None) => CellJob::Zero,
     };
-    if let CellJob::Overwrite = job {
-        let at = CellAt {
-            thin: thin.id,
-            vblock,
-            block,
-            unshare: from.is_some(),
-        };
-        return start_overwrite(pool, thin, ws, bio, handle, at);
-    }
     let at = CellAt {
         thin: thin.id,
         vblock,
         block,
         unshare: from.is_some(),
     };
+    if let CellJob::Overwrite = job {
+        return start_overwrite(pool, thin, ws, bio, handle, at);
+    }
     match Cell::start(pool, ws, at, bio, handle, job) {
         Ok(()) => None,
         Err((bio, handle)) => {

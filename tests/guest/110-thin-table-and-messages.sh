@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # thin-pool and thin tables and pool messages, as upstream's dm-thin parses
 # them: every feature (table line, status, behaviour), every message, and bad
 # values of each with upstream's error text in the log. Each refusal leaves

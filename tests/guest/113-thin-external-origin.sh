@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # A thin device over an external origin: unprovisioned blocks read the
 # origin (zeros past its end, also inside a block the origin's end cuts),
 # reads provision nothing, a partial write copies the rest of its block
