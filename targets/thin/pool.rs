@@ -13,10 +13,11 @@
 //!   stopped by [`PoolOwner`]'s `Drop` (in a target's destructor), which
 //!   then drops the last `Arc<Pool>` itself.
 
+use super::gate::IoEntries;
 use super::metadata::{OpenOptions, PoolHooks, PoolMetadata, ThinDevice};
 use super::mode::{PoolMode, PoolState};
 use super::thin_target::ThinState;
-use super::worker::WorkerState;
+use super::worker::{Gate, WorkerState, MAX_CELLS, MAX_WAITING};
 use crate::dm::bufio::BufioClient;
 use crate::dm::delayed_work::{new_delayed_work, Delayed, DelayedWork, DelayedWorkItem};
 use crate::dm::dm_io::DmIoClient;
@@ -25,7 +26,8 @@ use crate::dm::noio::noio_scope;
 use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, new_rwsem, Mutex, RwSemaphore};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
-use crate::dm::{DmDev, TargetHandle};
+use crate::dm::{DmDev, IrqSpinLock, TargetHandle};
+use crate::new_irq_spinlock;
 use crate::persistent_data::block_manager::BlockManager;
 use crate::persistent_data::error::Error as PdError;
 use crate::persistent_data::shim::PVec;
@@ -102,6 +104,10 @@ pub(crate) struct Pool {
     /// The worker's own state (cells, pending flushes).
     #[pin]
     pub(crate) worker: Mutex<WorkerState>,
+    /// Cells on virtual blocks and the I/O in flight (`gate.rs`): taken
+    /// by `map`, `end_io` and the worker, never across a sleep.
+    #[pin]
+    pub(crate) gate: IrqSpinLock<Gate>,
     /// Taken out (and dropped, waiting for its jobs) by the owner's drop.
     #[pin]
     pub(crate) kcopyd: Mutex<Option<KcopydClient>>,
@@ -142,6 +148,18 @@ impl Pool {
     /// Queues the worker (once: a queued worker runs once for every wake).
     pub(crate) fn wake(this: &Arc<Pool>) {
         let _ = this.wq.enqueue(this.clone());
+    }
+
+    /// A counted bio completed or was not sent after all: gives its counts
+    /// back, and wakes the worker if work waited for them. Fine in
+    /// interrupt context.
+    pub(crate) fn exit_io(this: &Arc<Pool>, io: &mut IoEntries) {
+        if io.is_empty() {
+            return;
+        }
+        if this.gate.with(|g| g.exit(io)).any() {
+            Pool::wake(this);
+        }
     }
 
     /// The thin device `td`'s committed mapping count etc. are read under
@@ -302,8 +320,9 @@ impl PoolOwner {
         let wq = Arc::new(wq, GFP_KERNEL).map_err(|e| (e.into(), c_str!("Out of memory")))?;
         let kcopyd = KcopydClient::new(100)
             .map_err(|e| (e, c_str!("Error creating pool's kcopyd client")))?;
-        let ws =
-            WorkerState::try_new().map_err(|e| (e, c_str!("Error creating pool's bio prison")))?;
+        let ws = WorkerState::new();
+        let gate = Gate::try_new(MAX_CELLS, MAX_WAITING)
+            .map_err(|e| (kerr(e), c_str!("Error creating pool's bio prison")))?;
         let pool_wq = wq.clone();
         let pool = Arc::pin_init(
             pin_init!(Pool {
@@ -316,6 +335,7 @@ impl PoolOwner {
                 work <- new_work!("thin-pool worker"),
                 thins <- new_mutex!(PVec::new(), "thin-pool thins"),
                 worker <- new_mutex!(ws, "thin-pool worker state"),
+                gate <- new_irq_spinlock!(gate, "thin-pool io gate"),
                 kcopyd <- new_mutex!(Some(kcopyd), "thin-pool kcopyd"),
                 bound <- new_mutex!(bound, "thin-pool features"),
                 state <- new_mutex!(PoolState::new(), "thin-pool mode"),
