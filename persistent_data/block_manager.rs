@@ -616,11 +616,12 @@ impl<IO: BlockIo> BlockManager<IO> {
     }
 
     /// Drops every dirty block without writing it and forgets the write
-    /// locks still out (unlocking one later drops its changes): the
-    /// transaction is thrown away and reads see the cache, i.e. the last
-    /// commit. Used to abort.
+    /// locks still out (unlocking one later drops its changes), then the
+    /// device's clean cached blocks: the transaction is thrown away and
+    /// reads see the device, i.e. the last commit. Used to abort.
     pub fn discard_all(&mut self) {
         self.entries.clear();
+        self.io.drop_clean();
         self.epoch = self.epoch.wrapping_add(1);
         self.deferred = None;
     }

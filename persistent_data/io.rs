@@ -75,4 +75,11 @@ pub trait BlockIo {
 
     /// Hint that block `b` will be read soon: start loading it.
     fn prefetch(&self, b: u64);
+
+    /// Drops every clean block from the cache (dirty ones stay), so the
+    /// next read of each goes to the device. An abort needs this, as
+    /// upstream's `dm_block_manager_reset`: a write that failed may leave
+    /// the cache holding what never reached the disk, and a device that
+    /// can no longer be read must fail the reopening.
+    fn drop_clean(&mut self);
 }

@@ -108,4 +108,9 @@ impl BlockIo for FileIo {
             });
         }
     }
+
+    fn drop_clean(&mut self) {
+        // Writes go straight to the file: nothing cached is dirty.
+        self.cache.get_mut().clear();
+    }
 }

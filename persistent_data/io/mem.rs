@@ -224,6 +224,13 @@ impl MemIo {
         self.invalidate();
     }
 
+    /// Makes reads of `b` from the device fail with `Io` but leaves the
+    /// caches as they are: a device going bad under a cache that still
+    /// holds `b`.
+    pub fn fail_device_read_of(&self, b: u64) {
+        self.st().fail_reads.push(b);
+    }
+
     /// Clears every injected fault.
     pub fn clear_faults(&self) {
         let mut s = self.st();
@@ -381,5 +388,10 @@ impl BlockIo for MemIo {
         local
             .current(&self.shared)
             .prefetch(b, |buf| self.st().load(b, buf));
+    }
+
+    fn drop_clean(&mut self) {
+        // Writes go straight to the device image: nothing cached is dirty.
+        self.local.get_mut().cache.clear();
     }
 }

@@ -474,4 +474,9 @@ impl BlockIo for BufioClient {
     fn prefetch(&self, b: u64) {
         BufioClient::prefetch(self, b)
     }
+
+    fn drop_clean(&mut self) {
+        // dm-bufio keeps the dirty and the in-flight buffers.
+        self.forget(0, BufioClient::nr_blocks(self));
+    }
 }

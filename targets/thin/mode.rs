@@ -187,6 +187,12 @@ impl PoolMode {
 /// Logged (`DMERR`, after `<pool name>: `) when a message is refused.
 pub const MESSAGES_REFUSED: &str =
     "unable to service pool target messages in READ_ONLY or FAIL mode";
+/// Logged (`DMERR`) when a commit leaves no free metadata block (less
+/// the reserve).
+pub const NO_FREE_METADATA: &str = "No free metadata blocks";
+/// Logged (`DMERR`) when the free metadata count cannot be read after a
+/// commit.
+pub const METADATA_COUNT_FAILED: &str = "Could not get free metadata blocks";
 /// Logged (`DMERR`, after `<pool name>: `) when write mode is refused
 /// because the metadata needs checking.
 pub const WRITE_REFUSED_NEEDS_CHECK: &str = "unable to switch pool to write mode until repaired.";
@@ -408,8 +414,15 @@ impl PoolState {
         let mut outcome = CommitOutcome {
             change: None,
             requeue: false,
+            out_of_metadata_space: None,
         };
-        if matches!(free_metadata, None | Some(0)) && !self.mode.is_read_only() {
+        let reason = match free_metadata {
+            None => Some(METADATA_COUNT_FAILED),
+            Some(0) => Some(NO_FREE_METADATA),
+            Some(_) => None,
+        };
+        if let (Some(reason), false) = (reason, self.mode.is_read_only()) {
+            outcome.out_of_metadata_space = Some(reason);
             outcome.change = Some(self.set_mode(PoolMode::OutOfMetadataSpace, ctx));
         }
         // Not after the above: the pool is then out of metadata space.
@@ -453,4 +466,7 @@ pub struct CommitOutcome {
     pub change: Option<ModeChange>,
     /// Move every thin's retry-on-resume bios back to its deferred list.
     pub requeue: bool,
+    /// Why the pool went out of metadata space: log it (`DMERR`, no pool
+    /// name) before the mode change.
+    pub out_of_metadata_space: Option<&'static str>,
 }

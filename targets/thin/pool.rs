@@ -162,27 +162,30 @@ impl Pool {
         self.md.write().hooks_mut().handle.clone()
     }
 
-    /// Commits if anything changed since the last commit.
-    pub(crate) fn commit_if_changed(&self) -> Result {
-        let mut md = self.md.write();
-        if !md.changed_this_transaction() {
-            return Ok(());
-        }
-        commit(&mut md)
+    /// The pool's name for log lines. Takes the metadata semaphore.
+    pub(crate) fn log_name(&self) -> PoolName {
+        PoolName::of(self.handle().as_ref())
     }
 }
 
-/// Commits; on failure aborts to the last commit (logged).
-pub(crate) fn commit(md: &mut Metadata) -> Result {
-    let r = noio_scope(|| md.commit());
-    if let Err(e) = r {
-        pr_err!("thin-pool: metadata commit failed: {}\n", e.name());
-        if let Err(e) = noio_scope(|| md.abort()) {
-            pr_err!("thin-pool: metadata abort failed: {}\n", e.name());
-        }
-        return Err(kerr(e));
+/// A pool's name as upstream's log lines start (`dm_device_name`), or
+/// "thin-pool" while no pool target is bound.
+pub(crate) struct PoolName(Option<kernel::str::CString>);
+
+impl PoolName {
+    /// The name of the pool device `handle` belongs to.
+    pub(crate) fn of(handle: Option<&TargetHandle>) -> Self {
+        PoolName(handle.and_then(|h| h.device_name()))
     }
-    Ok(())
+}
+
+impl core::fmt::Display for PoolName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            Some(name) => core::fmt::Display::fmt(&**name, f),
+            None => f.write_str("thin-pool"),
+        }
+    }
 }
 
 /// The periodic commit: wakes the worker with a commit due.

@@ -6,11 +6,12 @@
 //! the worker once there is space again).
 
 use super::mode::{IoError, ModeChange, ModeContext, PoolMode, WRITE_REFUSED_NEEDS_CHECK};
-use super::pool::{commit, kerr, Pool};
+use super::pool::{kerr, Pool, PoolName};
 use super::thin_target::ThinState;
+use crate::dm::noio::noio_scope;
 use crate::dm::{params, BlkStatus};
+use crate::persistent_data::error::Error as PdError;
 use core::sync::atomic::Ordering;
-use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -68,8 +69,10 @@ impl Pool {
             super::mode::MetadataAccess::ReadWrite => self.md.write().set_read_write(),
             super::mode::MetadataAccess::Unchanged => {}
         }
+        let handle = self.handle();
+        let name = PoolName::of(handle.as_ref());
         if change.write_refused {
-            pr_err!("thin-pool: {}\n", WRITE_REFUSED_NEEDS_CHECK);
+            pr_err!("{}: {}\n", name, WRITE_REFUSED_NEEDS_CHECK);
         }
         if change.arm_no_space_timer.is_some() || change.cancel_no_space_timer {
             self.flags.no_space_ticks.store(0, Ordering::Release);
@@ -80,9 +83,6 @@ impl Pool {
         if change.notify() {
             let eins = self.state.lock().error_if_no_space();
             let (word, suffix) = change.log_words(eins);
-            let handle = self.handle();
-            let name = handle.as_ref().and_then(|h| h.device_name());
-            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
             pr_info!("{}: switching pool to {}{} mode\n", name, word, suffix);
             if let Some(h) = handle {
                 h.table_event();
@@ -90,22 +90,39 @@ impl Pool {
         }
     }
 
-    /// Commits if anything changed and updates the mode from the free
-    /// space after it: a commit failure makes the pool read-only (or
-    /// failed), space again after running out goes back to write mode
-    /// and gives the queued bios back to the worker.
+    /// Upstream's `commit`, if anything changed since the last commit
+    /// (the worker's periodic commit, status, suspend).
     pub(crate) fn commit_and_check(self: &Arc<Self>, thins: &[Arc<ThinState>]) -> Result {
+        self.commit_checked(thins, false)
+    }
+
+    /// Upstream's `commit`, whatever changed (after a message, a resize,
+    /// and before the metadata reserve is used).
+    pub(crate) fn commit_now(self: &Arc<Self>, thins: &[Arc<ThinState>]) -> Result {
+        self.commit_checked(thins, true)
+    }
+
+    /// Commits, refused (`EINVAL`) from out-of-metadata-space mode on. A
+    /// failure is a failed metadata operation (read-only or fail mode);
+    /// after a commit the free space decides the mode: no metadata space
+    /// left (less the reserve) is out-of-metadata-space mode, data space
+    /// again after running out is write mode, and the queued bios go back
+    /// to the worker.
+    fn commit_checked(self: &Arc<Self>, thins: &[Arc<ThinState>], always: bool) -> Result {
+        if !self.mode().can_commit() {
+            return Err(EINVAL);
+        }
         let r = {
             let mut md = self.md.write();
-            if md.changed_this_transaction() {
-                commit(&mut md)
+            if always || md.changed_this_transaction() {
+                noio_scope(|| md.commit())
             } else {
                 Ok(())
             }
         };
         if let Err(e) = r {
-            self.metadata_failed(thins);
-            return Err(e);
+            self.metadata_operation_failed(thins, "dm_pool_commit_metadata", e);
+            return Err(kerr(e));
         }
         let (free_meta, free_data) = {
             let md = self.md.read();
@@ -113,6 +130,9 @@ impl Pool {
         };
         let ctx = self.mode_ctx();
         let outcome = self.state.lock().committed(free_meta, free_data, &ctx);
+        if let Some(reason) = outcome.out_of_metadata_space {
+            pr_err!("{}\n", reason);
+        }
         if let Some(change) = outcome.change {
             self.carry_out(thins, change);
         }
@@ -135,14 +155,32 @@ impl Pool {
         }
     }
 
-    /// A metadata operation failed (the transaction was aborted already by
-    /// [`commit`], or is poisoned): needs_check, then read-only or fail.
-    pub(crate) fn metadata_failed(&self, thins: &[Arc<ThinState>]) {
+    /// Metadata operation `op` failed with `e` (upstream's
+    /// `metadata_operation_failed`): logged, the transaction is aborted
+    /// and needs_check set, then read-only mode, or fail mode if either of
+    /// those failed. Called without the metadata semaphore held.
+    pub(crate) fn metadata_operation_failed(&self, thins: &[Arc<ThinState>], op: &str, e: PdError) {
+        let name = self.log_name();
+        pr_err!(
+            "{}: metadata operation '{}' failed: error = {}\n",
+            name,
+            op,
+            e.to_errno()
+        );
+        pr_err!("{}: aborting current metadata transaction\n", name);
         let (abort_ok, nc_ok) = {
             let mut md = self.md.write();
-            let abort_ok = !md.is_poisoned() || md.abort().is_ok();
-            let nc_ok = md.set_needs_check().map_err(kerr).is_ok();
-            (abort_ok && !md.is_failed(), nc_ok)
+            // The abort rereads the last commit from the device; if that
+            // fails the metadata is gone until repaired.
+            let abort_ok = noio_scope(|| md.abort()).is_ok();
+            if !abort_ok {
+                pr_err!("{}: failed to abort metadata transaction\n", name);
+            }
+            let nc_ok = noio_scope(|| md.set_needs_check()).is_ok();
+            if !nc_ok {
+                pr_err!("{}: failed to set 'needs_check' flag in metadata\n", name);
+            }
+            (abort_ok, nc_ok)
         };
         let ctx = self.mode_ctx();
         let change = self
@@ -168,8 +206,7 @@ impl Pool {
         }
         if self.state.lock().no_space_timeout() {
             let handle = self.handle();
-            let name = handle.as_ref().and_then(|h| h.device_name());
-            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
+            let name = PoolName::of(handle.as_ref());
             pr_info!(
                 "{}: switching pool to out-of-data-space (error IO) mode\n",
                 name

@@ -7,7 +7,7 @@
 
 use super::message::{parse_pool_message, PoolMessage};
 use super::mode::{PoolMode, MESSAGES_REFUSED};
-use super::pool::{self, find_or_create, Bound, PoolDevices, PoolEntry};
+use super::pool::{self, find_or_create, Bound, PoolDevices, PoolEntry, PoolName};
 use super::pool_table::{emit_pool_table, PoolFeatures, PoolTable};
 use super::status::{
     emit_pool_status, emit_status_error, metadata_dev_blocks, metadata_low_water_blocks,
@@ -61,49 +61,85 @@ impl PoolTarget {
     }
 
     /// Grows the data space to the target's length (upstream's
-    /// `maybe_resize_data_dev`).
-    fn resize_data(&self) -> Result {
+    /// `maybe_resize_data_dev`); returns whether it grew. Never while the
+    /// metadata needs a check.
+    fn resize_data(&self, name: &PoolName) -> Result<bool> {
         let pool = &self.entry.pool;
         let blocks = self
             .len
             .checked_div(u64::from(self.block_size))
             .unwrap_or(0);
         let mut md = pool.md.write();
-        let current = md.data_dev_size().map_err(pool::kerr)?;
-        if grows("pool target", blocks, current)? {
-            noio_scope(|| md.resize_data_dev(blocks)).map_err(pool::kerr)?;
-            pool.flags
-                .low_water_triggered
-                .store(false, Ordering::Release);
-            pool::commit(&mut md)?;
+        let current = md.data_dev_size().map_err(|e| {
+            pr_err!("{}: failed to retrieve data device size\n", name);
+            pool::kerr(e)
+        })?;
+        if !grows(name, "pool target", blocks, current)? {
+            return Ok(false);
         }
-        Ok(())
+        if md.needs_check() {
+            pr_err!("{}: unable to grow the data device until repaired.\n", name);
+            return Ok(false);
+        }
+        if current != 0 {
+            pr_info!(
+                "{}: growing the data device from {} to {} blocks\n",
+                name,
+                current,
+                blocks
+            );
+        }
+        if let Err(e) = noio_scope(|| md.resize_data_dev(blocks)) {
+            drop(md);
+            pool.metadata_operation_failed(&pool.thins.lock(), "dm_pool_resize_data_dev", e);
+            return Err(pool::kerr(e));
+        }
+        pool.flags
+            .low_water_triggered
+            .store(false, Ordering::Release);
+        Ok(true)
     }
 
     /// Grows the metadata space to the metadata device (upstream's
-    /// `maybe_resize_metadata_dev`); never while the metadata needs a
+    /// `maybe_resize_metadata_dev`), leaving out-of-metadata-space mode
+    /// first; returns whether it grew. Never while the metadata needs a
     /// check.
-    fn resize_metadata(&self) -> Result {
+    fn resize_metadata(&self, name: &PoolName) -> Result<bool> {
         let pool = &self.entry.pool;
         let blocks = metadata_dev_blocks(self.metadata_dev.nr_sectors());
-        let mut md = pool.md.write();
-        let current = md.metadata_dev_size().map_err(pool::kerr)?;
-        if !grows("metadata device", blocks, current)? {
-            return Ok(());
+        let current = pool.md.read().metadata_dev_size().map_err(|e| {
+            pr_err!("{}: failed to retrieve metadata device size\n", name);
+            pool::kerr(e)
+        })?;
+        if !grows(name, "metadata device", blocks, current)? {
+            return Ok(false);
         }
-        if md.needs_check() {
-            pr_warn!("thin-pool: unable to grow the metadata device until repaired.\n");
-            return Ok(());
+        if pool.md.read().needs_check() {
+            pr_err!(
+                "{}: unable to grow the metadata device until repaired.\n",
+                name
+            );
+            return Ok(false);
         }
-        noio_scope(|| md.resize_metadata_dev(blocks)).map_err(pool::kerr)?;
-        pool::commit(&mut md)?;
-        drop(md);
+        pr_info!(
+            "{}: growing the metadata device from {} to {} blocks\n",
+            name,
+            current,
+            blocks
+        );
+        let thins = pool.thins.lock();
+        // Write mode first: out of metadata space the metadata is read-only.
         let ctx = pool.mode_ctx();
         let change = pool.state.lock().metadata_grown(&ctx);
         if let Some(change) = change {
-            pool.carry_out(&pool.thins.lock(), change);
+            pool.carry_out(&thins, change);
         }
-        Ok(())
+        let r = noio_scope(|| pool.md.write().resize_metadata_dev(blocks));
+        if let Err(e) = r {
+            pool.metadata_operation_failed(&thins, "dm_pool_resize_metadata_dev", e);
+            return Err(pool::kerr(e));
+        }
+        Ok(true)
     }
 
     fn info(&self, flags: u32, out: &mut StatusWriter<'_>) {
@@ -112,7 +148,7 @@ impl PoolTarget {
             return emit_pool_status(out, &fail_status());
         }
         if flags & STATUS_NOFLUSH == 0 && !self.handle.suspended() {
-            let _ = pool.commit_if_changed();
+            let _ = pool.commit_and_check(&pool.thins.lock());
         }
         let md = pool.md.read();
         let numbers = (|| -> Result<_, PdError> {
@@ -177,10 +213,11 @@ fn warn(emit: impl FnOnce(&mut StatusWriter<'_>)) {
 
 /// Whether a space of `current` blocks grows to `blocks`; shrinking is
 /// refused (logged as upstream does).
-fn grows(what: &str, blocks: u64, current: u64) -> Result<bool> {
+fn grows(name: &PoolName, what: &str, blocks: u64, current: u64) -> Result<bool> {
     if blocks < current {
         pr_err!(
-            "thin-pool: {} ({} blocks) too small: expected {}\n",
+            "{}: {} ({} blocks) too small: expected {}\n",
+            name,
             what,
             blocks,
             current
@@ -292,9 +329,20 @@ impl Target for PoolTarget {
         let change = pool.state.lock().bind(requested, &ctx);
         pool.carry_out(&thins, change);
         drop(thins);
-        self.resize_data()?;
-        self.resize_metadata()?;
-        pool.commit_and_check(&pool.thins.lock())
+        let name = PoolName::of(Some(&self.handle));
+        let grown = self
+            .resize_data(&name)
+            .and_then(|d| Ok(self.resize_metadata(&name)? || d));
+        match grown {
+            Ok(true) => {
+                let _ = pool.commit_now(&pool.thins.lock());
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            // A failed pool must resume, so its queued bios are failed.
+            Err(_) if pool.mode() == PoolMode::Fail => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn resume(&self) {
@@ -321,7 +369,7 @@ impl Target for PoolTarget {
         let pool = &self.entry.pool;
         self.entry.stop_commit_timer();
         pool.wq.flush();
-        let _ = pool.commit_if_changed();
+        let _ = pool.commit_and_check(&pool.thins.lock());
     }
 
     fn status(&self, ty: StatusType, flags: u32, out: &mut StatusWriter<'_>) {
@@ -342,9 +390,11 @@ impl Target for PoolTarget {
     fn message(&self, args: &mut ArgSet<'_>, _out: &mut StatusWriter<'_>) -> Result {
         let pool = &self.entry.pool;
         if !pool.mode().accepts_messages() {
-            let name = self.handle.device_name();
-            let name = name.as_deref().unwrap_or(c_str!("thin-pool"));
-            pr_err!("{}: {}\n", name, MESSAGES_REFUSED);
+            pr_err!(
+                "{}: {}\n",
+                PoolName::of(Some(&self.handle)),
+                MESSAGES_REFUSED
+            );
             return Err(Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)));
         }
         let words = (0..args.len()).filter_map(|i| args.peek(i).map(|w| w.as_bytes()));
@@ -361,8 +411,7 @@ impl Target for PoolTarget {
         }
         // Always commit, as upstream: a set transaction id or a metadata
         // snapshot changes no device but must reach the disk.
-        let _ = pool::commit(&mut pool.md.write());
-        let _ = pool.commit_and_check(&pool.thins.lock());
+        let _ = pool.commit_now(&pool.thins.lock());
         Ok(())
     }
 

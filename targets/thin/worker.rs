@@ -10,9 +10,9 @@
 //! simple bio prison: one holder per virtual block, the rest queued) until
 //! the mapping is in.
 
-use super::mode::{DiscardHandling, PoolMode, ReadOnlyAction, Unserviceable};
+use super::mode::{DiscardHandling, MappingHandling, PoolMode, ReadOnlyAction, Unserviceable};
 use super::pool::kerr;
-use super::pool::{commit, Metadata, Pool};
+use super::pool::{Pool, PoolName};
 use super::pool_mode::status_of;
 use super::prison::{CellHandle, CellKey, DetainError, Detained, Prison};
 use super::provision::{whole_block, Cell, CellAt, CellJob};
@@ -342,14 +342,21 @@ fn provision(
                 }
             }
             Err(e) => {
-                pr_err!("thin-pool: data block allocation failed: {}\n", e.name());
                 drop(md);
+                pool.metadata_operation_failed(thins, "dm_pool_alloc_data_block", e);
                 bio.end(BlkStatus::IO_ERROR);
                 return Some(handle);
             }
         }
     };
     check_low_water(pool);
+    if !commit_before_reserve(pool, thins) {
+        // Out of write mode now: the block is never mapped (upstream
+        // leaks it too, counted by the commit; thin_repair drops it).
+        let e = pool.state.lock().io_error();
+        bio.end(status_of(e));
+        return Some(handle);
+    }
     let zero = pool.features().zero_new_blocks;
     // A write covering the block needs nothing copied or zeroed; it is
     // mapped once it is done, unless it must wait for a commit (flush,
@@ -371,7 +378,7 @@ fn provision(
             zero_rest: zero,
         },
         (None, None) if !zero => {
-            map_and_issue(pool, thin, bio, vblock, block, within);
+            map_and_issue(pool, thins, thin, bio, (vblock, block, within));
             return Some(handle);
         }
         (None, None) if overwrite => CellJob::Overwrite,
@@ -402,20 +409,19 @@ fn provision(
 /// the rest of the block keeps whatever it held).
 fn map_and_issue(
     pool: &Arc<Pool>,
+    thins: &[Arc<ThinState>],
     thin: &ThinState,
     bio: HeldBio<ThinTarget>,
-    vblock: u64,
-    block: u64,
-    within: u64,
+    (vblock, block, within): (u64, u64, u64),
 ) {
     let Ok(td) = thin.td() else {
         return bio.end(BlkStatus::IO_ERROR);
     };
-    let mut md = pool.md.write();
-    if let Err(e) = md.insert_block(td, vblock, block) {
-        return fail_insert(&mut md, bio, e);
+    let inserted = pool.md.write().insert_block(td, vblock, block);
+    if let Err(e) = inserted {
+        pool.metadata_operation_failed(thins, "dm_thin_insert_block", e);
+        return bio.end(BlkStatus::IO_ERROR);
     }
-    drop(md);
     let bs = u64::from(pool.block_size);
     issue(thin, bio, block.saturating_mul(bs).saturating_add(within));
 }
@@ -469,7 +475,7 @@ fn finish_overwrites(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut Worker
                 continue;
             };
             let status = bio.status();
-            let mapped = finish_cell(pool, thin, &cell, status.is_ok());
+            let mapped = finish_cell(pool, thins, thin, &cell, status.is_ok());
             bio.end(if mapped { status } else { BlkStatus::IO_ERROR });
             ws.release(thin, cell.handle);
         }
@@ -477,15 +483,24 @@ fn finish_overwrites(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut Worker
 }
 
 /// Maps a prepared cell's block (`ok`), or gives the block back; returns
-/// whether it is mapped.
-fn finish_cell(pool: &Pool, thin: &ThinState, cell: &Cell, ok: bool) -> bool {
+/// whether it is mapped. Out of write mode (and out of data space) the
+/// mapping just fails, as upstream's `process_prepared_mapping_fail`.
+fn finish_cell(
+    pool: &Pool,
+    thins: &[Arc<ThinState>],
+    thin: &ThinState,
+    cell: &Cell,
+    ok: bool,
+) -> bool {
+    if pool.mode().mapping_handling() == MappingHandling::Error {
+        return false;
+    }
     if let (true, Ok(td)) = (ok, thin.td()) {
-        let mut md = pool.md.write();
-        match md.insert_block(td, cell.vblock, cell.block) {
+        let inserted = pool.md.write().insert_block(td, cell.vblock, cell.block);
+        match inserted {
             Ok(()) => return true,
             Err(e) => {
-                pr_err!("thin-pool: inserting a mapping failed: {}\n", e.name());
-                let _ = commit(&mut md);
+                pool.metadata_operation_failed(thins, "dm_thin_insert_block", e);
                 return false;
             }
         }
@@ -496,12 +511,6 @@ fn finish_cell(pool: &Pool, thin: &ThinState, cell: &Cell, ok: bool) -> bool {
         .write()
         .dec_data_range(cell.block, cell.block.saturating_add(1));
     false
-}
-
-fn fail_insert(md: &mut Metadata, bio: HeldBio<ThinTarget>, e: PdError) {
-    pr_err!("thin-pool: inserting a mapping failed: {}\n", e.name());
-    let _ = commit(md);
-    bio.end(BlkStatus::IO_ERROR);
 }
 
 /// Maps the blocks whose zeroing or copy finished, issues their writes
@@ -521,7 +530,7 @@ fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState
             // The thin is gone: its bios end with errors as the cell drops.
             continue;
         };
-        let mapped = finish_cell(pool, thin, &cell, cell.succeeded());
+        let mapped = finish_cell(pool, thins, thin, &cell, cell.succeeded());
         if let Some(holder) = cell.holder.take() {
             if mapped {
                 let (_, within) = thin.locate(holder.sector());
@@ -549,8 +558,7 @@ fn alloc_after_commit(pool: &Arc<Pool>, thins: &[Arc<ThinState>]) -> Option<u64>
             Ok(b) => return Some(b),
             Err(PdError::NoSpace) => {}
             Err(e) => {
-                pr_err!("thin-pool: data block allocation failed: {}\n", e.name());
-                pool.metadata_failed(thins);
+                pool.metadata_operation_failed(thins, "dm_pool_alloc_data_block", e);
                 return None;
             }
         }
@@ -589,10 +597,32 @@ fn check_low_water(pool: &Pool) {
     let free = pool.md.read().free_data_blocks();
     if let Ok(free) = free {
         if free <= low && !pool.flags.low_water_triggered.swap(true, Ordering::AcqRel) {
-            pr_info!("thin-pool: reached low water mark for data device: sending event\n");
-            if let Some(h) = pool.handle() {
+            let handle = pool.handle();
+            let name = PoolName::of(handle.as_ref());
+            pr_warn!(
+                "{}: reached low water mark for data device: sending event.\n",
+                name
+            );
+            if let Some(h) = handle {
                 h.table_event();
             }
         }
     }
+}
+
+/// Commits before the metadata reserve is touched, as upstream's
+/// `alloc_data_block` does once no free metadata block is left outside
+/// it: the commit then switches to out-of-metadata-space mode, with the
+/// reserve still there to complete it. Returns whether a block allocated
+/// just before may still be mapped.
+fn commit_before_reserve(pool: &Arc<Pool>, thins: &[Arc<ThinState>]) -> bool {
+    let free = pool.md.read().free_metadata_blocks();
+    match free {
+        Ok(0) => {
+            let _ = pool.commit_now(thins);
+        }
+        Ok(_) => {}
+        Err(e) => pool.metadata_operation_failed(thins, "dm_pool_get_free_metadata_block_count", e),
+    }
+    pool.mode().mapping_handling() == MappingHandling::Insert
 }

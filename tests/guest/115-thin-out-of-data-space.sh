@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # Running out of data space, in each of upstream's ways: the low water mark
 # sends a dm event; in queue mode writes past the end wait (status
 # out_of_data_space) and complete once the data device grows by table

@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # The pool under table reloads and suspends while thin I/O runs: writes in
 # flight across pool reloads (new low water mark, features) and thin
 # suspend/resume all land; the metadata device grows by table reload

@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # I/O errors on the metadata device (dm-flakey loaded in place of a linear
 # table under the pool), with upstream's outcomes. Write errors: the commit
 # fails, the pool aborts to its last commit and goes read-only with

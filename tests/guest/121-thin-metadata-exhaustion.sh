@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs thin is not complete yet (issue 7); see tests/guest/run-tests
 # Running out of metadata space: snapshots of a mapped device, each followed
 # by writes that break sharing of several mapping leaves, use up a 512 KiB
 # metadata device. Upstream keeps a reserve, so the pool switches to

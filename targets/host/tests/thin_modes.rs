@@ -234,14 +234,23 @@ fn commits_find_space_gone_or_back() {
         Some((Write, OutOfMetadataSpace))
     );
     assert!(!o.requeue);
+    assert_eq!(o.out_of_metadata_space, Some("No free metadata blocks"));
+    // Already read-only: no second mode change, nothing logged.
+    let o = s.committed(Some(0), Some(100), &PLAIN);
+    assert_eq!((o.change, o.out_of_metadata_space), (None, None));
     // Failing to read the count counts as none.
     let mut s = in_mode(OutOfDataSpace, false);
     let o = s.committed(None, Some(100), &PLAIN);
     assert_eq!(o.change.map(|c| c.new), Some(OutOfMetadataSpace));
     assert!(!o.requeue);
+    assert_eq!(
+        o.out_of_metadata_space,
+        Some("Could not get free metadata blocks")
+    );
     // Plenty of both in write mode: nothing happens.
     let mut s = in_mode(Write, false);
-    assert_eq!(s.committed(Some(5), Some(5), &PLAIN).change, None);
+    let o = s.committed(Some(5), Some(5), &PLAIN);
+    assert_eq!((o.change, o.out_of_metadata_space), (None, None));
     // Still no data: stays out of data space.
     let mut s = in_mode(OutOfDataSpace, false);
     let o = s.committed(Some(5), Some(0), &PLAIN);
