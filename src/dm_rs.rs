@@ -60,7 +60,8 @@ impl kernel::Module for DmRs {
             let family = match info.name {
                 "snapshot" => builder
                     .add::<targets::snapshot::origin::Origin>()?
-                    .add::<targets::snapshot::snap::Snapshot>()?,
+                    .add::<targets::snapshot::snap::Snapshot>()?
+                    .add::<targets::snapshot::merge_target::SnapshotMerge>()?,
                 "thin" => builder
                     .add::<targets::thin::pool_target::PoolTarget>()?
                     .add::<targets::thin::thin_target::ThinTarget>()?,

@@ -148,7 +148,8 @@ unsafe extern "C" fn reset_aux(b: *mut bindings::dm_buffer) {
 /// # Invariants
 ///
 /// `c` is a live client from `dm_bufio_client_create` over `dev`'s block
-/// device, with `Aux` aux data and [`reset_aux`] as allocation callback,
+/// device, created without `DM_BUFIO_CLIENT_NO_SLEEP` (so its operations
+/// may sleep), with `Aux` aux data and [`reset_aux`] as allocation callback,
 /// destroyed only on drop, and `block_size` is its block size in bytes.
 pub(crate) struct BufioClient {
     c: NonNull<bindings::dm_bufio_client>,
@@ -261,6 +262,9 @@ impl BufioClient {
     /// Drops every block of `[b, b + n)` from the cache that is clean and
     /// that nobody holds; leaves the others. May sleep.
     pub(crate) fn forget(&self, b: u64, n: u64) {
+        // SAFETY: no preconditions; debug kernels report atomic callers
+        // (forgetting takes the client's mutex).
+        unsafe { bindings::dmrs_might_sleep() };
         // SAFETY: `c` is live (type invariant); dm-bufio frees a buffer only
         // if it is neither held (no `HeldBuffer` points at it) nor dirty nor
         // under I/O, under the client's locks.

@@ -213,3 +213,14 @@ impl<T: ?Sized> Drop for WriteGuard<'_, T> {
         unsafe { bindings::up_write(self.sem.sem.get()) };
     }
 }
+
+/// Sleeps for at least `ms` milliseconds (`msleep`), for the rare waits
+/// upstream polls too (I/O in flight to a chunk about to change). Process
+/// context only.
+pub(crate) fn sleep_ms(ms: u32) {
+    // SAFETY: `msleep` has no memory-safety preconditions; it may only be
+    // called where sleeping is allowed, which is what this function asks of
+    // its callers (a sleep in atomic context is a kernel bug report, not
+    // undefined behaviour).
+    unsafe { kernel::bindings::msleep(ms) }
+}

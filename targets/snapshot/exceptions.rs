@@ -20,29 +20,32 @@
 //! after the module is gone.
 
 use super::cow_io::CowIo;
-use super::origin::Origin;
-use super::origins;
+use super::merge::MergeState;
+use super::origins::{self, OriginBio, OriginBios};
 use super::snap::Snapshot;
 use super::store::{
     Chunk, ChunkSize, Exception, ExceptionStore, ExceptionTable, Health, OnFull, PendingExceptions,
-    Scope, Store, WaiterKind,
+    Scope, Store, Tracked, TrackedChunks, TransientStore, WaiterKind,
 };
+use crate::dm::dm_io::DmIoClient;
 use crate::dm::kcopyd::{CopyResult, KcopydClient};
 use crate::dm::noio::noio_scope;
 use crate::dm::region::Region;
-use crate::dm::sync::{new_mutex, Mutex};
+use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
-use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, TargetHandle};
+use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, IrqSpinLock, TargetHandle};
+use crate::new_irq_spinlock;
 use kernel::c_str;
+use kernel::new_condvar;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, CondVar};
 
 /// A bio waiting for a copy to commit.
 pub(crate) enum Waiter {
     /// A write to the snapshot: remapped to the new COW chunk.
     Snapshot(HeldBio<Snapshot>),
     /// A write to the origin: retried through the origin path.
-    Origin(HeldBio<Origin>),
+    Origin(OriginBio),
 }
 
 /// What the state mutex protects.
@@ -54,6 +57,16 @@ pub(crate) struct State {
     /// The snapshot went invalid and the store has not recorded it yet
     /// (that needs sleeping I/O, so it is done from a work item).
     drop_pending: bool,
+    /// Resumed at least once: origin writes copy chunks to it (upstream's
+    /// `active`). A snapshot loaded to take over a live one's exceptions
+    /// stays inactive until its resume does that.
+    pub(crate) active: bool,
+    /// Its exceptions are being handed over to a new table: origin writes
+    /// wait in `handover_held` until the new table has them.
+    pub(crate) handing_over: bool,
+    pub(crate) handover_held: OriginBios,
+    /// The merge in progress (`snapshot-merge` only).
+    pub(crate) merge: MergeState,
 }
 
 impl State {
@@ -72,7 +85,34 @@ impl State {
                 ..Health::default()
             },
             drop_pending: false,
+            active: false,
+            handing_over: false,
+            handover_held: OriginBios::default(),
+            merge: MergeState::default(),
         }
+    }
+
+    /// The state of a snapshot that has no exceptions of its own: one
+    /// waiting for a handover, or the source after one. An empty transient
+    /// store that nothing uses (the snapshot is inactive or invalid).
+    pub(crate) fn placeholder(cow: &DmDev, chunk: ChunkSize) -> Result<Self> {
+        let io = CowIo::new(cow.clone())?;
+        let table = ExceptionTable::new(1).map_err(|_| ENOMEM)?;
+        Ok(State::new(
+            Store::Transient(TransientStore::new(io, chunk)),
+            table,
+            false,
+        ))
+    }
+
+    /// Swaps the exceptions (store, table, copies in flight, health) with
+    /// `other`, as a handover does (upstream's `__handover_exceptions`).
+    fn swap_exceptions(&mut self, other: &mut State) {
+        core::mem::swap(&mut self.store, &mut other.store);
+        core::mem::swap(&mut self.table, &mut other.table);
+        core::mem::swap(&mut self.pending, &mut other.pending);
+        core::mem::swap(&mut self.health, &mut other.health);
+        core::mem::swap(&mut self.drop_pending, &mut other.drop_pending);
     }
 
     /// Records a failed allocation on behalf of `scope`; true when the
@@ -129,6 +169,10 @@ impl State {
     }
 }
 
+/// Distinct chunks with snapshot reads in flight that are tracked one by
+/// one; more are counted together (see [`TrackedChunks`]).
+const TRACKED_CHUNKS: usize = 256;
+
 /// What copies chunks and runs the work that may not run in `map`.
 struct Workers {
     kcopyd: KcopydClient,
@@ -143,9 +187,21 @@ pub(crate) struct SnapCore {
     pub(crate) chunk: ChunkSize,
     /// Sectors of the origin the snapshot covers (its table length).
     pub(crate) len: u64,
-    handle: TargetHandle,
+    pub(crate) handle: TargetHandle,
+    /// A `snapshot-merge` target's: origin writes make no exceptions in
+    /// it, and it merges its exceptions back into the origin.
+    pub(crate) merging: bool,
+    /// Flushes the origin after each merged run (`snapshot-merge` only).
+    pub(crate) dm_io: Option<DmIoClient>,
     #[pin]
     pub(crate) state: Mutex<State>,
+    /// Signalled when a merge stops running.
+    #[pin]
+    pub(crate) merge_stopped: CondVar,
+    /// Snapshot reads in flight to the origin (taken in `end_io`, which
+    /// may run in interrupt context; nested inside `state` in `map`).
+    #[pin]
+    tracked: IrqSpinLock<TrackedChunks>,
     /// Taken out (and so destroyed, waiting for every copy and work item)
     /// by the snapshot target's destructor.
     #[pin]
@@ -160,8 +216,15 @@ impl SnapCore {
         len: u64,
         handle: TargetHandle,
         state: State,
+        merging: bool,
     ) -> Result<Arc<Self>> {
+        let dm_io = if merging {
+            Some(DmIoClient::new()?)
+        } else {
+            None
+        };
         let chunk = ExceptionStore::<Exception>::chunk_size(&state.store);
+        let tracked = TrackedChunks::new(TRACKED_CHUNKS).map_err(|_| ENOMEM)?;
         let workers = Workers {
             kcopyd: KcopydClient::new(100)?,
             wq: WorkQueue::new(c_str!("dmrs_snapshot"), Concurrency::Ordered)?,
@@ -173,7 +236,11 @@ impl SnapCore {
                 chunk,
                 len,
                 handle,
+                merging,
+                dm_io,
                 state <- new_mutex!(state, "snapshot_state"),
+                merge_stopped <- new_condvar!("snapshot_merge_stopped"),
+                tracked <- new_irq_spinlock!(tracked, "snapshot_tracked_chunks"),
                 workers <- new_mutex!(Some(workers), "snapshot_workers"),
             }),
             GFP_KERNEL,
@@ -194,9 +261,77 @@ impl SnapCore {
         self.drop_store();
     }
 
+    /// Takes over the exceptions of `src`, a live snapshot of the same
+    /// origin on the same COW device whose table is being replaced by this
+    /// one (upstream's `__handover_exceptions`, from the new table's
+    /// resume). `src` is suspended, so no bio of its own is in flight, but
+    /// origin writes may still be copying to it: new ones are held off
+    /// (`handing_over`), those started are waited for, then the exceptions
+    /// move here and `src` goes invalid, receiving no more I/O. The held
+    /// origin writes are retried against this snapshot.
+    pub(crate) fn take_over(self: &Arc<Self>, src: &Arc<SnapCore>) {
+        // What `src` is left with.
+        let Ok(mut moving) = noio_scope(|| State::placeholder(&src.cow, self.chunk)) else {
+            pr_err!("Cancelling snapshot handover: out of memory.\n");
+            self.state.lock().health.invalid = true;
+            return;
+        };
+        src.state.lock().handing_over = true;
+        while !src.state.lock().pending.is_empty() {
+            sleep_ms(1);
+        }
+        // One state lock at a time (all are of one lock class): the
+        // exceptions pass through `moving`, and origin writes keep waiting
+        // on `src` until this snapshot has them.
+        {
+            let mut from = src.state.lock();
+            moving.swap_exceptions(&mut from);
+            from.health.invalid = true;
+            from.drop_pending = false;
+        }
+        let record = {
+            let mut to = self.state.lock();
+            to.swap_exceptions(&mut moving);
+            // The store goes on with this table's handle on the COW device
+            // (the old table's is released with the old table).
+            core::mem::swap(to.store.io(), moving.store.io());
+            to.active = true;
+            to.drop_pending
+        };
+        let held = {
+            let mut from = src.state.lock();
+            from.handing_over = false;
+            from.handover_held.take_all()
+        };
+        drop(moving);
+        if record {
+            self.record_invalid();
+        }
+        origins::retry(&self.origin, held);
+    }
+
+    /// Copies `from` to `to` with the snapshot's kcopyd client; `done`
+    /// comes back with the error if nothing was submitted (the snapshot
+    /// is being destroyed, or no memory).
+    pub(super) fn copy<F>(
+        &self,
+        from: &Region,
+        to: Region,
+        done: F,
+    ) -> core::result::Result<(), (Error, F)>
+    where
+        F: FnOnce(CopyResult) + Send + 'static,
+    {
+        let workers = self.workers.lock();
+        match &*workers {
+            Some(w) => noio_scope(|| w.kcopyd.copy(from, &[to], done)),
+            None => Err((EIO, done)),
+        }
+    }
+
     /// Runs `f` on the snapshot's workqueue; false if the queue is gone
     /// (the snapshot is being destroyed) or there is no memory.
-    fn spawn(&self, f: impl FnOnce() + Send + 'static) -> bool {
+    pub(super) fn spawn(&self, f: impl FnOnce() + Send + 'static) -> bool {
         let workers = self.workers.lock();
         let Some(w) = &*workers else {
             return false;
@@ -221,6 +356,29 @@ impl SnapCore {
             core.drop_store();
             core.handle.table_event();
         });
+    }
+
+    /// Records a snapshot read of `chunk` sent to the origin; the result
+    /// goes into the bio's per-bio data for [`Self::untrack`].
+    pub(crate) fn track(&self, chunk: Chunk) -> Tracked {
+        self.tracked.with(|t| t.track(chunk))
+    }
+
+    /// A bio [`Self::track`] recorded as `t` finished (from `end_io`).
+    pub(crate) fn untrack(&self, t: Tracked) {
+        if t != Tracked::No {
+            self.tracked.with(|c| c.untrack(t));
+        }
+    }
+
+    /// Waits until no tracked read is on origin `chunk` (upstream polls
+    /// too: the overlap is rare and short). Called with the state lock
+    /// held, so no origin write can pass the chunk's new exception
+    /// meanwhile; tracked reads finish without that lock.
+    pub(super) fn wait_for_tracked(&self, chunk: Chunk) {
+        while self.tracked.with(|t| t.is_tracked(chunk)) {
+            sleep_ms(1);
+        }
     }
 
     /// Marks the store invalid on disk if that is still to be done.
@@ -250,13 +408,7 @@ impl SnapCore {
         let core = self.clone();
         let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
         let failed = match regions {
-            Ok((from, to)) => {
-                let workers = self.workers.lock();
-                match &*workers {
-                    Some(w) => noio_scope(|| w.kcopyd.copy(&from, &[to], done)).err(),
-                    None => Some((EIO, done)),
-                }
-            }
+            Ok((from, to)) => self.copy(&from, to, done).err(),
             Err(e) => Some((e, done)),
         };
         let Some((_, done)) = failed else {
@@ -278,7 +430,7 @@ impl SnapCore {
     /// its writes fail and the origin writes go on.
     fn abandon(self: &Arc<Self>, old: Chunk) {
         let mut failed = BioList::<Snapshot>::new();
-        let mut retry = BioList::<Origin>::new();
+        let mut retry = OriginBios::default();
         let invalidated;
         {
             let mut st = self.state.lock();
@@ -321,7 +473,7 @@ impl SnapCore {
     fn copy_done(self: &Arc<Self>, old: Chunk, ok: bool) {
         let mut ready = BioList::<Snapshot>::new();
         let mut failed = BioList::<Snapshot>::new();
-        let mut retry = BioList::<Origin>::new();
+        let mut retry = OriginBios::default();
         let mut invalidated = false;
         {
             let mut guard = self.state.lock();
@@ -336,9 +488,16 @@ impl SnapCore {
                     pending,
                     health,
                     drop_pending,
+                    ..
                 } = &mut *st;
                 let mut done = |e: Exception, success: bool| {
                     let success = success && table.insert(e).is_ok();
+                    if success {
+                        // Snapshot reads sent to the origin before the
+                        // exception existed finish before any origin
+                        // write this copy held overwrites the chunk.
+                        self.wait_for_tracked(e.old);
+                    }
                     if !success && !health.invalid {
                         pr_err!("Invalidating snapshot: Error reading/writing.\n");
                         health.invalid = true;

@@ -62,7 +62,8 @@ impl Target for Origin {
             return bio.kill();
         }
         let (held, result) = bio.hold();
-        if let Some(b) = noio_scope(|| origins::origin_write(&snapshots, held)) {
+        let held = Some(origins::OriginBio::Origin(held));
+        if let (Some(b), _) = noio_scope(|| origins::origin_write(&snapshots, sector, held)) {
             b.submit_to(&self.dev, sector);
         }
         result

@@ -6,8 +6,9 @@
 //! touches copied to each registered snapshot that has no exception for it.
 
 use super::exceptions::{SnapCore, Waiter};
+use super::merge_target::SnapshotMerge;
 use super::origin::Origin;
-use super::store::{Scope, WaiterKind};
+use super::store::{Exception, ExceptionStore, Scope, WaiterKind};
 use crate::dm::engine_alloc::PVec;
 use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, Mutex};
@@ -41,10 +42,102 @@ impl Drop for Registration {
     }
 }
 
-/// Registers `core` with its origin. `EBUSY` if a snapshot of that origin
-/// already uses the same COW device (dm-rs does not hand a store over
-/// between tables yet).
-pub(crate) fn register(core: &Arc<SnapCore>) -> Result<Registration> {
+/// The snapshots of one origin on one COW device (upstream's
+/// `__find_snapshots_sharing_cow`): at most two, a live one and one loaded
+/// in a new table waiting to take its exceptions over on resume.
+#[derive(Default)]
+pub(crate) struct Sharing {
+    /// How many snapshots use the COW device.
+    pub(crate) count: usize,
+    /// The active one (the handover source).
+    pub(crate) src: Option<Arc<SnapCore>>,
+    /// One not yet resumed (the handover destination).
+    pub(crate) dest: Option<Arc<SnapCore>>,
+    /// A `snapshot-merge` of the origin (on any COW device).
+    pub(crate) merging: Option<Arc<SnapCore>>,
+}
+
+/// Why a snapshot cannot join its origin's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A handover is already waiting on the COW device (or the list
+    /// changed while the snapshot was built).
+    Pairing,
+    /// A `snapshot-merge` would take over while another one merges.
+    AlreadyMerging,
+    /// A `snapshot-merge` would take over a store that cannot merge.
+    CannotMerge,
+    /// No memory.
+    NoMem,
+}
+
+impl Sharing {
+    fn of(list: &[Arc<SnapCore>], cow: DevKey) -> Self {
+        let mut found = Sharing::default();
+        for s in list.iter() {
+            if s.merging {
+                found.merging = Some(s.clone());
+            }
+            if DevKey::of(&s.cow) != cow {
+                continue;
+            }
+            if s.state.lock().active {
+                found.src = Some(s.clone());
+            } else {
+                found.dest = Some(s.clone());
+            }
+            found.count += 1;
+        }
+        found
+    }
+
+    /// Upstream's `__validate_exception_handover` for a new snapshot
+    /// (`merging` for `snapshot-merge`): the snapshot it takes over from,
+    /// if any.
+    fn validate(self, merging: bool) -> core::result::Result<Option<Arc<SnapCore>>, Refusal> {
+        if self.count == 2 || self.dest.is_some() {
+            return Err(Refusal::Pairing);
+        }
+        let Some(src) = self.src else {
+            return Ok(None);
+        };
+        if merging {
+            if self.merging.is_some() {
+                return Err(Refusal::AlreadyMerging);
+            }
+            if !ExceptionStore::<Exception>::supports_merge(&src.state.lock().store) {
+                return Err(Refusal::CannotMerge);
+            }
+        }
+        Ok(Some(src))
+    }
+}
+
+/// The snapshots of `origin` on `cow`.
+pub(crate) fn sharing(origin: &DmDev, cow: &DmDev) -> Sharing {
+    match ORIGINS.lookup(DevKey::of(origin)) {
+        Some(entry) => Sharing::of(&entry.snapshots.lock(), DevKey::of(cow)),
+        None => Sharing::default(),
+    }
+}
+
+/// The live snapshot of `origin` on `cow` a new snapshot table (a
+/// `snapshot-merge` one if `merging`) would take over from on resume.
+pub(crate) fn handover_source(
+    origin: &DmDev,
+    cow: &DmDev,
+    merging: bool,
+) -> core::result::Result<Option<Arc<SnapCore>>, Refusal> {
+    sharing(origin, cow).validate(merging)
+}
+
+/// Registers `core` with its origin, `src` being what
+/// [`handover_source`] found when `core` was built; refused as that would
+/// be now, or if the source changed since.
+pub(crate) fn register(
+    core: &Arc<SnapCore>,
+    src: Option<&Arc<SnapCore>>,
+) -> core::result::Result<Registration, Refusal> {
     let key = DevKey::of(&core.origin);
     let entry = loop {
         if let Some(r) = ORIGINS.join(key) {
@@ -55,20 +148,28 @@ pub(crate) fn register(core: &Arc<SnapCore>) -> Result<Registration> {
                 snapshots <- new_mutex!(PVec::new(), "snapshot_origin_list"),
             }),
             GFP_KERNEL,
-        )?;
+        )
+        .map_err(|_| Refusal::NoMem)?;
         match ORIGINS.insert(key, fresh) {
             Ok(r) => break r,
             Err(e) if e == EEXIST => continue,
-            Err(e) => return Err(e),
+            Err(_) => return Err(Refusal::NoMem),
         }
     };
     {
         let mut list = entry.snapshots.lock();
-        let cow = DevKey::of(&core.cow);
-        if list.iter().any(|s| DevKey::of(&s.cow) == cow) {
-            return Err(EBUSY);
+        let now = Sharing::of(&list, DevKey::of(&core.cow)).validate(core.merging)?;
+        let same = match (&now, src) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same {
+            return Err(Refusal::Pairing);
         }
-        list.try_push(core.clone()).map_err(|_| ENOMEM)?;
+        // Appended: a handover source always comes before its destination
+        // in the list, which the handover relies on.
+        list.try_push(core.clone()).map_err(|_| Refusal::NoMem)?;
     }
     Ok(Registration {
         core: core.clone(),
@@ -92,21 +193,91 @@ pub(crate) fn snapshots_of(origin: &DmDev) -> Option<(PVec<Arc<SnapCore>>, u32)>
     Some((copy, min))
 }
 
-/// Sends an origin write on its way unless a copy must be made first:
-/// starts the copy of its chunk to each snapshot without an exception for
-/// it and parks the bio on one of those copies (it comes back through
-/// [`retry`] once that copy is committed, and is checked again). Returns
-/// the bio if it may be submitted now. The bio lies within one chunk of
-/// every snapshot.
+/// A write to the origin: through `snapshot-origin`, or through a
+/// `snapshot-merge` target for a chunk it has no exception for.
+pub(crate) enum OriginBio {
+    /// From `snapshot-origin`.
+    Origin(HeldBio<Origin>),
+    /// From `snapshot-merge`.
+    Merge(HeldBio<SnapshotMerge>),
+}
+
+impl OriginBio {
+    /// Its first sector (on the origin device).
+    pub(crate) fn sector(&self) -> u64 {
+        match self {
+            OriginBio::Origin(b) => b.sector(),
+            OriginBio::Merge(b) => b.sector(),
+        }
+    }
+
+    /// Sends it to `dev` at `sector`.
+    pub(crate) fn submit_to(self, dev: &DmDev, sector: u64) {
+        match self {
+            OriginBio::Origin(b) => b.submit_to(dev, sector),
+            OriginBio::Merge(b) => b.submit_to(dev, sector),
+        }
+    }
+}
+
+/// Origin writes of either kind, held together without allocating.
+#[derive(Default)]
+pub(crate) struct OriginBios {
+    origin: BioList<Origin>,
+    merge: BioList<SnapshotMerge>,
+}
+
+impl OriginBios {
+    /// Adds `b`.
+    pub(crate) fn push(&mut self, b: OriginBio) {
+        match b {
+            OriginBio::Origin(b) => self.origin.push(b),
+            OriginBio::Merge(b) => self.merge.push(b),
+        }
+    }
+
+    /// Takes every bio out, leaving this empty.
+    pub(crate) fn take_all(&mut self) -> Self {
+        OriginBios {
+            origin: self.origin.take_all(),
+            merge: self.merge.take_all(),
+        }
+    }
+
+    /// True when it holds none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.origin.is_empty() && self.merge.is_empty()
+    }
+}
+
+impl Iterator for OriginBios {
+    type Item = OriginBio;
+
+    fn next(&mut self) -> Option<OriginBio> {
+        self.origin
+            .pop()
+            .map(OriginBio::Origin)
+            .or_else(|| self.merge.pop().map(OriginBio::Merge))
+    }
+}
+
+/// Makes origin sector `sector` safe to overwrite (upstream's
+/// `__origin_write`): starts the copy of its chunk to each snapshot without
+/// an exception for it, and parks `bio` (if given) on one of those copies
+/// (it comes back through [`retry`] once that copy is committed, and is
+/// checked again). Returns the bio if it may be submitted now, and whether
+/// some copy of the chunk is in flight. The bio lies within one chunk of
+/// every snapshot. Merging snapshots get no new exceptions.
 pub(crate) fn origin_write(
     snapshots: &[Arc<SnapCore>],
-    bio: HeldBio<Origin>,
-) -> Option<HeldBio<Origin>> {
-    let sector = bio.sector();
-    let mut bio = Some(bio);
+    sector: u64,
+    bio: Option<OriginBio>,
+) -> (Option<OriginBio>, bool) {
+    let mut bio = bio;
+    let mut in_flight = false;
     let mut refused = None;
     for s in snapshots {
-        if sector >= s.len {
+        if sector >= s.len || s.merging {
             continue;
         }
         let chunk = s.chunk.to_chunk(sector);
@@ -114,13 +285,23 @@ pub(crate) fn origin_write(
         let mut copy = None;
         {
             let mut st = s.state.lock();
-            if st.health.invalid || st.table.lookup(chunk).is_some() {
+            if st.handing_over {
+                // Its exceptions are moving to a new table: wait for that
+                // (retried once the new table has them).
+                if let Some(b) = bio.take() {
+                    st.handover_held.push(b);
+                }
+                in_flight = true;
+                continue;
+            }
+            if !st.active || st.health.invalid || st.table.lookup(chunk).is_some() {
                 continue;
             }
             if st.pending.get(chunk).is_none() {
                 copy = st.new_pending(chunk, Scope::Origin, &mut invalidated);
             }
             if st.pending.get(chunk).is_some() {
+                in_flight = true;
                 if let Some(b) = bio.take() {
                     if let Err(Waiter::Origin(b)) =
                         SnapCore::park(&mut st, chunk, WaiterKind::Origin, Waiter::Origin(b))
@@ -142,12 +323,12 @@ pub(crate) fn origin_write(
             s.record_invalid();
         }
     }
-    bio
+    (bio, in_flight)
 }
 
 /// Origin writes whose copy was committed: checked again, and submitted to
 /// `origin` when no other copy is needed.
-pub(crate) fn retry(origin: &DmDev, bios: BioList<Origin>) {
+pub(crate) fn retry(origin: &DmDev, bios: OriginBios) {
     if bios.is_empty() {
         return;
     }
@@ -155,11 +336,27 @@ pub(crate) fn retry(origin: &DmDev, bios: BioList<Origin>) {
     for b in bios {
         let sector = b.sector();
         let b = match &snapshots {
-            Some((list, _)) => origin_write(list, b),
+            Some((list, _)) => origin_write(list, sector, Some(b)).0,
             None => Some(b),
         };
         if let Some(b) = b {
             b.submit_to(origin, sector);
         }
     }
+}
+
+/// Starts the copies the origin chunks of `sectors` sectors from `sector`
+/// need in the other snapshots before a merge overwrites them (upstream's
+/// `origin_write_extent`); true while some are in flight.
+pub(crate) fn origin_write_extent(origin: &DmDev, sector: u64, sectors: u64) -> bool {
+    let Some((snapshots, min_chunk)) = snapshots_of(origin) else {
+        return false;
+    };
+    let mut in_flight = false;
+    let mut n = 0;
+    while n < sectors {
+        in_flight |= origin_write(&snapshots, sector + n, None).1;
+        n += u64::from(min_chunk);
+    }
+    in_flight
 }

@@ -13,24 +13,26 @@
 
 use super::cow_io::CowIo;
 use super::exceptions::{SnapCore, State, Waiter};
-use super::origins::{self, Registration};
+use super::origins::{self, Refusal, Registration};
 use super::store::{
     exception_store::fmt_table, BlockSizes, Exception, ExceptionStore, ExceptionTable, OpenError,
-    Scope, Store, StoreSpec, Validity, WaiterKind,
+    Scope, Store, StoreSpec, Tracked, Validity, WaiterKind,
 };
 use crate::dm::{
-    ArgSet, CtrResult, DeviceVisitor, MapBio, MapResult, StatusType, StatusWriter, Target,
-    TargetCtx, TargetError,
+    ArgSet, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult, MapBio, MapResult, StatusType,
+    StatusWriter, Target, TargetCtx, TargetError,
 };
 use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-/// Per-bio data: where a write parked on a copy goes once it is committed.
+/// Per-bio data: where a write parked on a copy goes once it is
+/// committed, and whether a read sent to the origin is tracked.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct Remap {
     pub(crate) cow_sector: u64,
+    pub(crate) tracked: Tracked,
 }
 
 /// One snapshot target.
@@ -43,6 +45,15 @@ pub(crate) struct Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
+        // A table waiting to take over this one's exceptions will not get
+        // them (upstream's handover cancelling in `snapshot_dtr`).
+        let sharing = origins::sharing(&self.core.origin, &self.core.cow);
+        if let (Some(src), Some(dest)) = (&sharing.src, &sharing.dest) {
+            if Arc::ptr_eq(src, &self.core) {
+                dest.state.lock().health.invalid = true;
+                pr_err!("Cancelling snapshot handover.\n");
+            }
+        }
         drop(self.registration.take());
         self.core.stop();
     }
@@ -83,14 +94,35 @@ fn words<'a>(args: &mut ArgSet<'a>) -> CtrResult<KVec<&'a CStr>> {
     Ok(v)
 }
 
-#[vtable]
-impl Target for Snapshot {
-    const NAME: &'static CStr = c_str!("snapshot");
-    const SHORT_NAME: &'static CStr = c_str!("snapshot");
-    const VERSION: [u32; 3] = [1, 16, 0];
-    type PerBio = Remap;
+/// Opens the store `spec` asks for on `cow`, filling the table from it.
+fn open_store(spec: &StoreSpec<'_>, cow: &DmDev) -> CtrResult<State> {
+    let io = CowIo::new(cow.clone())
+        .map_err(|_| err(ENOMEM, c_str!("Couldn't create exception store")))?;
+    let cow_chunks = cow.nr_sectors() / u64::from(spec.chunk_sectors.max(8));
+    let mut table = ExceptionTable::new(ExceptionTable::buckets_for(cow_chunks))
+        .map_err(|_| err(ENOMEM, c_str!("Unable to allocate hash table space")))?;
+    let sizes = BlockSizes { cow: 1, origin: 1 };
+    let (store, validity): (Store<CowIo, Exception>, _) =
+        Store::open(spec, io, sizes, &mut |e| table.insert(e)).map_err(open_error)?;
+    if validity == Validity::Invalid {
+        pr_warn!("Snapshot is marked invalid.\n");
+    }
+    Ok(State::new(store, table, validity == Validity::Invalid))
+}
 
-    fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
+impl Snapshot {
+    /// The state it shares with its origin's writes.
+    pub(super) fn core(&self) -> &Arc<SnapCore> {
+        &self.core
+    }
+
+    /// Builds a `snapshot` (or, if `merging`, a `snapshot-merge`) from its
+    /// table line: the two share it.
+    pub(super) fn construct(
+        ti: &mut TargetCtx,
+        args: &mut ArgSet<'_>,
+        merging: bool,
+    ) -> CtrResult<Self> {
         let words = words(args)?;
         let Some((origin_path, rest)) = words.split_first() else {
             return Err(err(EINVAL, c_str!("requires 4 or more arguments")));
@@ -131,39 +163,62 @@ impl Target for Snapshot {
                 c_str!("COW device cannot be the same as origin device"),
             ));
         }
-        let io = CowIo::new(cow.clone())
-            .map_err(|_| err(ENOMEM, c_str!("Couldn't create exception store")))?;
-        let cow_chunks = cow.nr_sectors() / u64::from(spec.chunk_sectors.max(8));
-        let mut table = ExceptionTable::new(ExceptionTable::buckets_for(cow_chunks))
-            .map_err(|_| err(ENOMEM, c_str!("Unable to allocate hash table space")))?;
-        let sizes = BlockSizes { cow: 1, origin: 1 };
-        let (store, validity): (Store<CowIo, Exception>, _) =
-            Store::open(&spec, io, sizes, &mut |e| table.insert(e)).map_err(open_error)?;
-        let chunk = ExceptionStore::<Exception>::chunk_size(&store);
+        // A live snapshot on this COW device hands its exceptions over when
+        // this table resumes; the store is then not read here (it is in
+        // use), and the chunk size is the live one's.
+        let src = origins::handover_source(&origin, &cow, merging).map_err(refusal)?;
+        let state = match &src {
+            Some(src) => State::placeholder(&cow, src.chunk)
+                .map_err(|_| err(ENOMEM, c_str!("Couldn't create exception store")))?,
+            None => open_store(&spec, &cow)?,
+        };
+        if merging && src.is_none() && !ExceptionStore::<Exception>::supports_merge(&state.store) {
+            return Err(err(
+                EINVAL,
+                c_str!("Snapshot exception store does not support snapshot-merge."),
+            ));
+        }
+        let chunk = ExceptionStore::<Exception>::chunk_size(&state.store);
         ti.set_max_io_len(chunk.sectors().into())
             .map_err(|_| err(EINVAL, c_str!("Chunk size is too high")))?;
-        ti.set_num_flush_bios(1);
-        let state = State::new(store, table, validity == Validity::Invalid);
-        let core = SnapCore::new(origin, cow, ti.len(), ti.handle(), state)
+        // snapshot-merge sends flushes to the origin and to the COW device.
+        ti.set_num_flush_bios(if merging { 2 } else { 1 });
+        let core = SnapCore::new(origin, cow, ti.len(), ti.handle(), state, merging)
             .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
-        let registration = origins::register(&core).map_err(|e| {
-            if e == EBUSY {
-                err(
-                    EINVAL,
-                    c_str!("Snapshot cow pairing for exception table handover failed"),
-                )
-            } else {
-                err(ENOMEM, c_str!("Cannot register snapshot origin"))
-            }
-        })?;
-        KBox::pin(
-            Snapshot {
-                core,
-                registration: Some(registration),
-            },
-            GFP_KERNEL,
-        )
-        .map_err(|_| {
+        let registration = origins::register(&core, src.as_ref()).map_err(refusal)?;
+        Ok(Snapshot {
+            core,
+            registration: Some(registration),
+        })
+    }
+}
+
+/// The constructor's message for a refused registration.
+fn refusal(r: Refusal) -> TargetError {
+    match r {
+        Refusal::Pairing => err(
+            EINVAL,
+            c_str!("Snapshot cow pairing for exception table handover failed"),
+        ),
+        Refusal::AlreadyMerging => err(EINVAL, c_str!("A snapshot is already merging.")),
+        Refusal::CannotMerge => err(
+            EINVAL,
+            c_str!("Snapshot exception store does not support snapshot-merge."),
+        ),
+        Refusal::NoMem => err(ENOMEM, c_str!("Snapshot origin struct allocation failed")),
+    }
+}
+
+#[vtable]
+impl Target for Snapshot {
+    const NAME: &'static CStr = c_str!("snapshot");
+    const SHORT_NAME: &'static CStr = c_str!("snapshot");
+    const VERSION: [u32; 3] = [1, 16, 0];
+    type PerBio = Remap;
+
+    fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {
+        let snap = Snapshot::construct(ti, args, false)?;
+        KBox::pin(snap, GFP_KERNEL).map_err(|_| {
             err(
                 ENOMEM,
                 c_str!("Cannot allocate snapshot context private structure"),
@@ -171,7 +226,7 @@ impl Target for Snapshot {
         })
     }
 
-    fn map(&self, bio: MapBio<'_, Self>) -> MapResult {
+    fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
         let core = &self.core;
         let sector = bio.sector();
         if bio.is_empty_flush() {
@@ -191,6 +246,10 @@ impl Target for Snapshot {
                     None => bio.kill(),
                 }
             } else if !bio.is_write() {
+                // Tracked until it completes: a copy of this chunk
+                // finishing meanwhile must not let an origin write
+                // overtake it.
+                bio.per_bio_mut().tracked = core.track(chunk);
                 bio.remap(&core.origin, sector)
             } else if st.health.overflowed {
                 bio.kill()
@@ -220,6 +279,37 @@ impl Target for Snapshot {
             core.record_invalid();
         }
         result
+    }
+
+    fn preresume(&self) -> Result {
+        let sharing = origins::sharing(&self.core.origin, &self.core.cow);
+        if let (Some(src), Some(_)) = (&sharing.src, &sharing.dest) {
+            if Arc::ptr_eq(src, &self.core) {
+                pr_err!("Unable to resume snapshot source until handover completes.\n");
+                return Err(EINVAL);
+            }
+            if !src.handle.suspended() {
+                pr_err!("Unable to perform snapshot handover until source is suspended.\n");
+                return Err(EINVAL);
+            }
+        }
+        Ok(())
+    }
+
+    fn resume(&self) {
+        let sharing = origins::sharing(&self.core.origin, &self.core.cow);
+        if let (Some(src), Some(dest)) = (&sharing.src, &sharing.dest) {
+            if Arc::ptr_eq(dest, &self.core) {
+                self.core.take_over(src);
+            }
+        }
+        // From now on origin writes copy chunks to it.
+        self.core.state.lock().active = true;
+    }
+
+    fn end_io(&self, bio: EndioBio<'_, Self>) -> EndioResult {
+        self.core.untrack(bio.per_bio().tracked);
+        bio.done()
     }
 
     fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {

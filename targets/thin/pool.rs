@@ -175,7 +175,9 @@ pub(crate) struct PoolName(Option<kernel::str::CString>);
 impl PoolName {
     /// The name of the pool device `handle` belongs to.
     pub(crate) fn of(handle: Option<&TargetHandle>) -> Self {
-        PoolName(handle.and_then(|h| h.device_name()))
+        // The name is allocated; a suspended pool (preresume) must not
+        // recurse into I/O on itself for reclaim.
+        PoolName(handle.and_then(|h| noio_scope(|| h.device_name())))
     }
 }
 

@@ -548,23 +548,25 @@ fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState
 }
 
 /// No free data block: commit (blocks freed in this transaction become
-/// free) and try again; still none: out-of-data-space mode.
+/// free) and try again; still none: out-of-data-space mode. A failed
+/// commit has already changed the mode (read-only or fail, as upstream):
+/// out-of-data-space must not replace it.
 fn alloc_after_commit(pool: &Arc<Pool>, thins: &[Arc<ThinState>]) -> Option<u64> {
-    if pool.commit_and_check(thins).is_ok() {
-        // The guard must be gone before `metadata_failed` takes the lock
-        // again (a guard in the scrutinee lives to the end of the match).
-        let allocated = pool.md.write().alloc_data_block();
-        match allocated {
-            Ok(b) => return Some(b),
-            Err(PdError::NoSpace) => {}
-            Err(e) => {
-                pool.metadata_operation_failed(thins, "dm_pool_alloc_data_block", e);
-                return None;
-            }
+    pool.commit_and_check(thins).ok()?;
+    // The guard must be gone before `metadata_operation_failed` takes the
+    // lock again (a guard in the scrutinee lives to the end of the match).
+    let allocated = pool.md.write().alloc_data_block();
+    match allocated {
+        Ok(b) => Some(b),
+        Err(PdError::NoSpace) => {
+            pool.out_of_data_space(thins);
+            None
+        }
+        Err(e) => {
+            pool.metadata_operation_failed(thins, "dm_pool_alloc_data_block", e);
+            None
         }
     }
-    pool.out_of_data_space(thins);
-    None
 }
 
 /// Runs of consecutive data blocks, built block by block.

@@ -5,7 +5,7 @@
 # byte for byte with the C dm-snapshot running the same steps; a persistent
 # snapshot reloaded from its COW device; a small COW device overflowing
 # (P: the snapshot goes invalid, the origin carries on; PO: Overflow).
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/snapshot-lib.sh"
 dm_reset
 modprobe dm_rs prefix=rs- targets=snapshot
 work=$(mktemp -d)
@@ -26,23 +26,6 @@ random_file "$work/w6" 4096
 random_file "$work/w7" 65536
 random_file "$work/w8" 524288
 
-# put FILE DEV BYTE-OFFSET: one O_DIRECT write.
-put() {
-	dd if="$1" of="$2" bs="$(stat -c %s "$1")" count=1 seek="$3" oflag=direct,seek_bytes \
-		conv=notrunc status=none
-}
-# patch EXPECTED FILE BYTE-OFFSET: the same write applied to an expected image.
-patch() { dd if="$2" of="$1" bs=1M seek="$3" oflag=seek_bytes conv=notrunc status=none; }
-# same DEV EXPECTED: the device's bytes (read with O_DIRECT) are EXPECTED's.
-same() {
-	dd if="$1" of="$work/read" bs=1M iflag=direct status=none && cmp "$work/read" "$2"
-}
-zero_header() { dd if=/dev/zero of="$1" bs=4096 count=1 oflag=direct status=none; }
-
-# reorigin P: suspend and resume the origin, as lvm2 does around creating a
-# snapshot (the C origin learns its snapshots' chunk size on resume and
-# splits writes by it from then on).
-reorigin() { dmsetup suspend $1origin && dmsetup resume $1origin; }
 # build P ORIGIN-TARGET SNAPSHOT-TARGET DISK1-OFFSET DISK2-OFFSET: base
 # devices, the origin and two snapshots (P chunk 8, N chunk 16), named with
 # prefix P.
@@ -69,8 +52,6 @@ writes() {
 		put "$work/w5" /dev/mapper/${p}snapn $((12 * 1048576)) &&
 		put "$work/w6" /dev/mapper/${p}origin $((osize * 512 - 4096))
 }
-status_of() { dmsetup status "$1" | cut -d' ' -f4-; }
-table_of() { dmsetup table "$1" | cut -d' ' -f4-; }
 
 require "build the dm-rs stack" build rs- rs-snap-origin rs-snapshot 0 0
 check_match "origin is served by dm-rs" "^0 $osize rs-snap-origin " "$(dmsetup table rs-origin)"

@@ -1,5 +1,4 @@
 #!/bin/bash
-# disabled: dm-rs has no snapshot-merge yet (issue 8); passes with SNAP_IMPL=c
 # An lvm2 classic-snapshot session as a user runs it, lvm2 unchanged: a
 # linear LV with ext4, `lvcreate -s` (lvm2 builds snapshot-origin and
 # snapshot tables), writes to the origin and to the snapshot, fsck,

@@ -829,3 +829,42 @@ fn corrupt_records_neither_panic_nor_allocate_over_them() {
     let r = PersistentStore::<MemCow, u64>::open(io.clone(), None, false, BS, &mut |e| t.insert(e));
     assert!(matches!(r, Err(OpenError::Metadata(Error::Invalid))));
 }
+
+#[test]
+fn a_merge_run_is_one_copy_back_to_the_origin() {
+    let chunk = ChunkSize::new(8, 1, 1).unwrap();
+    let run = MergeRun {
+        last: Exception { old: 12, new: 7 },
+        len: 3,
+    };
+    assert_eq!(run.first(), Exception { old: 10, new: 5 });
+    // COW chunks 5..8 go to origin chunks 10..13.
+    assert_eq!(run.copy_extent(chunk, 1 << 20), Some((40, 80, 24)));
+    // An origin ending inside the run's last chunk cuts the copy there.
+    assert_eq!(run.copy_extent(chunk, 100), Some((40, 80, 20)));
+    assert_eq!(run.copy_extent(chunk, 80), None);
+    assert_eq!(
+        run.chunks_last_first().collect::<Vec<_>>(),
+        vec![12, 11, 10]
+    );
+    // Dropping them last first from a table holding the run leaves it empty
+    // (each is an end of the table's run, never its middle).
+    let mut t = ExceptionTable::new(64).unwrap();
+    for i in 0..3 {
+        t.insert(Exception {
+            old: 10 + i,
+            new: 5 + i,
+        })
+        .unwrap();
+    }
+    for c in run.chunks_last_first() {
+        t.remove(c).unwrap();
+    }
+    assert!(t.is_empty());
+    let single = MergeRun {
+        last: Exception { old: 4, new: 2 },
+        len: 1,
+    };
+    assert_eq!(single.first(), single.last);
+    assert_eq!(single.copy_extent(chunk, 1 << 20), Some((16, 32, 8)));
+}

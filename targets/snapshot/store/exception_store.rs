@@ -320,6 +320,37 @@ pub struct MergeRun {
     pub len: u32,
 }
 
+impl MergeRun {
+    /// The run's first exception (lowest origin and COW chunks).
+    pub fn first(&self) -> Exception {
+        let back = u64::from(self.len.saturating_sub(1));
+        Exception {
+            old: self.last.old.saturating_sub(back),
+            new: self.last.new.saturating_sub(back),
+        }
+    }
+
+    /// The run as one copy from the COW device back to the origin
+    /// (upstream's `snapshot_merge_next_chunks`): `(cow sector, origin
+    /// sector, sectors)`, cut at the end of an origin of `origin_sectors`
+    /// (its last chunk may be short). `None` if the run lies past it.
+    pub fn copy_extent(&self, chunk: ChunkSize, origin_sectors: u64) -> Option<(u64, u64, u64)> {
+        let first = self.first();
+        let from = chunk.to_sector(first.new)?;
+        let to = chunk.to_sector(first.old)?;
+        let len = u64::from(self.len).checked_mul(chunk.sectors().into())?;
+        let count = len.min(origin_sectors.checked_sub(to)?);
+        (count > 0).then_some((from, to, count))
+    }
+
+    /// The origin chunks of the run, last first: the order in which the
+    /// in-core table drops them (always an end of one of its runs).
+    pub fn chunks_last_first(&self) -> impl Iterator<Item = Chunk> {
+        let first = self.first().old;
+        (first..=self.last.old).rev()
+    }
+}
+
 /// The operations every store provides (upstream's
 /// `dm_exception_store_type`); `C` is the caller's commit completion
 /// token.
@@ -413,6 +444,16 @@ impl<Io: ChunkIo, C> Store<Io, C> {
                 let (s, v) = PersistentStore::open(io, chunk, overflow, block_sizes, add)?;
                 Ok((Store::Persistent(s), v))
             }
+        }
+    }
+}
+
+impl<Io: ChunkIo, C> Store<Io, C> {
+    /// The COW device the store does its I/O on.
+    pub fn io(&mut self) -> &mut Io {
+        match self {
+            Store::Transient(s) => s.io(),
+            Store::Persistent(s) => s.io(),
         }
     }
 }

@@ -27,6 +27,10 @@
 //! * merge: [`ExceptionStore::prepare_merge`], copy the run back to the
 //!   origin, [`ExceptionStore::commit_merge`], then
 //!   [`ExceptionTable::remove`] its chunks, last first.
+//! * a snapshot read sent to the origin: [`TrackedChunks::track`] in
+//!   `map` (under the state lock), [`TrackedChunks::untrack`] in `end_io`;
+//!   a committed exception waits until its chunk is no longer
+//!   [`TrackedChunks::is_tracked`] before the origin writes it held go on.
 //! * status: [`Health::fmt_info`] with [`ExceptionStore::usage`];
 //!   table: [`exception_store::fmt_table`].
 //!
@@ -52,6 +56,7 @@ pub mod exception_table;
 pub mod health;
 pub mod pending;
 pub mod persistent;
+pub mod tracked;
 pub mod transient;
 
 /// A chunk number (of the origin or of the COW device).
@@ -65,4 +70,5 @@ pub use exception_table::{Exception, ExceptionTable, Run};
 pub use health::{Health, OnFull};
 pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind};
 pub use persistent::PersistentStore;
+pub use tracked::{Tracked, TrackedChunks};
 pub use transient::TransientStore;
