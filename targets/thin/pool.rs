@@ -22,6 +22,7 @@ use crate::dm::bufio::BufioClient;
 use crate::dm::delayed_work::{new_delayed_work, Delayed, DelayedWork, DelayedWorkItem};
 use crate::dm::dm_io::DmIoClient;
 use crate::dm::kcopyd::KcopydClient;
+use crate::dm::mapped_device::InternalSuspend;
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, new_rwsem, Mutex, RwSemaphore};
@@ -83,6 +84,9 @@ pub(crate) struct Bound {
     pub(crate) discard_passdown: bool,
     pub(crate) error_if_no_space: bool,
     pub(crate) low_water_blocks: u64,
+    /// The pool target's length in sectors (upstream's `pool->ti->len`):
+    /// what a thin reports of the pool device in `iterate_devices`.
+    pub(crate) target_len: u64,
 }
 
 /// One thin pool.
@@ -116,6 +120,9 @@ pub(crate) struct Pool {
     /// The pool's mode and out-of-space state (`mode.rs` decides).
     #[pin]
     pub(crate) state: Mutex<PoolState>,
+    /// The thins' devices suspended with the pool (presuspend to resume).
+    #[pin]
+    suspended_thins: Mutex<PVec<InternalSuspend>>,
     pub(crate) flags: PoolFlags,
 }
 
@@ -339,6 +346,7 @@ impl PoolOwner {
                 kcopyd <- new_mutex!(Some(kcopyd), "thin-pool kcopyd"),
                 bound <- new_mutex!(bound, "thin-pool features"),
                 state <- new_mutex!(PoolState::new(), "thin-pool mode"),
+                suspended_thins <- new_mutex!(PVec::new(), "thin-pool suspended thins"),
                 flags: PoolFlags::default(),
             }),
             GFP_KERNEL,
@@ -388,6 +396,65 @@ impl Pool {
     /// The bound features.
     pub(crate) fn features(&self) -> Bound {
         *self.bound.lock()
+    }
+
+    /// Suspends the mapped device of every thin of the pool (upstream's
+    /// `pool_suspend_active_thins`), so that no thin I/O reaches the pool
+    /// while it is suspended; kept until [`Self::resume_active_thins`].
+    ///
+    /// For the pool's presuspend, in the process that suspends the pool:
+    /// each suspend waits for the thin's in-flight bios, which may need
+    /// the worker, so no pool lock is held meanwhile.
+    pub(crate) fn suspend_active_thins(&self) {
+        let handles = {
+            let thins = self.thins.lock();
+            let Ok(mut handles) = PVec::try_with_capacity(thins.len()) else {
+                pr_err!("thin-pool: no memory to suspend the thin devices\n");
+                return;
+            };
+            for t in thins.iter() {
+                // Capacity is reserved: cannot fail.
+                let _ = handles.try_push(t.handle.clone());
+            }
+            handles
+        };
+        let Ok(mut suspended) = PVec::try_with_capacity(handles.len()) else {
+            pr_err!("thin-pool: no memory to suspend the thin devices\n");
+            return;
+        };
+        // A thin gone meanwhile (destructor, device being freed) is skipped.
+        for md in handles.iter().filter_map(|h| h.mapped_device()) {
+            // Capacity is reserved: cannot fail (a failure would resume).
+            let _ = suspended.try_push(md.internal_suspend_noflush());
+        }
+        let earlier = core::mem::replace(&mut *self.suspended_thins.lock(), suspended);
+        // A suspend that was never resumed (not expected): resumed here,
+        // outside the lock.
+        drop(earlier);
+    }
+
+    /// Resumes the thins [`Self::suspend_active_thins`] suspended
+    /// (upstream's `pool_resume_active_thins`), outside the pool's locks.
+    pub(crate) fn resume_active_thins(&self) {
+        let suspended = core::mem::take(&mut *self.suspended_thins.lock());
+        drop(suspended);
+    }
+}
+
+impl PoolOwner {
+    /// Stops the periodic commit and waits for a run in progress (the
+    /// pool's postsuspend, as upstream cancels its waker).
+    pub(crate) fn stop_commit_timer(&self) {
+        if let Some(t) = &self.timer {
+            t.cancel_sync();
+        }
+    }
+
+    /// Restarts the periodic commit (a no-op if it is running).
+    pub(crate) fn start_commit_timer(&self) {
+        if let Some(t) = &self.timer {
+            t.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));
+        }
     }
 }
 

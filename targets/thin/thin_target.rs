@@ -74,6 +74,8 @@ pub(crate) struct ThinState {
     pub(crate) lists: Pin<KBox<IrqSpinLock<ThinLists>>>,
     /// A noflush suspend is under way: bios go back to dm core.
     pub(crate) requeue_mode: AtomicBool,
+    /// The thin target, for the pool to suspend its device.
+    pub(crate) handle: TargetHandle,
 }
 
 impl ThinState {
@@ -205,6 +207,7 @@ impl Target for ThinTarget {
                 origin,
                 lists,
                 requeue_mode: AtomicBool::new(false),
+                handle: ti.handle(),
             },
             GFP_KERNEL,
         )
@@ -369,7 +372,9 @@ impl Target for ThinTarget {
     fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
         let st = &*self.state;
         let bs = u64::from(st.pool.block_size);
-        let sectors = st.pool_dev.nr_sectors();
+        // The bound pool target's length, as upstream (not the pool
+        // device's size, which a reload may not have reached yet).
+        let sectors = st.pool.features().target_len;
         let whole = sectors.checked_div(bs).unwrap_or(0).saturating_mul(bs);
         if whole == 0 {
             return 0;
