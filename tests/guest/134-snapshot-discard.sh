@@ -2,10 +2,12 @@
 # snapshot discard features: discard_zeroes_cow (a discard of a whole chunk
 # with an exception zeroes its copy, one without is done with no copy) and
 # discard_passdown_origin (the discard also reaches the origin device). The
-# same steps run on dm-rs and on the C dm-snapshot (the oracle), each over
-# loop devices on tmpfs (their discards punch holes, so they read back as
-# zeros); every device's bytes, the table lines and the discard limits must
-# agree. Without the features a snapshot takes no discards.
+# same steps run on dm-rs and on the C dm-snapshot (the oracle); every
+# device's bytes, the table lines and the discard limits must agree. The
+# origins are loop devices on tmpfs (a discard punches a hole: zeros); the
+# COW devices are on a disk whose discards leave the data, so a zeroed copy
+# was zeroed by the snapshot. Without the features a snapshot takes no
+# discards.
 . "$(dirname "$0")/snapshot-lib.sh"
 dm_reset
 modprobe dm_rs prefix=rs- targets=snapshot
@@ -24,16 +26,17 @@ random_file "$work/w2" 4096
 loopdev() {
 	truncate -s $((size * 512)) "$work/$1.img" && losetup -f --show "$work/$1.img"
 }
-# build P ORIGIN-TARGET SNAPSHOT-TARGET: base and COW loop devices, the
-# origin and three snapshots (chunk 4 KiB): z with discard_zeroes_cow, b
-# with both features, n with none.
+# build P ORIGIN-TARGET SNAPSHOT-TARGET DISK2-OFFSET: a base loop device,
+# zeroed COW devices on DISK2 (past the offset), the origin and three snapshots
+# (chunk 4 KiB): z with discard_zeroes_cow, b with both features, n with
+# none.
 build() {
-	local p=$1 ot=$2 st=$3 base
+	local p=$1 ot=$2 st=$3 o=$4 base
 	base=$(loopdev ${p}base) && put "$work/orig" "$base" 0 &&
 		dmsetup create ${p}base --table "0 $size linear $base 0" &&
 		for s in z b n; do
-			dmsetup create ${p}cow$s --table "0 $size linear $(loopdev ${p}cow$s) 0" &&
-				zero_header /dev/mapper/${p}cow$s || return 1
+			dmsetup create ${p}cow$s --table "0 $size linear $DISK2 $((o += size))" &&
+				dd if=/dev/zero of=/dev/mapper/${p}cow$s bs=1M count=4 oflag=direct status=none || return 1
 		done &&
 		dmsetup create ${p}origin --table "0 $size $ot /dev/mapper/${p}base" &&
 		dmsetup create ${p}snapz --table "0 $size $st /dev/mapper/${p}base /dev/mapper/${p}cowz P 8 1 discard_zeroes_cow" &&
@@ -59,9 +62,9 @@ steps() {
 		discard ${p}snapb 0 4096                                # exception zeroed, origin's too
 }
 
-require "build the dm-rs stack" build rs- rs-snap-origin rs-snapshot
+require "build the dm-rs stack" build rs- rs-snap-origin rs-snapshot 0
 check_match "snapshot is served by dm-rs" "^0 $size rs-snapshot " "$(dmsetup table rs-snapz)"
-require "build the C stack" build c- snapshot-origin snapshot
+require "build the C stack" build c- snapshot-origin snapshot 65536
 for d in snapz snapb snapn; do
 	check_eq "$d table equals C's (device numbers aside)" \
 		"$(table_of c-$d | sed 's/[0-9]*:[0-9]*/D/g')" "$(table_of rs-$d | sed 's/[0-9]*:[0-9]*/D/g')"
