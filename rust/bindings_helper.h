@@ -17,6 +17,7 @@
 #include "helpers/crc32c.h"
 #include "helpers/dm_io.h"
 #include "helpers/irq_spinlock.h"
+#include "helpers/mapped_device.h"
 #include "helpers/mm.h"
 #include "helpers/params.h"
 #include "helpers/registry.h"

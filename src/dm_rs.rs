@@ -7,6 +7,10 @@
 //! metadata engine) and `targets/`, and registers the target families that
 //! the module parameters select.
 
+// The pool's pin-initialiser (`try_pin_init!` over many fields) expands
+// deeper than the default limit of 128.
+#![recursion_limit = "256"]
+
 #[path = "../rust/dm/mod.rs"]
 mod dm;
 mod families;
@@ -28,6 +32,9 @@ module! {
     author: "dm-rs developers",
     description: "device-mapper thin, cache and snapshot targets in Rust",
     license: "GPL",
+    // dm core loads a missing target type as "dm-<name>" (lvm2 also runs
+    // `modprobe dm-thin-pool`): the complete families answer to it.
+    alias: ["dm-thin-pool", "dm-thin"],
 }
 
 struct DmRs {

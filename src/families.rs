@@ -25,9 +25,7 @@ pub(crate) const FAMILIES: &[FamilyInfo] = &[
     FamilyInfo {
         name: "thin",
         members: &["thin-pool", "thin"],
-        // External origins, the pool suspending its thins and the
-        // scenario tests (tests/guest/110-121) are still to come.
-        complete: false,
+        complete: true,
     },
 ];
 

@@ -27,6 +27,7 @@ pub(crate) mod dm_io;
 pub(crate) mod engine_alloc;
 pub(crate) mod irq_spinlock;
 pub(crate) mod kcopyd;
+pub(crate) mod mapped_device;
 mod module_ref;
 pub(crate) mod noio;
 pub(crate) mod params;

@@ -17,6 +17,7 @@ use super::args::ArgSet;
 use super::bindings;
 use super::bio::{per_bio_size, EndioBio, MapBio};
 use super::device::{DeviceVisitor, DmDev, TableDevices};
+use super::mapped_device::MappedDevice;
 use super::registry::DevKey;
 use super::status::{StatusType, StatusWriter};
 use core::marker::PhantomData;
@@ -170,6 +171,15 @@ impl TargetHandle {
         // SAFETY: `ti` is live (type invariant).
         self.with(|ti| unsafe { bindings::dm_noflush_suspending(ti) } != 0)
             .unwrap_or(false)
+    }
+
+    /// A reference on the target's mapped device, valid however long it is
+    /// kept (dm core's destroy waits for it); `None` once the target is
+    /// gone or its device is being freed. The handle's lock is not held
+    /// afterwards, so the device may be suspended with it.
+    pub(crate) fn mapped_device(&self) -> Option<MappedDevice> {
+        // SAFETY: `ti` is live while the handle holds it (type invariant).
+        self.with(|ti| unsafe { MappedDevice::hold(ti) }).flatten()
     }
 
     /// The mapped device as dm core names it in log lines (`major:minor`,

@@ -20,6 +20,8 @@
 // The module's `targets::thin::metadata`, where the siblings look for it.
 pub use crate::thin_metadata as metadata;
 
+#[path = "../thin/gate.rs"]
+pub mod gate;
 #[path = "../thin/message.rs"]
 pub mod message;
 #[path = "../thin/mode.rs"]

@@ -12,6 +12,8 @@ pub(crate) mod metadata;
 // needs it public; the targets below do not use all of it yet (the deferred
 // set, parts of the error enums).
 #[allow(dead_code, unreachable_pub)]
+pub(crate) mod gate;
+#[allow(dead_code, unreachable_pub)]
 pub(crate) mod message;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod mode;

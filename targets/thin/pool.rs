@@ -13,19 +13,22 @@
 //!   stopped by [`PoolOwner`]'s `Drop` (in a target's destructor), which
 //!   then drops the last `Arc<Pool>` itself.
 
+use super::gate::IoEntries;
 use super::metadata::{OpenOptions, PoolHooks, PoolMetadata, ThinDevice};
 use super::mode::{PoolMode, PoolState};
 use super::thin_target::ThinState;
-use super::worker::WorkerState;
+use super::worker::{Gate, WorkerState, MAX_CELLS, MAX_WAITING};
 use crate::dm::bufio::BufioClient;
 use crate::dm::delayed_work::{new_delayed_work, Delayed, DelayedWork, DelayedWorkItem};
 use crate::dm::dm_io::DmIoClient;
 use crate::dm::kcopyd::KcopydClient;
+use crate::dm::mapped_device::InternalSuspend;
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, new_rwsem, Mutex, RwSemaphore};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
-use crate::dm::{DmDev, TargetHandle};
+use crate::dm::{DmDev, IrqSpinLock, TargetHandle};
+use crate::new_irq_spinlock;
 use crate::persistent_data::block_manager::BlockManager;
 use crate::persistent_data::error::Error as PdError;
 use crate::persistent_data::shim::PVec;
@@ -81,6 +84,9 @@ pub(crate) struct Bound {
     pub(crate) discard_passdown: bool,
     pub(crate) error_if_no_space: bool,
     pub(crate) low_water_blocks: u64,
+    /// The pool target's length in sectors (upstream's `pool->ti->len`):
+    /// what a thin reports of the pool device in `iterate_devices`.
+    pub(crate) target_len: u64,
 }
 
 /// One thin pool.
@@ -102,6 +108,10 @@ pub(crate) struct Pool {
     /// The worker's own state (cells, pending flushes).
     #[pin]
     pub(crate) worker: Mutex<WorkerState>,
+    /// Cells on virtual blocks and the I/O in flight (`gate.rs`): taken
+    /// by `map`, `end_io` and the worker, never across a sleep.
+    #[pin]
+    pub(crate) gate: IrqSpinLock<Gate>,
     /// Taken out (and dropped, waiting for its jobs) by the owner's drop.
     #[pin]
     pub(crate) kcopyd: Mutex<Option<KcopydClient>>,
@@ -110,6 +120,9 @@ pub(crate) struct Pool {
     /// The pool's mode and out-of-space state (`mode.rs` decides).
     #[pin]
     pub(crate) state: Mutex<PoolState>,
+    /// The thins' devices suspended with the pool (presuspend to resume).
+    #[pin]
+    suspended_thins: Mutex<PVec<InternalSuspend>>,
     pub(crate) flags: PoolFlags,
 }
 
@@ -142,6 +155,18 @@ impl Pool {
     /// Queues the worker (once: a queued worker runs once for every wake).
     pub(crate) fn wake(this: &Arc<Pool>) {
         let _ = this.wq.enqueue(this.clone());
+    }
+
+    /// A counted bio completed or was not sent after all: gives its counts
+    /// back, and wakes the worker if work waited for them. Fine in
+    /// interrupt context.
+    pub(crate) fn exit_io(this: &Arc<Pool>, io: &mut IoEntries) {
+        if io.is_empty() {
+            return;
+        }
+        if this.gate.with(|g| g.exit(io)).any() {
+            Pool::wake(this);
+        }
     }
 
     /// The thin device `td`'s committed mapping count etc. are read under
@@ -302,8 +327,9 @@ impl PoolOwner {
         let wq = Arc::new(wq, GFP_KERNEL).map_err(|e| (e.into(), c_str!("Out of memory")))?;
         let kcopyd = KcopydClient::new(100)
             .map_err(|e| (e, c_str!("Error creating pool's kcopyd client")))?;
-        let ws =
-            WorkerState::try_new().map_err(|e| (e, c_str!("Error creating pool's bio prison")))?;
+        let ws = WorkerState::new();
+        let gate = Gate::try_new(MAX_CELLS, MAX_WAITING)
+            .map_err(|e| (kerr(e), c_str!("Error creating pool's bio prison")))?;
         let pool_wq = wq.clone();
         let pool = Arc::pin_init(
             pin_init!(Pool {
@@ -316,9 +342,11 @@ impl PoolOwner {
                 work <- new_work!("thin-pool worker"),
                 thins <- new_mutex!(PVec::new(), "thin-pool thins"),
                 worker <- new_mutex!(ws, "thin-pool worker state"),
+                gate <- new_irq_spinlock!(gate, "thin-pool io gate"),
                 kcopyd <- new_mutex!(Some(kcopyd), "thin-pool kcopyd"),
                 bound <- new_mutex!(bound, "thin-pool features"),
                 state <- new_mutex!(PoolState::new(), "thin-pool mode"),
+                suspended_thins <- new_mutex!(PVec::new(), "thin-pool suspended thins"),
                 flags: PoolFlags::default(),
             }),
             GFP_KERNEL,
@@ -368,6 +396,65 @@ impl Pool {
     /// The bound features.
     pub(crate) fn features(&self) -> Bound {
         *self.bound.lock()
+    }
+
+    /// Suspends the mapped device of every thin of the pool (upstream's
+    /// `pool_suspend_active_thins`), so that no thin I/O reaches the pool
+    /// while it is suspended; kept until [`Self::resume_active_thins`].
+    ///
+    /// For the pool's presuspend, in the process that suspends the pool:
+    /// each suspend waits for the thin's in-flight bios, which may need
+    /// the worker, so no pool lock is held meanwhile.
+    pub(crate) fn suspend_active_thins(&self) {
+        let handles = {
+            let thins = self.thins.lock();
+            let Ok(mut handles) = PVec::try_with_capacity(thins.len()) else {
+                pr_err!("thin-pool: no memory to suspend the thin devices\n");
+                return;
+            };
+            for t in thins.iter() {
+                // Capacity is reserved: cannot fail.
+                let _ = handles.try_push(t.handle.clone());
+            }
+            handles
+        };
+        let Ok(mut suspended) = PVec::try_with_capacity(handles.len()) else {
+            pr_err!("thin-pool: no memory to suspend the thin devices\n");
+            return;
+        };
+        // A thin gone meanwhile (destructor, device being freed) is skipped.
+        for md in handles.iter().filter_map(|h| h.mapped_device()) {
+            // Capacity is reserved: cannot fail (a failure would resume).
+            let _ = suspended.try_push(md.internal_suspend_noflush());
+        }
+        let earlier = core::mem::replace(&mut *self.suspended_thins.lock(), suspended);
+        // A suspend that was never resumed (not expected): resumed here,
+        // outside the lock.
+        drop(earlier);
+    }
+
+    /// Resumes the thins [`Self::suspend_active_thins`] suspended
+    /// (upstream's `pool_resume_active_thins`), outside the pool's locks.
+    pub(crate) fn resume_active_thins(&self) {
+        let suspended = core::mem::take(&mut *self.suspended_thins.lock());
+        drop(suspended);
+    }
+}
+
+impl PoolOwner {
+    /// Stops the periodic commit and waits for a run in progress (the
+    /// pool's postsuspend, as upstream cancels its waker).
+    pub(crate) fn stop_commit_timer(&self) {
+        if let Some(t) = &self.timer {
+            t.cancel_sync();
+        }
+    }
+
+    /// Restarts the periodic commit (a no-op if it is running).
+    pub(crate) fn start_commit_timer(&self) {
+        if let Some(t) = &self.timer {
+            t.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));
+        }
     }
 }
 

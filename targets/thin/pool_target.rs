@@ -57,7 +57,7 @@ pub(crate) struct PoolTarget {
 
 impl PoolTarget {
     fn bound(&self) -> Bound {
-        bound_of(&self.requested, self.low_water_blocks)
+        bound_of(&self.requested, self.low_water_blocks, self.len)
     }
 
     /// Grows the data space to the target's length (upstream's
@@ -227,13 +227,14 @@ fn grows(name: &PoolName, what: &str, blocks: u64, current: u64) -> Result<bool>
     Ok(blocks > current)
 }
 
-fn bound_of(f: &PoolFeatures, low_water_blocks: u64) -> Bound {
+fn bound_of(f: &PoolFeatures, low_water_blocks: u64, target_len: u64) -> Bound {
     Bound {
         zero_new_blocks: f.zero_new_blocks,
         discard_enabled: f.discard_enabled,
         discard_passdown: f.discard_passdown,
         error_if_no_space: f.error_if_no_space,
         low_water_blocks,
+        target_len,
     }
 }
 
@@ -269,7 +270,9 @@ impl Target for PoolTarget {
             (None, Err(e)) => return Err(ctr_error(EINVAL, e.text_with_nul())),
             (None, Ok(t)) => t,
         };
-        let bound = bound_of(&table.features, table.low_water_blocks);
+        // No length until a table is bound (preresume), as upstream's
+        // unset `pool->ti`: thins then report no device.
+        let bound = bound_of(&table.features, table.low_water_blocks, 0);
         let devices = PoolDevices {
             md_key: ti.md_dev_key(),
             metadata_dev: &metadata_dev,
@@ -343,14 +346,28 @@ impl Target for PoolTarget {
     }
 
     fn resume(&self) {
-        // Bios queued while out of data space get another chance.
+        // Bios queued while out of data space get another chance, before
+        // the thins' own I/O starts again (upstream's order).
         let pool = &self.entry.pool;
         pool.requeue_retries(&pool.thins.lock());
+        pool.resume_active_thins();
+        self.entry.start_commit_timer();
         pool::Pool::wake(pool);
+    }
+
+    fn presuspend(&self) {
+        // dm core calls this in the process suspending the pool, holding
+        // only the pool device's suspend lock, which no thin I/O needs.
+        self.entry.pool.suspend_active_thins();
+    }
+
+    fn presuspend_undo(&self) {
+        self.entry.pool.resume_active_thins();
     }
 
     fn postsuspend(&self) {
         let pool = &self.entry.pool;
+        self.entry.stop_commit_timer();
         pool.wq.flush();
         let _ = pool.commit_and_check(&pool.thins.lock());
     }

@@ -334,6 +334,12 @@ impl<T> Prison<T> {
         })
     }
 
+    /// Whether a held cell locks some block of `key` (an invalid key locks
+    /// nothing).
+    pub fn is_locked(&self, key: &CellKey) -> bool {
+        key.is_valid() && self.find(key).is_some()
+    }
+
     /// Locks `key`'s range for `item`, or queues `item` behind the holder
     /// of the cell that already locks some of it.
     pub fn detain(
@@ -477,8 +483,11 @@ impl<T> Prison<T> {
 pub const DEFERRED_SET_SIZE: usize = 64;
 
 /// Counted I/O in one generation of a [`DeferredSet`]; give it back to
-/// [`DeferredSet::dec`] when the I/O completes.
-#[derive(Debug, PartialEq, Eq)]
+/// [`DeferredSet::dec`] or [`DeferredSet::finish`] once, when the I/O
+/// completes. `Copy` so it can live in a bio's per-bio data (which dm core
+/// never drops); giving one back twice only miscounts (the counts
+/// saturate), it never corrupts the set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "the generation stays busy until dec()"]
 pub struct DeferredEntry(u8);
 
@@ -495,6 +504,8 @@ pub struct DeferredSet<W> {
     generations: [Generation; DEFERRED_SET_SIZE],
     current: usize,
     sweeper: usize,
+    // Work no longer waiting, kept until [`Self::pop_ready`] takes it.
+    ready: Queue,
     work: Slots<W>,
 }
 
@@ -512,6 +523,7 @@ impl<W> DeferredSet<W> {
             }; DEFERRED_SET_SIZE],
             current: 0,
             sweeper: 0,
+            ready: Queue::EMPTY,
             work: Slots::try_new(max_work)?,
         })
     }
@@ -535,12 +547,23 @@ impl<W> DeferredSet<W> {
     }
 
     /// One I/O counted in `entry` finished; hands `f` the work that no
-    /// longer has to wait, oldest generation first.
+    /// longer has to wait, oldest generation first (with any work that
+    /// [`Self::finish`] left ready).
     pub fn dec(&mut self, entry: DeferredEntry, mut f: impl FnMut(W)) {
+        self.finish(entry);
+        while let Some(w) = self.pop_ready() {
+            f(w);
+        }
+    }
+
+    /// One I/O counted in `entry` finished: the work that no longer has to
+    /// wait moves to the ready queue (nothing is allocated or run: fit for
+    /// interrupt context). Returns whether work is ready.
+    pub fn finish(&mut self, entry: DeferredEntry) -> bool {
         if let Some(g) = self.generation(usize::from(entry.0)) {
             g.count = g.count.saturating_sub(1);
         }
-        let mut ready = Queue::EMPTY;
+        let mut ready = core::mem::replace(&mut self.ready, Queue::EMPTY);
         while self.sweeper != self.current && self.count(self.sweeper) == 0 {
             self.take_work(self.sweeper, &mut ready);
             self.sweeper = next_generation(self.sweeper);
@@ -548,7 +571,16 @@ impl<W> DeferredSet<W> {
         if self.sweeper == self.current && self.count(self.current) == 0 {
             self.take_work(self.current, &mut ready);
         }
-        self.work.drain(&mut ready, &mut f);
+        self.ready = ready;
+        !self.ready.is_empty()
+    }
+
+    /// Takes the oldest ready work item.
+    pub fn pop_ready(&mut self) -> Option<W> {
+        let mut ready = core::mem::replace(&mut self.ready, Queue::EMPTY);
+        let w = self.work.pop(&mut ready);
+        self.ready = ready;
+        w
     }
 
     fn take_work(&mut self, i: usize, ready: &mut Queue) {
@@ -578,7 +610,7 @@ impl<W> DeferredSet<W> {
         Ok(None)
     }
 
-    /// Work items waiting now.
+    /// Work items waiting or ready (not yet taken) now.
     pub fn waiting_work(&self) -> usize {
         self.work.used
     }

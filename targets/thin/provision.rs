@@ -3,8 +3,11 @@
 //! Preparing a new data block before a write lands in it: zeroing it (a
 //! write to an unprovisioned block that does not cover it), copying the
 //! shared block it replaces (breaking sharing after a snapshot) or the
-//! external origin's part of it (zeroing the rest), with kcopyd. The block's virtual address is held in a [`Cell`] meanwhile:
-//! other bios to it wait there until the mapping is in.
+//! external origin's part of it (zeroing the rest), with kcopyd. The
+//! block's virtual address is held in a [`Cell`] meanwhile: other bios to
+//! it wait there until the mapping is in. A block that replaces a shared
+//! one is mapped only once the reads of shared blocks in flight when it
+//! started are done (the old block may be freed then).
 
 use super::pool::Pool;
 use super::prison::CellHandle;
@@ -12,7 +15,7 @@ use super::thin_target::ThinTarget;
 use super::worker::WorkerState;
 use crate::dm::kcopyd::CopyResult;
 use crate::dm::region::Region;
-use crate::dm::{DmDev, HeldBio};
+use crate::dm::{DmDev, HeldBio, ReturnedBio};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -41,12 +44,14 @@ pub(crate) enum CellJob<'a> {
     },
 }
 
-/// Where a cell's block goes: thin `thin`'s `vblock`, to data `block`.
+/// Where a cell's block goes: thin `thin`'s `vblock`, to data `block`;
+/// `unshare`: it replaces a shared block.
 #[derive(Clone, Copy)]
 pub(crate) struct CellAt {
     pub(crate) thin: u64,
     pub(crate) vblock: u64,
     pub(crate) block: u64,
+    pub(crate) unshare: bool,
 }
 
 /// A cell's copy jobs: how many are still running, and whether one
@@ -79,6 +84,10 @@ pub(crate) struct Cell {
     /// in flight itself (its completion, seen by `end_io`, finishes the
     /// cell).
     pub(crate) holder: Option<HeldBio<ThinTarget>>,
+    /// The overwrite, once it completed.
+    pub(crate) overwritten: Option<ReturnedBio<ThinTarget>>,
+    /// The gate's token while shared reads in flight are waited for.
+    waiting: Option<u64>,
     /// The virtual block's cell in the worker's prison: later bios to the
     /// block wait there until the mapping is in.
     pub(crate) handle: CellHandle,
@@ -97,6 +106,9 @@ impl Cell {
         job: CellJob<'_>,
     ) -> Result<(), (HeldBio<ThinTarget>, CellHandle)> {
         let Some(status) = Self::room(ws) else {
+            return Err((holder, handle));
+        };
+        let Ok(waiting) = Self::quiesce(pool, ws, at) else {
             return Err((holder, handle));
         };
         let bs = u64::from(pool.block_size);
@@ -164,8 +176,25 @@ impl Cell {
             }
         }
         drop(client);
-        Self::push(ws, at, Some(holder), handle, status);
+        Self::push(ws, at, Some(holder), handle, status, waiting);
         Ok(())
+    }
+
+    /// A block replacing a shared one waits for the shared reads counted
+    /// so far: the token it waits with, if any.
+    fn quiesce(pool: &Pool, ws: &mut WorkerState, at: CellAt) -> Result<Option<u64>, ()> {
+        if !at.unshare {
+            return Ok(None);
+        }
+        let token = ws.next_token;
+        ws.next_token = token.wrapping_add(1);
+        match pool.gate.with(|g| g.after_shared_reads(token)) {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(token)),
+            // Every waiting copy holds a cell and the set has room for as
+            // many: not reached.
+            Err(()) => Err(()),
+        }
     }
 
     /// Room for one more cell, and its jobs' progress.
@@ -185,12 +214,15 @@ impl Cell {
         holder: Option<HeldBio<ThinTarget>>,
         handle: CellHandle,
         status: Arc<Progress>,
+        waiting: Option<u64>,
     ) {
         let cell = Cell {
             thin: at.thin,
             vblock: at.vblock,
             block: at.block,
             holder,
+            overwritten: None,
+            waiting,
             handle,
             status,
         };
@@ -203,6 +235,7 @@ impl Cell {
     /// `block` is in flight (nothing to prepare: the mapping goes in once
     /// the write is done). Fails only without memory.
     pub(crate) fn overwrite(
+        pool: &Pool,
         ws: &mut WorkerState,
         at: CellAt,
         handle: CellHandle,
@@ -210,8 +243,28 @@ impl Cell {
         let Some(status) = Self::room(ws) else {
             return Err(handle);
         };
-        Self::push(ws, at, None, handle, status);
+        let Ok(waiting) = Self::quiesce(pool, ws, at) else {
+            return Err(handle);
+        };
+        Self::push(ws, at, None, handle, status, waiting);
         Ok(())
+    }
+
+    /// Whether the cell waits for shared reads with `token`.
+    pub(crate) fn waits_for(&self, token: u64) -> bool {
+        self.waiting == Some(token)
+    }
+
+    /// The shared reads it waited for are done.
+    pub(crate) fn quiesced(&mut self) {
+        self.waiting = None;
+    }
+
+    /// Whether the block is prepared (copied, zeroed or overwritten) and
+    /// no shared read is waited for: it can be mapped.
+    pub(crate) fn is_ready(&self) -> bool {
+        let prepared = self.overwritten.is_some() || (self.holder.is_some() && self.is_done());
+        self.waiting.is_none() && prepared
     }
 
     /// Whether the copy and zeroing jobs finished.

@@ -4,13 +4,17 @@
 //! pool. Bios to provisioned blocks are remapped in `map` (the fast path:
 //! a lookup in cached metadata that never sleeps on I/O) to the pool
 //! device, which passes them to the data device; everything else goes to
-//! the pool's worker.
+//! the pool's worker. `map` counts the bios it remaps in the pool's gate
+//! (unless the worker holds the block's cell: then the bio goes to the
+//! worker too), and `end_io` gives the counts back.
 
 use super::external_origin::ExternalOrigin;
+use super::gate::IoEntries;
 use super::metadata::ThinDevice;
 use super::mode::PoolMode;
 use super::pool::{Pool, PoolOwner, POOLS};
 use super::pool_target::ctr_error;
+use super::prison::CellKey;
 use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, EmitDevice, StatusSink};
 use super::thin_table::{emit_thin_table, ThinTable};
 use crate::dm::noio::noio_scope;
@@ -37,6 +41,8 @@ pub(crate) struct ThinPerBio {
     pub(crate) overwrite: bool,
     /// The overwrite's virtual block.
     pub(crate) vblock: u64,
+    /// The bio's counts in the pool's gate while it is at the data device.
+    pub(crate) io: IoEntries,
 }
 
 /// Bios a thin hands to the worker.
@@ -68,6 +74,8 @@ pub(crate) struct ThinState {
     pub(crate) lists: Pin<KBox<IrqSpinLock<ThinLists>>>,
     /// A noflush suspend is under way: bios go back to dm core.
     pub(crate) requeue_mode: AtomicBool,
+    /// The thin target, for the pool to suspend its device.
+    pub(crate) handle: TargetHandle,
 }
 
 impl ThinState {
@@ -199,6 +207,7 @@ impl Target for ThinTarget {
                 origin,
                 lists,
                 requeue_mode: AtomicBool::new(false),
+                handle: ti.handle(),
             },
             GFP_KERNEL,
         )
@@ -238,17 +247,35 @@ impl Target for ThinTarget {
         let Ok(td) = st.td() else {
             return bio.kill();
         };
-        let Some(md) = st.pool.md.try_read() else {
+        // Counted before the lookup: a discard or copy the worker starts
+        // on this block after this point waits for the bio; one started
+        // before holds the cell, and the bio goes to the worker.
+        let key = CellKey::block(true, st.id, vblock);
+        let Some(mut io) = st.pool.gate.with(|g| g.enter_unlocked(&key)) else {
             return self.defer(bio);
         };
-        let r = noio_scope(|| md.find_block(td, vblock, false));
-        drop(md);
+        let r = match st.pool.md.try_read() {
+            Some(md) => noio_scope(|| md.find_block(td, vblock, false)),
+            None => Err(PdError::WouldBlock),
+        };
+        let remap = match &r {
+            Ok(m) if !m.shared => true,
+            // A read of a shared block is counted as such too, so that
+            // breaking the sharing waits for it.
+            Ok(_) if op == BioOp::Read => st
+                .pool
+                .gate
+                .with(|g| g.enter_shared_unlocked(&key, &mut io)),
+            _ => false,
+        };
+        if let (true, Ok(m)) = (remap, &r) {
+            let bs = u64::from(st.pool.block_size);
+            let dest = m.block.saturating_mul(bs).saturating_add(within);
+            bio.per_bio_mut().io = io;
+            return bio.remap(&st.pool_dev, dest);
+        }
+        Pool::exit_io(&st.pool, &mut io);
         match r {
-            Ok(m) if !(m.shared && op == BioOp::Write) => {
-                let bs = u64::from(st.pool.block_size);
-                let dest = m.block.saturating_mul(bs).saturating_add(within);
-                bio.remap(&st.pool_dev, dest)
-            }
             Err(PdError::NoData) if op == BioOp::Read => {
                 // Unprovisioned: reads the origin, or zeros.
                 if let Some(origin) = &st.origin {
@@ -264,8 +291,11 @@ impl Target for ThinTarget {
         }
     }
 
-    fn end_io(&self, bio: EndioBio<'_, Self>) -> EndioResult {
+    fn end_io(&self, mut bio: EndioBio<'_, Self>) -> EndioResult {
         if !bio.per_bio().overwrite {
+            let pb = bio.per_bio_mut();
+            let mut io = core::mem::take(&mut pb.io);
+            Pool::exit_io(&self.state.pool, &mut io);
             return bio.done();
         }
         // Interrupt context: the worker maps the block, then ends the bio.
@@ -342,7 +372,9 @@ impl Target for ThinTarget {
     fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
         let st = &*self.state;
         let bs = u64::from(st.pool.block_size);
-        let sectors = st.pool_dev.nr_sectors();
+        // The bound pool target's length, as upstream (not the pool
+        // device's size, which a reload may not have reached yet).
+        let sectors = st.pool.features().target_len;
         let whole = sectors.checked_div(bs).unwrap_or(0).saturating_mul(bs);
         if whole == 0 {
             return 0;

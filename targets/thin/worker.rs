@@ -8,13 +8,15 @@
 //!
 //! Concurrent bios to a block being provisioned wait in its cell (a
 //! simple bio prison: one holder per virtual block, the rest queued) until
-//! the mapping is in.
+//! the mapping is in. Every bio sent to the data device is counted in the
+//! pool's gate (`gate.rs`) until it completes: discards wait for the I/O
+//! counted before them, copies that break sharing for the shared reads.
 
+use super::gate::IoGate;
 use super::mode::{DiscardHandling, MappingHandling, PoolMode, ReadOnlyAction, Unserviceable};
-use super::pool::kerr;
 use super::pool::{Pool, PoolName};
 use super::pool_mode::status_of;
-use super::prison::{CellHandle, CellKey, DetainError, Detained, Prison};
+use super::prison::{CellHandle, CellKey, DetainError, Detained};
 use super::provision::{whole_block, Cell, CellAt, CellJob};
 use super::thin_target::{ThinState, ThinTarget};
 use crate::dm::{BioList, BioOp, BlkStatus, HeldBio};
@@ -25,34 +27,48 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 /// Most virtual blocks locked at once, and most bios waiting for them.
-const MAX_CELLS: u32 = 1024;
-const MAX_WAITING: u32 = 4096;
+pub(crate) const MAX_CELLS: u32 = 1024;
+pub(crate) const MAX_WAITING: u32 = 4096;
+
+/// A discard holding its range's cell until the I/O counted before it is
+/// done (upstream's `all_io_ds` work).
+pub(crate) struct QuiescingDiscard {
+    thin: u64,
+    bio: HeldBio<ThinTarget>,
+    handle: CellHandle,
+}
+
+/// The pool's gate: cells hold bios; discards wait for earlier I/O.
+pub(crate) type Gate = IoGate<HeldBio<ThinTarget>, QuiescingDiscard>;
 
 /// The worker's own state, under the pool's `worker` mutex.
 pub(crate) struct WorkerState {
-    /// Locks on virtual blocks: held while a bio is looked at, and while
-    /// its block is provisioned or unshared; other bios wait there.
-    pub(crate) prison: Prison<HeldBio<ThinTarget>>,
     /// Virtual blocks being provisioned or unshared.
     pub(crate) cells: PVec<Cell>,
+    /// The next token a copy waits for shared reads with.
+    pub(crate) next_token: u64,
     /// Released bios went back to the deferred lists: run again.
     rerun: bool,
 }
 
 impl WorkerState {
-    pub(crate) fn try_new() -> Result<Self> {
-        Ok(WorkerState {
-            prison: Prison::try_new(MAX_CELLS, MAX_WAITING).map_err(kerr)?,
+    pub(crate) fn new() -> Self {
+        WorkerState {
             cells: PVec::new(),
+            next_token: 0,
             rerun: false,
-        })
+        }
     }
 
     /// Unlocks a virtual block; the bios that waited go back to `thin`'s
     /// deferred list for the next run.
-    fn release(&mut self, thin: &ThinState, handle: CellHandle) {
+    fn release(&mut self, pool: &Pool, thin: &ThinState, handle: CellHandle) {
         let mut waiting = BioList::<ThinTarget>::new();
-        if self.prison.release(handle, |b| waiting.push(b)).is_err() {
+        if pool
+            .gate
+            .with(|g| g.release(handle, |b| waiting.push(b)))
+            .is_err()
+        {
             pr_err!("thin-pool: released a stale cell\n");
         }
         if !waiting.is_empty() {
@@ -72,8 +88,10 @@ pub(crate) fn run(pool: &Arc<Pool>) {
     let thins = pool.thins.lock();
     let mut ws = pool.worker.lock();
     ws.rerun = false;
-    finish_overwrites(pool, &thins, &mut ws);
+    take_quiesced(pool, &mut ws);
+    finish_overwrites(&thins, &mut ws);
     finish_cells(pool, &thins, &mut ws);
+    run_quiesced_discards(pool, &thins, &mut ws);
     for thin in thins.iter() {
         let bios = thin.lists.with(|l| l.deferred.take_all());
         for bio in bios {
@@ -106,8 +124,17 @@ pub(crate) fn run(pool: &Arc<Pool>) {
 }
 
 /// Sends a mapped bio to `dest` on the pool device, after the next commit
-/// if it is a flush or FUA write.
-fn issue(thin: &ThinState, mut bio: HeldBio<ThinTarget>, dest: u64) {
+/// if it is a flush or FUA write; counted in the gate until it completes
+/// (`shared_read`: a read of a shared block). The caller holds the bio's
+/// cell, or the bio has no block (an empty flush).
+fn issue(
+    pool: &Pool,
+    thin: &ThinState,
+    mut bio: HeldBio<ThinTarget>,
+    dest: u64,
+    shared_read: bool,
+) {
+    bio.per_bio_mut().io = pool.gate.with(|g| g.enter(shared_read));
     if bio.is_preflush() || bio.is_fua() {
         bio.per_bio_mut().dest = dest;
         thin.lists.with(|l| l.after_commit.push(bio));
@@ -142,11 +169,11 @@ pub(crate) fn process(
     }
     let op = bio.op();
     if bio.is_empty_flush() {
-        return issue(thin, bio, 0);
+        return issue(pool, thin, bio, 0, false);
     }
     if op == BioOp::Discard {
         return match mode.discard_handling() {
-            DiscardHandling::Process => discard(pool, thin, bio),
+            DiscardHandling::Process => discard(pool, thin, ws, bio),
             DiscardHandling::Succeed => bio.end_ok(),
             DiscardHandling::Error => bio.end(BlkStatus::IO_ERROR),
         };
@@ -156,11 +183,12 @@ pub(crate) fn process(
     }
     let (vblock, _) = thin.locate(bio.sector());
     let key = CellKey::block(true, thin.id, vblock);
-    match ws.prison.detain(&key, bio) {
+    let detained = pool.gate.with(|g| g.detain(&key, bio));
+    match detained {
         Ok(Detained::Queued) => {}
         Ok(Detained::Holder(handle, bio)) => {
             if let Some(handle) = process_held(pool, thins, thin, ws, bio, handle) {
-                ws.release(thin, handle);
+                ws.release(pool, thin, handle);
             }
         }
         // No room: try again once a cell is released.
@@ -205,7 +233,8 @@ fn process_held(
         );
         match (action, mapped) {
             (ReadOnlyAction::Remap, Some(m)) => {
-                issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within))
+                let dest = m.block.saturating_mul(bs).saturating_add(within);
+                issue(pool, thin, bio, dest, m.shared)
             }
             (ReadOnlyAction::Unserviceable(u), _) => unserviceable(thin, bio, u),
             _ => unprovisioned_read(thin, bio),
@@ -214,7 +243,8 @@ fn process_held(
     }
     match mapped {
         Some(m) if !(m.shared && op == BioOp::Write) => {
-            issue(thin, bio, m.block.saturating_mul(bs).saturating_add(within));
+            let dest = m.block.saturating_mul(bs).saturating_add(within);
+            issue(pool, thin, bio, dest, m.shared);
             Some(handle)
         }
         Some(m) => provision(pool, thins, thin, ws, (bio, handle), vblock, Some(m.block)),
@@ -246,13 +276,52 @@ fn zero_read(mut bio: HeldBio<ThinTarget>) {
     }
 }
 
-/// Unmaps the whole blocks a discard covers (parts of blocks stay mapped)
-/// and, with passdown, discards the data blocks no other device maps.
-fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
-    let Ok(td) = thin.td() else {
-        return bio.end(BlkStatus::IO_ERROR);
+/// Locks the whole blocks a discard covers (parts of blocks stay mapped)
+/// and queues it behind the I/O in flight: a bio remapped before the
+/// discard may still be using the blocks it unmaps and frees.
+fn discard(pool: &Arc<Pool>, thin: &ThinState, ws: &mut WorkerState, bio: HeldBio<ThinTarget>) {
+    let (begin, end) = discard_range(thin, &bio);
+    if begin >= end {
+        return bio.end_ok();
+    }
+    let key = CellKey {
+        virt: true,
+        dev: thin.id,
+        begin,
+        end,
     };
-    let bs = u64::from(pool.block_size);
+    if !key.is_valid() {
+        pr_err!("thin: Discard doesn't respect bio prison limits\n");
+        return bio.end_ok();
+    }
+    let detained = pool.gate.with(|g| g.detain(&key, bio));
+    let (handle, bio) = match detained {
+        Ok(Detained::Holder(handle, bio)) => (handle, bio),
+        Ok(Detained::Queued) => return,
+        // No room: try again once a cell is released.
+        Err(DetainError::Full(bio)) => return thin.lists.with(|l| l.deferred.push(bio)),
+        Err(DetainError::InvalidKey(bio)) => return bio.end_ok(),
+    };
+    let work = QuiescingDiscard {
+        thin: thin.id,
+        bio,
+        handle,
+    };
+    match pool.gate.with(|g| g.after_all_io(work)) {
+        Ok(Some(work)) => run_discard(pool, thin, ws, work),
+        Ok(None) => {}
+        // Every waiting discard holds a cell and the set has room for as
+        // many: not reached.
+        Err(work) => {
+            pr_err!("thin-pool: no room to queue a discard\n");
+            work.bio.end(BlkStatus::IO_ERROR);
+            ws.release(pool, thin, work.handle);
+        }
+    }
+}
+
+/// The whole virtual blocks a discard covers.
+fn discard_range(thin: &ThinState, bio: &HeldBio<ThinTarget>) -> (u64, u64) {
     let (first, within) = thin.locate(bio.sector());
     let (end, _) = thin.locate(bio.sector().saturating_add(u64::from(bio.sectors())));
     let begin = if within == 0 {
@@ -260,9 +329,44 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
     } else {
         first.saturating_add(1)
     };
-    if begin >= end {
-        return bio.end_ok();
+    (begin, end)
+}
+
+/// Discards whose earlier I/O is done.
+fn run_quiesced_discards(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState) {
+    while let Some(work) = pool.gate.with(|g| g.pop_all_io_ready()) {
+        match thins.iter().find(|t| t.id == work.thin) {
+            Some(thin) => run_discard(pool, thin, ws, work),
+            // Not reached (a thin goes only once its bios are done); the
+            // bios end with errors as they drop.
+            None => release_orphan(pool, work.handle),
+        }
     }
+}
+
+/// Unmaps a discard's blocks and, with passdown, discards the data blocks
+/// no other device maps; then unlocks the range.
+fn run_discard(pool: &Arc<Pool>, thin: &ThinState, ws: &mut WorkerState, work: QuiescingDiscard) {
+    let QuiescingDiscard { bio, handle, .. } = work;
+    discard_blocks(pool, thin, bio);
+    ws.release(pool, thin, handle);
+}
+
+/// Unlocks the cell of a thin that is gone; its waiting bios end with
+/// errors.
+fn release_orphan(pool: &Pool, handle: CellHandle) {
+    let mut waiting = BioList::<ThinTarget>::new();
+    let _ = pool.gate.with(|g| g.release(handle, |b| waiting.push(b)));
+    drop(waiting);
+}
+
+/// The body of [`run_discard`]: unmaps, passes down, ends the bio.
+fn discard_blocks(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) {
+    let Ok(td) = thin.td() else {
+        return bio.end(BlkStatus::IO_ERROR);
+    };
+    let bs = u64::from(pool.block_size);
+    let (begin, end) = discard_range(thin, &bio);
     let passdown = pool.features().discard_passdown;
     // The data blocks the range maps, found before they are unmapped.
     let mut mapped = DataRuns::new();
@@ -384,14 +488,15 @@ fn provision(
         (None, None) if overwrite => CellJob::Overwrite,
         (None, None) => CellJob::Zero,
     };
-    if let CellJob::Overwrite = job {
-        return start_overwrite(pool, thin, ws, bio, handle, vblock, block);
-    }
     let at = CellAt {
         thin: thin.id,
         vblock,
         block,
+        unshare: from.is_some(),
     };
+    if let CellJob::Overwrite = job {
+        return start_overwrite(pool, thin, ws, bio, handle, at);
+    }
     match Cell::start(pool, ws, at, bio, handle, job) {
         Ok(()) => None,
         Err((bio, handle)) => {
@@ -423,7 +528,13 @@ fn map_and_issue(
         return bio.end(BlkStatus::IO_ERROR);
     }
     let bs = u64::from(pool.block_size);
-    issue(thin, bio, block.saturating_mul(bs).saturating_add(within));
+    issue(
+        pool,
+        thin,
+        bio,
+        block.saturating_mul(bs).saturating_add(within),
+        false,
+    );
 }
 
 /// Writes a whole new block in place; `end_io` hands the completed bio
@@ -434,15 +545,10 @@ fn start_overwrite(
     ws: &mut WorkerState,
     mut bio: HeldBio<ThinTarget>,
     handle: CellHandle,
-    vblock: u64,
-    block: u64,
+    at: CellAt,
 ) -> Option<CellHandle> {
-    let at = CellAt {
-        thin: thin.id,
-        vblock,
-        block,
-    };
-    if let Err(handle) = Cell::overwrite(ws, at, handle) {
+    let CellAt { vblock, block, .. } = at;
+    if let Err(handle) = Cell::overwrite(pool, ws, at, handle) {
         let _ = pool
             .md
             .write()
@@ -450,34 +556,45 @@ fn start_overwrite(
         bio.end(BlkStatus::IO_ERROR);
         return Some(handle);
     }
+    let io = pool.gate.with(|g| g.enter(false));
     let pb = bio.per_bio_mut();
     pb.overwrite = true;
     pb.vblock = vblock;
+    pb.io = io;
     let bs = u64::from(pool.block_size);
     bio.submit_to(&thin.pool_dev, block.saturating_mul(bs));
     None
 }
 
-/// Overwrites that completed: their blocks are mapped, then they end.
-fn finish_overwrites(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState) {
+/// Copies that waited for shared reads which are now done.
+fn take_quiesced(pool: &Pool, ws: &mut WorkerState) {
+    while let Some(token) = pool.gate.with(|g| g.pop_shared_ready()) {
+        // A token without a cell is one whose copy never started.
+        if let Some(cell) = ws.cells.iter_mut().find(|c| c.waits_for(token)) {
+            cell.quiesced();
+        }
+    }
+}
+
+/// Overwrites that completed go back to their cells, which map their
+/// blocks (in [`finish_cells`]) and end them.
+fn finish_overwrites(thins: &[Arc<ThinState>], ws: &mut WorkerState) {
     for thin in thins {
         let done = thin.lists.with(|l| l.overwritten.take_all());
         for mut bio in done {
             let vblock = bio.per_bio().vblock;
             bio.per_bio_mut().overwrite = false;
-            let pos = ws
+            let cell = ws
                 .cells
-                .iter()
-                .position(|c| c.thin == thin.id && c.vblock == vblock);
-            let Some(cell) = pos.and_then(|i| ws.cells.remove(i)) else {
-                pr_err!("thin-pool: no cell for a completed overwrite\n");
-                bio.end(BlkStatus::IO_ERROR);
-                continue;
-            };
-            let status = bio.status();
-            let mapped = finish_cell(pool, thins, thin, &cell, status.is_ok());
-            bio.end(if mapped { status } else { BlkStatus::IO_ERROR });
-            ws.release(thin, cell.handle);
+                .iter_mut()
+                .find(|c| c.thin == thin.id && c.vblock == vblock && c.holder.is_none());
+            match cell {
+                Some(cell) => cell.overwritten = Some(bio),
+                None => {
+                    pr_err!("thin-pool: no cell for a completed overwrite\n");
+                    bio.end(BlkStatus::IO_ERROR);
+                }
+            }
         }
     }
 }
@@ -513,13 +630,14 @@ fn finish_cell(
     false
 }
 
-/// Maps the blocks whose zeroing or copy finished, issues their writes
-/// and looks at the bios that waited for them again.
+/// Maps the blocks whose zeroing, copy or overwrite finished (and whose
+/// shared reads are done), issues or ends their writes and looks at the
+/// bios that waited for them again.
 fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState) {
     let bs = u64::from(pool.block_size);
     let mut i = 0;
     while let Some(cell) = ws.cells.get(i) {
-        if cell.holder.is_none() || !cell.is_done() {
+        if !cell.is_ready() {
             i += 1;
             continue;
         }
@@ -528,22 +646,23 @@ fn finish_cells(pool: &Arc<Pool>, thins: &[Arc<ThinState>], ws: &mut WorkerState
         };
         let Some(thin) = thins.iter().find(|t| t.id == cell.thin) else {
             // The thin is gone: its bios end with errors as the cell drops.
+            release_orphan(pool, cell.handle);
             continue;
         };
-        let mapped = finish_cell(pool, thins, thin, &cell, cell.succeeded());
-        if let Some(holder) = cell.holder.take() {
-            if mapped {
+        if let Some(bio) = cell.overwritten.take() {
+            let status = bio.status();
+            let mapped = finish_cell(pool, thins, thin, &cell, status.is_ok());
+            bio.end(if mapped { status } else { BlkStatus::IO_ERROR });
+        } else if let Some(holder) = cell.holder.take() {
+            if finish_cell(pool, thins, thin, &cell, cell.succeeded()) {
                 let (_, within) = thin.locate(holder.sector());
-                issue(
-                    thin,
-                    holder,
-                    cell.block.saturating_mul(bs).saturating_add(within),
-                );
+                let dest = cell.block.saturating_mul(bs).saturating_add(within);
+                issue(pool, thin, holder, dest, false);
             } else {
                 holder.end(BlkStatus::IO_ERROR);
             }
         }
-        ws.release(thin, cell.handle);
+        ws.release(pool, thin, cell.handle);
     }
 }
 

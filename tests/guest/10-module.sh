@@ -1,8 +1,10 @@
 #!/bin/bash
 # core
 # dm-rs loads and unloads cleanly; by default it registers only the target
-# families it ships complete (none yet), so it never hides a C target; a family
-# registers all of its names or none; prefix=, targets= and selftest= work.
+# families it ships complete (thin: thin-pool and thin, as the drop-in for
+# dm-thin-pool.ko, which also answers to its module aliases), never an
+# incomplete one; a family registers all of its names or none; prefix=,
+# targets= and selftest= work.
 . "$(dirname "$0")/lib.sh"
 dm_reset
 
@@ -20,6 +22,11 @@ check_eq "prefix defaults to empty" "" "$(cat /sys/module/dm_rs/parameters/prefi
 check_eq "targets defaults to empty (complete families)" "" "$(cat /sys/module/dm_rs/parameters/targets)"
 check_eq "selftest defaults to off" N "$(cat /sys/module/dm_rs/parameters/selftest)"
 check "default load registers no snapshot-family name" bash -c '! dmsetup targets | grep -Eq "^(snapshot|snapshot-origin|snapshot-merge|dmrs-defer) "'
+targets=$(dmsetup targets)
+check_match "default load registers thin-pool with upstream's version" '(^|'$'\n'')thin-pool +v1\.23\.0' "$targets"
+check_match "default load registers thin with upstream's version" '(^|'$'\n'')thin +v1\.23\.0' "$targets"
+check_eq "module aliases dm-thin-pool and dm-thin" "dm-thin dm-thin-pool" "$(modinfo -F alias dm_rs | sort | xargs)"
+check_fails "the C dm_thin_pool cannot load beside it (its names are taken)" modprobe dm_thin_pool
 check "C dm-snapshot loads beside a default dm-rs" modprobe dm_snapshot
 targets=$(dmsetup targets)
 check_match "C snapshot registered" '(^|'$'\n'')snapshot +v1\.16\.0' "$targets"
