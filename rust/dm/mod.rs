@@ -31,6 +31,7 @@ pub(crate) mod mapped_device;
 mod module_ref;
 pub(crate) mod noio;
 pub(crate) mod params;
+pub(crate) mod ratelimit;
 pub(crate) mod region;
 pub(crate) mod registration;
 pub(crate) mod registry;

@@ -7,9 +7,9 @@
 
 use super::origin_span::{origin_copy_len, unprovisioned_read, UnprovisionedRead};
 use super::thin_target::ThinTarget;
+use crate::dm::ratelimit::dm_err_limit;
 use crate::dm::{BlkStatus, DmDev, HeldBio, MapBio, MapResult};
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::prelude::*;
 
 /// The origin device and its length.
 pub(crate) struct ExternalOrigin {
@@ -62,7 +62,7 @@ impl ExternalOrigin {
                 Err(_) => bio.kill(),
             },
             UnprovisionedRead::Crosses(_) => {
-                pr_err!("thin: a read crossing the external origin's end was not cut\n");
+                dm_err_limit!("thin: a read crossing the external origin's end was not cut\n");
                 bio.kill()
             }
         }
@@ -77,7 +77,7 @@ impl ExternalOrigin {
                 Err(_) => bio.end(BlkStatus::IO_ERROR),
             },
             UnprovisionedRead::Crosses(_) => {
-                pr_err!("thin: a read crossing the external origin's end was not cut\n");
+                dm_err_limit!("thin: a read crossing the external origin's end was not cut\n");
                 bio.end(BlkStatus::IO_ERROR)
             }
         }

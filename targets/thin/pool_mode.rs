@@ -9,6 +9,7 @@ use super::mode::{IoError, ModeChange, ModeContext, PoolMode, WRITE_REFUSED_NEED
 use super::pool::{kerr, Pool, PoolName};
 use super::thin_target::ThinState;
 use crate::dm::noio::noio_scope;
+use crate::dm::ratelimit::dm_err_limit;
 use crate::dm::{params, BlkStatus};
 use crate::persistent_data::error::Error as PdError;
 use core::sync::atomic::Ordering;
@@ -161,13 +162,13 @@ impl Pool {
     /// those failed. Called without the metadata semaphore held.
     pub(crate) fn metadata_operation_failed(&self, thins: &[Arc<ThinState>], op: &str, e: PdError) {
         let name = self.log_name();
-        pr_err!(
+        dm_err_limit!(
             "{}: metadata operation '{}' failed: error = {}\n",
             name,
             op,
             e.to_errno()
         );
-        pr_err!("{}: aborting current metadata transaction\n", name);
+        dm_err_limit!("{}: aborting current metadata transaction\n", name);
         let (abort_ok, nc_ok) = {
             let mut md = self.md.write();
             // The abort rereads the last commit from the device; if that

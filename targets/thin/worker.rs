@@ -19,6 +19,7 @@ use super::pool_mode::status_of;
 use super::prison::{CellHandle, CellKey, DetainError, Detained};
 use super::provision::{whole_block, Cell, CellAt, CellJob};
 use super::thin_target::{ThinState, ThinTarget};
+use crate::dm::ratelimit::dm_err_limit;
 use crate::dm::{BioList, BioOp, BlkStatus, HeldBio};
 use crate::persistent_data::error::Error as PdError;
 use crate::persistent_data::shim::PVec;
@@ -220,7 +221,7 @@ fn process_held(
         Ok(m) => Some(m),
         Err(PdError::NoData) => None,
         Err(e) => {
-            pr_err!("thin: lookup of block {} failed: {}\n", vblock, e.name());
+            dm_err_limit!("thin: lookup of block {} failed: {}\n", vblock, e.name());
             bio.end(BlkStatus::IO_ERROR);
             return Some(handle);
         }
@@ -291,7 +292,7 @@ fn discard(pool: &Arc<Pool>, thin: &ThinState, ws: &mut WorkerState, bio: HeldBi
         end,
     };
     if !key.is_valid() {
-        pr_err!("thin: Discard doesn't respect bio prison limits\n");
+        dm_err_limit!("thin: Discard doesn't respect bio prison limits\n");
         return bio.end_ok();
     }
     let detained = pool.gate.with(|g| g.detain(&key, bio));
@@ -385,7 +386,7 @@ fn discard_blocks(pool: &Arc<Pool>, thin: &ThinState, bio: HeldBio<ThinTarget>) 
         }
     }
     if let Err(e) = md.remove_range(td, begin, end) {
-        pr_err!(
+        dm_err_limit!(
             "thin-pool: unmapping a discarded range failed: {}\n",
             e.name()
         );
@@ -622,7 +623,7 @@ fn finish_cell(
             }
         }
     }
-    pr_err!("thin-pool: preparing data block {} failed\n", cell.block);
+    dm_err_limit!("thin-pool: preparing data block {} failed\n", cell.block);
     let _ = pool
         .md
         .write()
