@@ -32,3 +32,7 @@ pub mod snapshot_store;
 
 /// thin-pool's and thin's pure logic (`targets/thin/`).
 pub mod thin;
+
+/// The snapshot's feature arguments (`targets/snapshot/features.rs`).
+#[path = "../snapshot/features.rs"]
+pub mod snapshot_features;

@@ -329,6 +329,35 @@ impl SnapCore {
         }
     }
 
+    /// Zeroes the whole COW chunk starting at `sector` for a discard that
+    /// covers it (`discard_zeroes_cow`); `bio` ends with the result.
+    pub(crate) fn zero_chunk(&self, sector: u64, bio: HeldBio<Snapshot>) {
+        let done = move |r: CopyResult| {
+            bio.end(if r.write_err != 0 {
+                BlkStatus::IO_ERROR
+            } else {
+                BlkStatus::OK
+            })
+        };
+        let failed = CopyResult {
+            read_err: false,
+            write_err: 1,
+        };
+        let to = match Region::new(self.cow.clone(), sector, self.chunk.sectors().into()) {
+            Ok(to) => to,
+            Err(_) => return done(failed),
+        };
+        let workers = self.workers.lock();
+        let submitted = match &*workers {
+            Some(w) => noio_scope(|| w.kcopyd.zero(&[to], done)),
+            None => Err((EIO, done)),
+        };
+        drop(workers);
+        if let Err((_, done)) = submitted {
+            done(failed);
+        }
+    }
+
     /// Runs `f` on the snapshot's workqueue; false if the queue is gone
     /// (the snapshot is being destroyed) or there is no memory.
     pub(super) fn spawn(&self, f: impl FnOnce() + Send + 'static) -> bool {

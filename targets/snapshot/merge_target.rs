@@ -18,7 +18,7 @@ use super::snap::{Remap, Snapshot};
 use crate::dm::noio::noio_scope;
 use crate::dm::{
     ArgSet, BioOp, BlkStatus, CtrResult, DeviceVisitor, EndioBio, EndioResult, MapBio, MapResult,
-    StatusType, StatusWriter, Target, TargetCtx, TargetError,
+    QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
 };
 use kernel::c_str;
 use kernel::ffi::c_int;
@@ -136,6 +136,10 @@ impl Target for SnapshotMerge {
 
     fn status(&self, ty: StatusType, flags: u32, out: &mut StatusWriter<'_>) {
         Target::status(&self.snap, ty, flags, out);
+    }
+
+    fn io_hints(&self, limits: &mut QueueLimits<'_>) {
+        Target::io_hints(&self.snap, limits);
     }
 
     fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {

@@ -4,6 +4,9 @@
 
 mod cow_io;
 mod exceptions;
+// Also built by the host test crate, which needs its API public.
+#[allow(unreachable_pub)]
+pub(crate) mod features;
 mod merge;
 pub(crate) mod merge_target;
 pub(crate) mod origin;

@@ -13,14 +13,15 @@
 
 use super::cow_io::CowIo;
 use super::exceptions::{SnapCore, State, Waiter};
+use super::features::Features;
 use super::origins::{self, Refusal, Registration};
 use super::store::{
     exception_store::fmt_table, BlockSizes, Exception, ExceptionStore, ExceptionTable, OpenError,
     Scope, Store, StoreSpec, Tracked, Validity, WaiterKind,
 };
 use crate::dm::{
-    ArgSet, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult, MapBio, MapResult, StatusType,
-    StatusWriter, Target, TargetCtx, TargetError,
+    ArgSet, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult, MapBio,
+    MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
 };
 use kernel::c_str;
 use kernel::ffi::c_int;
@@ -38,6 +39,8 @@ pub(crate) struct Remap {
 /// One snapshot target.
 pub(crate) struct Snapshot {
     core: Arc<SnapCore>,
+    /// What a discard does.
+    features: Features,
     /// Dropped first (fields drop in order): no origin write starts a
     /// copy here once the destructor runs.
     registration: Option<Registration>,
@@ -140,16 +143,7 @@ impl Snapshot {
         }
         let (spec, used) =
             StoreSpec::parse(&strs).map_err(|m| open_error(OpenError::Message(m)))?;
-        match rest.get(used..).unwrap_or(&[]) {
-            [] => {}
-            [n] if n.as_bytes() == b"0" => {}
-            _ => {
-                return Err(err(
-                    EINVAL,
-                    c_str!("Unsupported snapshot feature (dm-rs has none yet)"),
-                ))
-            }
-        }
+        let features = Features::parse(strs.get(used..).unwrap_or(&[])).map_err(feature_error)?;
         let cow_index = if spec.generalised { 2 } else { 0 };
         let cow_path = rest.get(cow_index).ok_or(err(
             EINVAL,
@@ -183,14 +177,28 @@ impl Snapshot {
             .map_err(|_| err(EINVAL, c_str!("Chunk size is too high")))?;
         // snapshot-merge sends flushes to the origin and to the COW device.
         ti.set_num_flush_bios(if merging { 2 } else { 1 });
+        ti.set_num_discard_bios(features.discard_bios());
         let core = SnapCore::new(origin, cow, ti.len(), ti.handle(), state, merging)
             .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
         let registration = origins::register(&core, src.as_ref()).map_err(refusal)?;
         Ok(Snapshot {
             core,
+            features,
             registration: Some(registration),
         })
     }
+}
+
+/// The constructor's message for bad feature arguments.
+fn feature_error(m: &'static str) -> TargetError {
+    let msg = match m {
+        "Unrecognised feature requested" => c_str!("Unrecognised feature requested"),
+        "discard_passdown_origin feature depends on discard_zeroes_cow" => {
+            c_str!("discard_passdown_origin feature depends on discard_zeroes_cow")
+        }
+        _ => c_str!("Invalid number of feature arguments"),
+    };
+    err(EINVAL, msg)
 }
 
 /// The constructor's message for a refused registration.
@@ -233,18 +241,41 @@ impl Target for Snapshot {
             return bio.remap(&core.cow, sector);
         }
         let chunk = core.chunk.to_chunk(sector);
+        let discard = bio.op() == BioOp::Discard;
         let mut copy = None;
         let mut invalidated = false;
         let mut refused = None;
+        let mut finished = None;
+        let mut zero = None;
         let result = {
             let mut st = core.state.lock();
-            if st.health.invalid {
+            if st.health.invalid || (st.health.overflowed && bio.is_write()) {
                 bio.kill()
+            } else if discard && self.features.discard_passdown_origin && bio.target_bio_nr() != 0 {
+                // The origin's copy of the discard: straight to the origin,
+                // copying no chunk (that would use the space the discard
+                // is meant to free).
+                bio.per_bio_mut().tracked = core.track(chunk);
+                bio.remap(&core.origin, sector)
             } else if let Some(new) = st.table.lookup(chunk) {
                 match core.cow_sector(new, sector) {
+                    // A discard of the whole chunk zeroes its copy; a
+                    // partial one goes to the COW device as a discard.
+                    Some(s)
+                        if discard && u64::from(bio.sectors()) == core.chunk.sectors().into() =>
+                    {
+                        let (held, r) = bio.hold();
+                        zero = Some((s, held));
+                        r
+                    }
                     Some(s) => bio.remap(&core.cow, s),
                     None => bio.kill(),
                 }
+            } else if discard {
+                // Nothing to free: done, without copying the chunk.
+                let (held, r) = bio.hold();
+                finished = Some(held);
+                r
             } else if !bio.is_write() {
                 // Tracked until it completes: a copy of this chunk
                 // finishing meanwhile must not let an origin write
@@ -272,6 +303,12 @@ impl Target for Snapshot {
         };
         // Ends the bio with an I/O error, outside the lock.
         drop(refused);
+        if let Some(b) = finished {
+            b.end(BlkStatus::OK);
+        }
+        if let Some((s, b)) = zero {
+            core.zero_chunk(s, b);
+        }
         if let Some(new) = copy {
             core.start_copy(chunk, new);
         }
@@ -325,10 +362,21 @@ impl Target for Snapshot {
                 let chunk = ExceptionStore::<Exception>::chunk_size(&st.store).sectors();
                 let cow = self.core.cow.name().to_str().unwrap_or("?");
                 // Upstream prints the classic form whichever was given.
-                fmt_table(kind, false, cow, chunk, out)
+                fmt_table(kind, false, cow, chunk, out).and_then(|()| self.features.fmt_table(out))
             }
             _ => Ok(()),
         };
+    }
+
+    fn io_hints(&self, limits: &mut QueueLimits<'_>) {
+        if self.features.discard_zeroes_cow {
+            // Discards split on chunk boundaries. The chunk size (the live
+            // table's during a handover: this one took it) goes into the
+            // byte-valued granularity unscaled, as upstream does.
+            let chunk = self.core.chunk.sectors();
+            limits.set_discard_granularity(chunk);
+            limits.set_max_hw_discard_sectors(chunk);
+        }
     }
 
     fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
