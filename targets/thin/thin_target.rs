@@ -259,7 +259,11 @@ impl Target for ThinTarget {
             None => Err(PdError::WouldBlock),
         };
         let remap = match &r {
-            Ok(m) if !m.shared => true,
+            // The cell again, as upstream holds it across the lookup: a
+            // copy breaking sharing may have taken it after the bio was
+            // counted, and a snapshot discard left the block unshared; the
+            // finished copy would free the block under this bio.
+            Ok(m) if !m.shared => !st.pool.gate.with(|g| g.is_locked(&key)),
             // A read of a shared block is counted as such too, so that
             // breaking the sharing waits for it.
             Ok(_) if op == BioOp::Read => st
