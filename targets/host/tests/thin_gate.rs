@@ -396,14 +396,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-// A fixed seed: about one random seed in five finds a sequence that breaks
-// the property (kept as `known_violation_*` below, ignored until fixed), and
-// CI must not pass or fail by chance. Vary the seed by hand
-// (PROPTEST_RNG_SEED does not override this) when working on the gate.
+// Random seeds: before the map path re-checked the cell (session 8), about
+// one seed in five found the sequence kept as `known_violation_*` below.
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 2000,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7417_6a7e),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
