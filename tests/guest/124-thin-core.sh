@@ -27,7 +27,8 @@ writer=$!
 dd if=$S of=/dev/null bs=64K count=4 iflag=direct status=none &
 reader=$!
 wait $reader
-check "the origin's writes breaking sharing complete" wait $writer
+wait $writer
+check_eq "the origin's writes breaking sharing complete" 0 $?
 check "thin 0 has the new data" layout $T "C 0 32" "A 32 32" "zero 64 20" "B 84 1"
 check "snapshot 1 kept the old data" layout $S "A 0 64" "zero 64 20" "B 84 1" "zero 85 939"
 check_eq "pool: 7 data blocks used (5 + 2 broken)" 7 "$(pool_used_data pool)"
@@ -41,11 +42,13 @@ check "the discarded blocks read zeros" layout $T "zero 0 32" "A 32 32"
 check_eq "pool: 5 data blocks used" 5 "$(pool_used_data pool)"
 check "snapshot 1 still holds them" layout $S "A 0 64"
 
-check "a flushed write" bash -c "pattern F 128 16 | dd of=$T bs=64K seek=8 count=1 iflag=fullblock oflag=direct conv=fsync status=none"
+fsynced() { pattern F 128 16 | dd of=$T bs=64K seek=8 count=1 iflag=fullblock oflag=direct conv=fsync status=none; }
+check "a flushed write" fsynced
 pwrite $S D 192 16 64 &
 writer=$!
 check "reload the pool with a snapshot write in flight" pool_reload pool 128 0
-check "the snapshot write completes" wait $writer
+wait $writer
+check_eq "the snapshot write completes" 0 $?
 check "everything reads back after the reload" all_of \
 	"layout $T 'zero 0 32' 'A 32 32' 'zero 64 20' 'B 84 1' 'zero 85 43' 'F 128 16'" \
 	"layout $S 'A 0 64' 'zero 64 20' 'B 84 1' 'zero 85 107' 'D 192 16' 'zero 208 816'"
