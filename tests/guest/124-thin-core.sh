@@ -21,15 +21,16 @@ check "blocks 0-3 and 5 read back, the rest zeros" \
 	layout $T "A 0 64" "zero 64 20" "B 84 1" "zero 85 939"
 
 require "snapshot 1 of thin 0, activated" snap_activate pool 1 0 thin0 snap1 4
-# Origin writes break sharing while the snapshot reads the same blocks.
-pwrite $T C 0 32 &
+# Origin writes to half of blocks 0 and 1 break sharing (the other half
+# copied) while the snapshot reads the same blocks.
+{ pwrite $T C 0 8 && pwrite $T C 16 8; } &
 writer=$!
 dd if=$S of=/dev/null bs=64K count=4 iflag=direct status=none &
 reader=$!
 wait $reader
 wait $writer
 check_eq "the origin's writes breaking sharing complete" 0 $?
-check "thin 0 has the new data" layout $T "C 0 32" "A 32 32" "zero 64 20" "B 84 1"
+check "thin 0 has the new data and the copied rest of blocks 0-1" layout $T "C 0 8" "A 8 8" "C 16 8" "A 24 40" "zero 64 20" "B 84 1"
 check "snapshot 1 kept the old data" layout $S "A 0 64" "zero 64 20" "B 84 1" "zero 85 939"
 check_eq "pool: 7 data blocks used (5 + 2 broken)" 7 "$(pool_used_data pool)"
 
