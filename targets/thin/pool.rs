@@ -67,6 +67,10 @@ impl PoolHooks for Hooks {
     }
 
     fn metadata_low(&mut self) {
+        pr_warn!(
+            "{}: reached low water mark for metadata device: sending event.\n",
+            PoolName::of(self.handle.as_ref())
+        );
         if let Some(h) = &self.handle {
             h.table_event();
         }

@@ -288,6 +288,11 @@ impl Target for PoolTarget {
                 c_str!("Discard support cannot be disabled once enabled"),
             ));
         }
+        // The metadata low-water event fires when free metadata falls to a
+        // quarter of this table's metadata device (at most 4 MiB). A pool
+        // whose metadata is closed after a failure has nothing to watch.
+        let threshold = metadata_low_water_blocks(metadata_dev_blocks(metadata_dev.nr_sectors()));
+        let _ = entry.pool.md.write().register_metadata_threshold(threshold);
         ti.set_num_flush_bios(1);
         if table.features.discard_enabled && table.features.discard_passdown {
             ti.set_num_discard_bios(1);

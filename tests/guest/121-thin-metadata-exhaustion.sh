@@ -32,12 +32,15 @@ round() { # N
 	done
 }
 log_mark
+ev=$(pool_events pool)
 n=0
 while ((++n <= 150)) && [[ $(pool_field pool 5) == rw ]] && round $n 2>/dev/null; do :; done
 diag "out of metadata space after $((n - 1)) snapshot rounds"
 check "the pool left write mode within 150 rounds" test $n -le 150
 check_match "status: out of metadata space shows as ro, no needs_check" '^[0-9]+ [0-9]+/128 [0-9/]+ - ro [a-z_]+ [a-z_]+ - ' \
 	"$(pool_status pool)"
+check "the metadata low-water mark (a quarter of 128 blocks) sent events" test "$(pool_events pool)" -gt "$ev"
+check "logged: the metadata low-water mark" logged "reached low water mark for metadata device: sending event."
 check "logged: no free metadata blocks" logged "No free metadata blocks"
 check "logged: the mode change (upstream calls it read-only)" logged "switching pool to read-only mode"
 refused_message "messages refused" pool "create_thin 999" \
