@@ -50,7 +50,7 @@ impl MappedDevice {
         // SAFETY: `md` is valid while we hold the reference (type invariant).
         unsafe { bindings::dm_internal_suspend_noflush(self.md.as_ptr()) };
         // INVARIANT: the suspend above is counted once for this guard.
-        InternalSuspend { md: self }
+        InternalSuspend { md: Some(self) }
     }
 }
 
@@ -66,16 +66,30 @@ impl Drop for MappedDevice {
 /// happened, once. Dropping sleeps, with the same rules as
 /// [`MappedDevice::internal_suspend_noflush`].
 pub(crate) struct InternalSuspend {
-    // INVARIANT: the device's internal suspend count includes one count
-    // taken by this guard and not yet given back.
-    md: MappedDevice,
+    // INVARIANT: while `Some`, the device's internal suspend count includes
+    // one count taken by this guard and not yet given back. `None` only
+    // once `abandon` gave the reference back without resuming.
+    md: Option<MappedDevice>,
+}
+
+impl InternalSuspend {
+    /// Gives the device reference back without resuming the device: for a
+    /// device dm core is destroying (its destroy waits for the reference
+    /// and frees the device suspended; upstream's thin-pool never resumes
+    /// a thin removed while the pool is suspended either).
+    pub(crate) fn abandon(mut self) {
+        // The reference is put here; `drop` then finds nothing to resume.
+        drop(self.md.take());
+    }
 }
 
 impl Drop for InternalSuspend {
     fn drop(&mut self) {
-        // SAFETY: `md` is valid (held reference) and this guard's suspend
-        // is still counted (type invariant), so the count is non-zero; the
-        // reference is put after this, when the field drops.
-        unsafe { bindings::dm_internal_resume(self.md.md.as_ptr()) };
+        if let Some(md) = self.md.take() {
+            // SAFETY: `md` is valid (held reference) and this guard's
+            // suspend is still counted (type invariant), so the count is
+            // non-zero; the reference is put after this, when `md` drops.
+            unsafe { bindings::dm_internal_resume(md.md.as_ptr()) };
+        }
     }
 }

@@ -126,7 +126,7 @@ pub(crate) struct Pool {
     pub(crate) state: Mutex<PoolState>,
     /// The thins' devices suspended with the pool (presuspend to resume).
     #[pin]
-    suspended_thins: Mutex<PVec<InternalSuspend>>,
+    suspended_thins: Mutex<PVec<(ThinKey, InternalSuspend)>>,
     pub(crate) flags: PoolFlags,
 }
 
@@ -418,7 +418,7 @@ impl Pool {
             };
             for t in thins.iter() {
                 // Capacity is reserved: cannot fail.
-                let _ = handles.try_push(t.handle.clone());
+                let _ = handles.try_push((ThinKey::of(t), t.handle.clone()));
             }
             handles
         };
@@ -427,9 +427,12 @@ impl Pool {
             return;
         };
         // A thin gone meanwhile (destructor, device being freed) is skipped.
-        for md in handles.iter().filter_map(|h| h.mapped_device()) {
+        for (key, md) in handles
+            .iter()
+            .filter_map(|(k, h)| Some((*k, h.mapped_device()?)))
+        {
             // Capacity is reserved: cannot fail (a failure would resume).
-            let _ = suspended.try_push(md.internal_suspend_noflush());
+            let _ = suspended.try_push((key, md.internal_suspend_noflush()));
         }
         let earlier = core::mem::replace(&mut *self.suspended_thins.lock(), suspended);
         // A suspend that was never resumed (not expected): resumed here,
@@ -442,6 +445,32 @@ impl Pool {
     pub(crate) fn resume_active_thins(&self) {
         let suspended = core::mem::take(&mut *self.suspended_thins.lock());
         drop(suspended);
+    }
+
+    /// A thin the pool keeps suspended is being destroyed: its device
+    /// reference goes now, so dm core's destroy need not wait for the
+    /// pool's resume, and the device is never resumed (as upstream).
+    pub(crate) fn forget_suspended_thin(&self, thin: &Arc<ThinState>) {
+        let key = ThinKey::of(thin);
+        let found = {
+            let mut suspended = self.suspended_thins.lock();
+            let i = suspended.iter().position(|(k, _)| *k == key);
+            i.and_then(|i| suspended.remove(i))
+        };
+        if let Some((_, guard)) = found {
+            guard.abandon();
+        }
+    }
+}
+
+/// Which thin a suspend belongs to: its state's address, compared only
+/// (never dereferenced), while the pool lists the thin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThinKey(usize);
+
+impl ThinKey {
+    fn of(thin: &Arc<ThinState>) -> Self {
+        ThinKey(core::ptr::from_ref::<ThinState>(thin) as usize)
     }
 }
 

@@ -310,6 +310,12 @@ impl Target for ThinTarget {
     }
 
     fn presuspend(&self) {
+        if !self.handle.noflush_suspending() {
+            // Only dm core's destroy reaches here while the pool keeps
+            // this thin suspended (a flushing suspend by the user waits
+            // for the pool's resume; the pool's own is noflush).
+            self.state.pool.forget_suspended_thin(&self.state);
+        }
         if self.handle.noflush_suspending() {
             let st = &*self.state;
             st.requeue_mode.store(true, Ordering::Release);

@@ -6,7 +6,8 @@
 # water mark) is loaded into the suspended pool and resumed; the thins run
 # again and every block reads back. A thin the user suspended stays
 # suspended across the pool's suspend and resume; a pool without thins
-# suspends and resumes.
+# suspends and resumes. A thin removed while the pool is suspended goes at
+# once.
 . "$(dirname "$0")/thin-lib.sh"
 dm_reset
 thin_load
@@ -73,5 +74,22 @@ check "resume it" dmsetup resume pool
 check_match "pool is rw" '^[0-9]+ [0-9/]+ [0-9/]+ - rw ' "$(pool_status pool)"
 require "reactivate the thins" all_of "thin_activate pool 0 thin0 32" "thin_activate pool 1 thin1 32"
 check "thin 0 reads back" layout /dev/mapper/thin0 "R 0 2048" "zero 2048 6144"
+check "thin 1 reads back" layout /dev/mapper/thin1 "S 0 4096" "S2 4096 256" "zero 4352 3840"
+
+# A thin removed while the pool keeps it suspended goes at once (upstream
+# never resumes it); the pool then resumes its other thins.
+check "suspend the pool" dmsetup suspend pool
+# (dmsetup's removal sleeps uninterruptibly while it waits: watched from
+# here, and released by the resume below if it hangs.)
+dmsetup remove thin1 &
+rm_pid=$!
+removed() { ! kill -0 "$rm_pid" 2>/dev/null; }
+check "remove thin 1 while the pool is suspended (done within 30 s)" wait_for 30 removed
+check "resume the pool" dmsetup resume pool
+wait "$rm_pid"
+check_eq "the removal succeeded" 0 $?
+check_eq "thin 0 active" ACTIVE "$(state thin0)"
+check "thin 0 reads and writes" all_of "layout /dev/mapper/thin0 'R 0 2048'" "pwrite /dev/mapper/thin0 R2 2048 16"
+require "reactivate thin 1" thin_activate pool 1 thin1 32
 check "thin 1 reads back" layout /dev/mapper/thin1 "S 0 4096" "S2 4096 256" "zero 4352 3840"
 thin_finish
