@@ -33,8 +33,16 @@ module! {
     description: "device-mapper thin, cache and snapshot targets in Rust",
     license: "GPL",
     // dm core loads a missing target type as "dm-<name>" (lvm2 also runs
-    // `modprobe dm-thin-pool`): the complete families answer to it.
-    alias: ["dm-thin-pool", "dm-thin"],
+    // `modprobe dm-thin-pool`, `modprobe dm-snapshot`): the complete
+    // families answer to it, as upstream's dm-thin-pool.ko and
+    // dm-snapshot.ko (named dm-snapshot, aliased -origin and -merge) do.
+    alias: [
+        "dm-thin-pool",
+        "dm-thin",
+        "dm-snapshot",
+        "dm-snapshot-origin",
+        "dm-snapshot-merge"
+    ],
 }
 
 struct DmRs {

@@ -18,9 +18,7 @@ pub(crate) const FAMILIES: &[FamilyInfo] = &[
     FamilyInfo {
         name: "snapshot",
         members: &["snapshot-origin", "snapshot", "snapshot-merge"],
-        // The discard features, origin resize rules, the shared store and
-        // the module aliases (issue 8) are still to come.
-        complete: false,
+        complete: true,
     },
     FamilyInfo {
         name: "thin",

@@ -27,6 +27,11 @@ module_param(no_space_timeout, uint, 0644);
 MODULE_PARM_DESC(no_space_timeout,
 	"Out of data space queue IO timeout in seconds for thin pools (0: queue for ever), as dm-thin-pool's no_space_timeout");
 
+static unsigned int snapshot_cow_threshold = 2048;
+module_param(snapshot_cow_threshold, uint, 0644);
+MODULE_PARM_DESC(snapshot_cow_threshold,
+	"Maximum number of chunks being copied on write per snapshot, as dm-snapshot's snapshot_cow_threshold");
+
 const char *dmrs_param_prefix(void)
 {
 	return prefix ? prefix : "";
@@ -45,4 +50,9 @@ bool dmrs_param_selftest(void)
 unsigned int dmrs_param_no_space_timeout(void)
 {
 	return READ_ONCE(no_space_timeout);
+}
+
+unsigned int dmrs_param_snapshot_cow_threshold(void)
+{
+	return READ_ONCE(snapshot_cow_threshold);
 }

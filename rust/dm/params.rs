@@ -32,3 +32,11 @@ pub(crate) fn no_space_timeout() -> u32 {
     // SAFETY: reads an `unsigned int` module parameter with `READ_ONCE`.
     unsafe { bindings::dmrs_param_no_space_timeout() }
 }
+
+/// The `snapshot_cow_threshold=` parameter (writable at run time): how many
+/// chunk copies a snapshot may have in flight before writes that could
+/// start another wait.
+pub(crate) fn snapshot_cow_threshold() -> u32 {
+    // SAFETY: reads an `unsigned int` module parameter with `READ_ONCE`.
+    unsafe { bindings::dmrs_param_snapshot_cow_threshold() }
+}

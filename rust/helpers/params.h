@@ -12,4 +12,7 @@ bool dmrs_param_selftest(void);
 /* thin-pool's no_space_timeout in seconds (0: queue for ever). */
 unsigned int dmrs_param_no_space_timeout(void);
 
+/* Chunks a snapshot may have in copy before writes wait (dm-snapshot's). */
+unsigned int dmrs_param_snapshot_cow_threshold(void);
+
 #endif

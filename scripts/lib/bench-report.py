@@ -94,7 +94,7 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write(f"# dm-rs bio-path benchmark\n\nGuest kernel {kernel}, fio direct I/O on brd, "
             "median of rounds (± half range). Rows without a prefix compare snapshot-origin "
             "without snapshots, thin-* rows the thin target, snap-* rows snapshot-origin with "
-            "N persistent snapshots and snapshot reads. Ratios read > 1 when dm-rs is faster "
+            "N persistent snapshots, snapshot reads and snap-merge merge throughput. Ratios read > 1 when dm-rs is faster "
             "(for times, C/dm-rs). Goal: dm-rs/C >= 1.00 on every row.\n\n")
     if thin_impl == "c":
         f.write("Thin rows are a C-vs-C calibration: both columns are C dm-thin.\n\n")
@@ -137,8 +137,10 @@ rst = [
     "C ``snapshot-origin`` and dm-rs's (registered as ``rs-snap-origin``), all in the",
     "same guest boot, alternating targets every round; ``thin-*`` rows compare C",
     "``thin-pool``/``thin`` with dm-rs's (``rs-thin-pool``, ``scripts/bench --thin rs``),",
-    "``snap-*`` rows an origin with N persistent snapshots (4 KiB chunks) and",
-    "snapshot reads, C ``snapshot`` against dm-rs's (``scripts/bench --snapshot``).",
+    "``snap-*`` rows an origin with N persistent snapshots (4 KiB chunks),",
+    "snapshot reads and ``snap-merge`` (a snapshot whose every chunk was written merged",
+    "back into its origin by ``snapshot-merge``, MiB/s), C ``snapshot`` against dm-rs's",
+    "(``scripts/bench --snapshot``).",
     "``thin-discard-all`` discards a whole provisioned thin; ``thin-activate-1m-mappings``",
     "times pool and thin activation over ``thin_restore``-made metadata with 10^6",
     "mappings up to the first read (a time: its ratios are C/dm-rs). Values are medians",

@@ -24,9 +24,10 @@ use super::merge::MergeState;
 use super::origins::{self, OriginBio, OriginBios};
 use super::snap::Snapshot;
 use super::store::{
-    Chunk, ChunkSize, Exception, ExceptionStore, ExceptionTable, Health, OnFull, PendingExceptions,
-    Scope, Store, Tracked, TrackedChunks, TransientStore, WaiterKind,
+    Chunk, ChunkSize, CopyThrottle, Exception, ExceptionStore, ExceptionTable, Health, OnFull,
+    PendingExceptions, Scope, Store, Tracked, TrackedChunks, TransientStore, WaiterKind,
 };
+use super::throttle::Throttled;
 use crate::dm::dm_io::DmIoClient;
 use crate::dm::kcopyd::{CopyResult, KcopydClient};
 use crate::dm::noio::noio_scope;
@@ -35,6 +36,7 @@ use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, IrqSpinLock, TargetHandle};
 use crate::new_irq_spinlock;
+use core::sync::atomic::AtomicUsize;
 use kernel::c_str;
 use kernel::new_condvar;
 use kernel::prelude::*;
@@ -202,6 +204,13 @@ pub(crate) struct SnapCore {
     /// may run in interrupt context; nested inside `state` in `map`).
     #[pin]
     tracked: IrqSpinLock<TrackedChunks>,
+    /// Copies in flight and the writes parked on their limit
+    /// (`throttle.rs`).
+    #[pin]
+    pub(super) throttle: Mutex<CopyThrottle<Throttled>>,
+    /// The copies in flight as last counted under `throttle`, read without
+    /// it on every write.
+    pub(super) copies_hint: AtomicUsize,
     /// Taken out (and so destroyed, waiting for every copy and work item)
     /// by the snapshot target's destructor.
     #[pin]
@@ -241,6 +250,8 @@ impl SnapCore {
                 state <- new_mutex!(state, "snapshot_state"),
                 merge_stopped <- new_condvar!("snapshot_merge_stopped"),
                 tracked <- new_irq_spinlock!(tracked, "snapshot_tracked_chunks"),
+                throttle <- new_mutex!(CopyThrottle::new(), "snapshot_copy_throttle"),
+                copies_hint: AtomicUsize::new(0),
                 workers <- new_mutex!(Some(workers), "snapshot_workers"),
             }),
             GFP_KERNEL,
@@ -307,6 +318,8 @@ impl SnapCore {
         if record {
             self.record_invalid();
         }
+        // A merge found the handover in its way.
+        origins::copy_settled(&src.origin);
         origins::retry(&self.origin, held);
     }
 
@@ -331,13 +344,16 @@ impl SnapCore {
 
     /// Zeroes the whole COW chunk starting at `sector` for a discard that
     /// covers it (`discard_zeroes_cow`); `bio` ends with the result.
-    pub(crate) fn zero_chunk(&self, sector: u64, bio: HeldBio<Snapshot>) {
+    pub(crate) fn zero_chunk(self: &Arc<Self>, sector: u64, bio: HeldBio<Snapshot>) {
+        self.copy_started();
+        let core = self.clone();
         let done = move |r: CopyResult| {
             bio.end(if r.write_err != 0 {
                 BlkStatus::IO_ERROR
             } else {
                 BlkStatus::OK
-            })
+            });
+            core.copy_ended();
         };
         let failed = CopyResult {
             read_err: false,
@@ -433,6 +449,8 @@ impl SnapCore {
     /// Copies origin chunk `old` to COW chunk `new` (the pending exception
     /// is already started); the result arrives in [`Self::copy_done`].
     pub(crate) fn start_copy(self: &Arc<Self>, old: Chunk, new: Chunk) {
+        // Ended in `copy_done` or `abandon`.
+        self.copy_started();
         let regions = self.copy_regions(old, new);
         let core = self.clone();
         let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
@@ -481,7 +499,9 @@ impl SnapCore {
         for b in failed {
             b.end(BlkStatus::IO_ERROR);
         }
+        origins::copy_settled(&self.origin);
         origins::retry(&self.origin, retry);
+        self.copy_ended();
     }
 
     /// The source and destination of a chunk copy; the origin's last chunk
@@ -500,6 +520,9 @@ impl SnapCore {
     /// A copy finished: commit every exception whose turn has come, then
     /// release the bios that waited on them.
     fn copy_done(self: &Arc<Self>, old: Chunk, ok: bool) {
+        // The copy is over; its commit does not count against the limit
+        // (upstream ends the count before the store commits).
+        self.copy_ended();
         let mut ready = BioList::<Snapshot>::new();
         let mut failed = BioList::<Snapshot>::new();
         let mut retry = OriginBios::default();
@@ -570,6 +593,7 @@ impl SnapCore {
         for b in failed {
             b.end(BlkStatus::IO_ERROR);
         }
+        origins::copy_settled(&self.origin);
         origins::retry(&self.origin, retry);
     }
 }

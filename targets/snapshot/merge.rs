@@ -21,7 +21,6 @@ use super::origins;
 use super::store::{Chunk, Exception, ExceptionStore, MergeRun};
 use crate::dm::kcopyd::CopyResult;
 use crate::dm::region::Region;
-use crate::dm::sync::sleep_ms;
 use crate::dm::{BioList, BlkStatus};
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -141,9 +140,7 @@ impl SnapCore {
         };
         // The other snapshots copy these origin chunks first.
         let len = u64::from(run.len) * u64::from(self.chunk.sectors());
-        while origins::origin_write_extent(&self.origin, to, len) {
-            sleep_ms(1);
-        }
+        origins::wait_for_copies(&self.origin, to, len);
         let first = run.first().old;
         {
             let mut st = self.state.lock();

@@ -16,3 +16,4 @@ pub(crate) mod snap;
 // its API public.
 #[allow(dead_code, unreachable_pub, unused_imports)]
 pub(crate) mod store;
+mod throttle;

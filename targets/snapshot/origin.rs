@@ -6,8 +6,9 @@
 //! target's start in the table is not subtracted: an origin always covers the
 //! whole device). Reads pass through; a write to a chunk that some
 //! snapshot of this device has not copied yet waits until the copies are
-//! committed ([`origins::origin_write`]). With no snapshots, it is a
-//! pass-through.
+//! committed ([`origins::origin_write`]), or, while a snapshot has too
+//! many copies in flight, until it has fewer (`throttle.rs`). With no
+//! snapshots, it is a pass-through.
 
 use super::origins;
 use crate::dm::noio::noio_scope;
@@ -62,8 +63,7 @@ impl Target for Origin {
             return bio.kill();
         }
         let (held, result) = bio.hold();
-        let held = Some(origins::OriginBio::Origin(held));
-        if let (Some(b), _) = noio_scope(|| origins::origin_write(&snapshots, sector, held)) {
+        if let Some(b) = noio_scope(|| origins::origin_write_limited(&snapshots, sector, held)) {
             b.submit_to(&self.dev, sector);
         }
         result

@@ -9,19 +9,34 @@ use super::exceptions::{SnapCore, Waiter};
 use super::merge_target::SnapshotMerge;
 use super::origin::Origin;
 use super::store::{Exception, ExceptionStore, Scope, WaiterKind};
+use super::throttle::ThrottledBio;
 use crate::dm::engine_alloc::PVec;
 use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, Mutex};
 use crate::dm::{BioList, DmDev, HeldBio};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel::new_condvar;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, CondVar};
 
 /// The snapshots of one origin device.
 #[pin_data]
 pub(crate) struct OriginEntry {
     #[pin]
     snapshots: Mutex<PVec<Arc<SnapCore>>>,
+    /// Copies to this origin's snapshots that settled (committed,
+    /// abandoned, or handed over), counted while a merge waits for them
+    /// (upstream's `_pending_exceptions_done_count`, per origin).
+    #[pin]
+    settled: Mutex<u64>,
+    /// Signalled when `settled` grows.
+    #[pin]
+    settled_grew: CondVar,
 }
+
+/// Merges waiting in [`wait_for_copies`]: while there are none, a settled
+/// copy costs no lookup.
+static MERGES_WAITING: AtomicUsize = AtomicUsize::new(0);
 
 /// Every origin with snapshots, keyed by the origin device.
 static ORIGINS: Registry<DevKey, OriginEntry> = Registry::new();
@@ -146,6 +161,8 @@ pub(crate) fn register(
         let fresh = Arc::pin_init(
             pin_init!(OriginEntry {
                 snapshots <- new_mutex!(PVec::new(), "snapshot_origin_list"),
+                settled <- new_mutex!(0, "snapshot_origin_settled"),
+                settled_grew <- new_condvar!("snapshot_origin_settled_grew"),
             }),
             GFP_KERNEL,
         )
@@ -326,6 +343,36 @@ pub(crate) fn origin_write(
     (bio, in_flight)
 }
 
+/// A write through `snapshot-origin` (upstream's `do_origin` with its
+/// limit): parked on the first snapshot with too many copies in flight
+/// (mapped again by [`origin_write_again`]), else as [`origin_write`].
+pub(crate) fn origin_write_limited(
+    snapshots: &[Arc<SnapCore>],
+    sector: u64,
+    bio: HeldBio<Origin>,
+) -> Option<OriginBio> {
+    let mut bio = bio;
+    for s in snapshots {
+        match s.throttle(bio, ThrottledBio::Origin) {
+            Ok(()) => return None,
+            Err(b) => bio = b,
+        }
+    }
+    origin_write(snapshots, sector, Some(OriginBio::Origin(bio))).0
+}
+
+/// A `snapshot-origin` write parked on a snapshot's limit, mapped again.
+pub(crate) fn origin_write_again(origin: &DmDev, bio: HeldBio<Origin>) {
+    let sector = bio.sector();
+    let bio = match snapshots_of(origin) {
+        Some((list, _)) => origin_write_limited(&list, sector, bio),
+        None => Some(OriginBio::Origin(bio)),
+    };
+    if let Some(b) = bio {
+        b.submit_to(origin, sector);
+    }
+}
+
 /// Origin writes whose copy was committed: checked again, and submitted to
 /// `origin` when no other copy is needed.
 pub(crate) fn retry(origin: &DmDev, bios: OriginBios) {
@@ -348,7 +395,7 @@ pub(crate) fn retry(origin: &DmDev, bios: OriginBios) {
 /// Starts the copies the origin chunks of `sectors` sectors from `sector`
 /// need in the other snapshots before a merge overwrites them (upstream's
 /// `origin_write_extent`); true while some are in flight.
-pub(crate) fn origin_write_extent(origin: &DmDev, sector: u64, sectors: u64) -> bool {
+fn origin_write_extent(origin: &DmDev, sector: u64, sectors: u64) -> bool {
     let Some((snapshots, min_chunk)) = snapshots_of(origin) else {
         return false;
     };
@@ -359,4 +406,43 @@ pub(crate) fn origin_write_extent(origin: &DmDev, sector: u64, sectors: u64) -> 
         n += u64::from(min_chunk);
     }
     in_flight
+}
+
+/// Has the other snapshots of `origin` copy the origin chunks of `sectors`
+/// sectors from `sector` and waits, sleeping, until none of those copies is
+/// in flight (upstream's wait in `snapshot_merge_next_chunks`): after each
+/// copy of the origin that settles, the extent is checked again. Process
+/// context.
+pub(crate) fn wait_for_copies(origin: &DmDev, sector: u64, sectors: u64) {
+    let Some(entry) = ORIGINS.lookup(DevKey::of(origin)) else {
+        return;
+    };
+    // Counted before the first check: a copy settling after it is seen.
+    MERGES_WAITING.fetch_add(1, Ordering::SeqCst);
+    loop {
+        let seen = *entry.settled.lock();
+        if !origin_write_extent(origin, sector, sectors) {
+            break;
+        }
+        let mut settled = entry.settled.lock();
+        while *settled == seen {
+            entry.settled_grew.wait(&mut settled);
+        }
+    }
+    MERGES_WAITING.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A copy to a snapshot of `origin` settled (its pending exception is gone
+/// from the snapshot's state, or the snapshot's handover ended): wakes the
+/// merges waiting in [`wait_for_copies`]. Call it with no snapshot state
+/// lock held.
+pub(crate) fn copy_settled(origin: &DmDev) {
+    if MERGES_WAITING.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    if let Some(entry) = ORIGINS.lookup(DevKey::of(origin)) {
+        let mut settled = entry.settled.lock();
+        *settled = settled.wrapping_add(1);
+        entry.settled_grew.notify_all();
+    }
 }

@@ -16,12 +16,13 @@ use super::exceptions::{SnapCore, State, Waiter};
 use super::features::Features;
 use super::origins::{self, Refusal, Registration};
 use super::store::{
-    exception_store::fmt_table, BlockSizes, Exception, ExceptionStore, ExceptionTable, OpenError,
-    Scope, Store, StoreSpec, Tracked, Validity, WaiterKind,
+    exception_store::fmt_table, BlockSizes, Chunk, Exception, ExceptionStore, ExceptionTable,
+    OpenError, Scope, Store, StoreSpec, Tracked, Validity, WaiterKind,
 };
+use super::throttle::ThrottledBio;
 use crate::dm::{
-    ArgSet, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult, MapBio,
-    MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
+    ArgSet, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult, HeldBio,
+    MapBio, MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
 };
 use kernel::c_str;
 use kernel::ffi::c_int;
@@ -141,8 +142,9 @@ impl Snapshot {
         if strs.len() < 3 {
             return Err(err(EINVAL, c_str!("requires 4 or more arguments")));
         }
-        let (spec, used) =
-            StoreSpec::parse(&strs).map_err(|m| open_error(OpenError::Message(m)))?;
+        // Upstream reports every bad store argument the same way.
+        let (spec, used) = StoreSpec::parse(&strs)
+            .map_err(|_| err(EINVAL, c_str!("Couldn't create exception store")))?;
         let features = Features::parse(strs.get(used..).unwrap_or(&[])).map_err(feature_error)?;
         let cow_index = if spec.generalised { 2 } else { 0 };
         let cow_path = rest.get(cow_index).ok_or(err(
@@ -217,6 +219,78 @@ fn refusal(r: Refusal) -> TargetError {
     }
 }
 
+/// What a write to a chunk without an exception leaves to do once the
+/// state lock is released.
+#[derive(Default)]
+struct CopyNeeded {
+    /// The copy to start (origin chunk to the COW chunk given).
+    copy: Option<Chunk>,
+    invalidated: bool,
+    /// The write, if it could not wait for the copy (ended with an I/O
+    /// error when dropped).
+    refused: Option<Waiter>,
+}
+
+impl CopyNeeded {
+    /// Queues `held` on the copy of `chunk`, allocating that copy if none
+    /// is in flight.
+    fn queue(st: &mut State, chunk: Chunk, held: HeldBio<Snapshot>) -> Self {
+        let mut me = CopyNeeded::default();
+        if st.pending.get(chunk).is_none() {
+            me.copy = st.new_pending(chunk, Scope::Snapshot, &mut me.invalidated);
+        }
+        let w = Waiter::Snapshot(held);
+        me.refused = if st.pending.get(chunk).is_some() {
+            SnapCore::park(st, chunk, WaiterKind::Snapshot, w).err()
+        } else {
+            Some(w)
+        };
+        me
+    }
+
+    /// With the lock released: fails a refused write, starts the copy,
+    /// records an invalidation.
+    fn finish(self, core: &Arc<SnapCore>, chunk: Chunk) {
+        drop(self.refused);
+        if let Some(new) = self.copy {
+            core.start_copy(chunk, new);
+        }
+        if self.invalidated {
+            core.record_invalid();
+        }
+    }
+}
+
+/// A write to the snapshot (not a discard) that met the limit on copies in
+/// flight: parked while the limit holds, else sent to its chunk's copy or
+/// queued on the copy it needs.
+pub(super) fn write_again(core: &Arc<SnapCore>, b: HeldBio<Snapshot>) {
+    let Err(b) = core.throttle(b, ThrottledBio::Snapshot) else {
+        return;
+    };
+    let sector = b.sector();
+    let chunk = core.chunk.to_chunk(sector);
+    let mut needed = CopyNeeded::default();
+    let mut to_cow = None;
+    {
+        let mut st = core.state.lock();
+        if st.health.invalid || st.health.overflowed {
+            needed.refused = Some(Waiter::Snapshot(b));
+        } else if let Some(new) = st.table.lookup(chunk) {
+            match core.cow_sector(new, sector) {
+                Some(s) => to_cow = Some((b, s)),
+                None => needed.refused = Some(Waiter::Snapshot(b)),
+            }
+        } else {
+            needed = CopyNeeded::queue(&mut st, chunk, b);
+        }
+    }
+    if let Some((b, s)) = to_cow {
+        b.submit_to(&core.cow, s);
+    }
+    needed.finish(core, chunk);
+}
+
 #[vtable]
 impl Target for Snapshot {
     const NAME: &'static CStr = c_str!("snapshot");
@@ -242,9 +316,13 @@ impl Target for Snapshot {
         }
         let chunk = core.chunk.to_chunk(sector);
         let discard = bio.op() == BioOp::Discard;
-        let mut copy = None;
-        let mut invalidated = false;
-        let mut refused = None;
+        if bio.is_write() && !discard && core.over_limit() {
+            // Too many copies in flight: the write waits (throttle.rs).
+            let (held, r) = bio.hold();
+            write_again(core, held);
+            return r;
+        }
+        let mut needed = CopyNeeded::default();
         let mut finished = None;
         let mut zero = None;
         let result = {
@@ -285,36 +363,18 @@ impl Target for Snapshot {
             } else if st.health.overflowed {
                 bio.kill()
             } else {
-                if st.pending.get(chunk).is_none() {
-                    copy = st.new_pending(chunk, Scope::Snapshot, &mut invalidated);
-                }
-                if st.pending.get(chunk).is_some() {
-                    let (held, r) = bio.hold();
-                    if let Err(w) =
-                        SnapCore::park(&mut st, chunk, WaiterKind::Snapshot, Waiter::Snapshot(held))
-                    {
-                        refused = Some(w);
-                    }
-                    r
-                } else {
-                    bio.kill()
-                }
+                let (held, r) = bio.hold();
+                needed = CopyNeeded::queue(&mut st, chunk, held);
+                r
             }
         };
-        // Ends the bio with an I/O error, outside the lock.
-        drop(refused);
         if let Some(b) = finished {
             b.end(BlkStatus::OK);
         }
         if let Some((s, b)) = zero {
             core.zero_chunk(s, b);
         }
-        if let Some(new) = copy {
-            core.start_copy(chunk, new);
-        }
-        if invalidated {
-            core.record_invalid();
-        }
+        needed.finish(core, chunk);
         result
     }
 

@@ -1,10 +1,11 @@
 #!/bin/bash
 # core
-# dm-rs loads and unloads cleanly; by default it registers only the target
-# families it ships complete (thin: thin-pool and thin, as the drop-in for
-# dm-thin-pool.ko, which also answers to its module aliases), never an
-# incomplete one; a family registers all of its names or none; prefix=,
-# targets= and selftest= work.
+# dm-rs loads and unloads cleanly; by default it registers the target
+# families it ships complete (thin: thin-pool and thin, the drop-in for
+# dm-thin-pool.ko; snapshot: snapshot-origin, snapshot and snapshot-merge,
+# the drop-in for dm-snapshot.ko), answering to those modules' aliases,
+# never an incomplete family; a family registers all of its names or none;
+# prefix=, targets= and selftest= work.
 . "$(dirname "$0")/lib.sh"
 dm_reset
 
@@ -15,26 +16,32 @@ for i in 1 2 3; do
 done
 check "sysfs entry gone after unload" test ! -d /sys/module/dm_rs
 
-# A default load claims no name of an incomplete family: the C snapshot
-# module (snapshot, snapshot-origin, snapshot-merge) still loads and serves.
+# A default load registers every family dm-rs ships complete, as drop-ins
+# for the C modules: thin (dm-thin-pool.ko) and snapshot (dm-snapshot.ko:
+# snapshot-origin, snapshot, snapshot-merge), at upstream's versions, and
+# answers to their module aliases (what dm core requests: "dm-<target>").
 modprobe dm_rs
 check_eq "prefix defaults to empty" "" "$(cat /sys/module/dm_rs/parameters/prefix)"
 check_eq "targets defaults to empty (complete families)" "" "$(cat /sys/module/dm_rs/parameters/targets)"
 check_eq "selftest defaults to off" N "$(cat /sys/module/dm_rs/parameters/selftest)"
-check "default load registers no snapshot-family name" bash -c '! dmsetup targets | grep -Eq "^(snapshot|snapshot-origin|snapshot-merge|dmrs-defer) "'
+check "default load registers no test-only target" bash -c '! dmsetup targets | grep -Eq "^dmrs-"'
 targets=$(dmsetup targets)
 check_match "default load registers thin-pool with upstream's version" '(^|'$'\n'')thin-pool +v1\.23\.0' "$targets"
 check_match "default load registers thin with upstream's version" '(^|'$'\n'')thin +v1\.23\.0' "$targets"
-check_eq "module aliases dm-thin-pool and dm-thin" "dm-thin dm-thin-pool" "$(modinfo -F alias dm_rs | sort | xargs)"
+check_match "default load registers snapshot-origin with upstream's version" '(^|'$'\n'')snapshot-origin +v1\.9\.0' "$targets"
+check_match "default load registers snapshot with upstream's version" '(^|'$'\n'')snapshot +v1\.16\.0' "$targets"
+check_match "default load registers snapshot-merge with upstream's version" '(^|'$'\n'')snapshot-merge +v1\.5\.0' "$targets"
+check_eq "module aliases: dm-thin-pool's and dm-snapshot's" \
+	"dm-snapshot dm-snapshot-merge dm-snapshot-origin dm-thin dm-thin-pool" "$(modinfo -F alias dm_rs | sort | xargs)"
+for a in dm-snapshot-origin dm-snapshot-merge dm-thin; do
+	check "modprobe resolves $a to dm_rs" bash -c "modprobe -R $a | grep -qx dm_rs"
+done
 check_fails "the C dm_thin_pool cannot load beside it (its names are taken)" modprobe dm_thin_pool
-check "C dm-snapshot loads beside a default dm-rs" modprobe dm_snapshot
-targets=$(dmsetup targets)
-check_match "C snapshot registered" '(^|'$'\n'')snapshot +v1\.16\.0' "$targets"
-check_match "C snapshot-merge registered" '(^|'$'\n'')snapshot-merge +v1\.5\.0' "$targets"
+check_fails "the C dm_snapshot cannot load beside it (its names are taken)" modprobe dm_snapshot
 dmsetup create t-origin --table "0 $(sectors $DISK1) snapshot-origin $DISK1"
-check_eq "origin served by the C module (dm_rs refcount stays 0)" 0 "$(module_refcnt dm_rs)"
+check_eq "an unprefixed snapshot-origin is dm-rs's (its table holds dm_rs)" 1 "$(module_refcnt dm_rs)"
 dmsetup remove t-origin
-check "no alias routes snapshot autoloading to dm-rs" bash -c '! modprobe -R dm-snapshot-origin 2>/dev/null | grep -qx dm_rs'
+check_eq "dm_snapshot never loaded" missing "$(module_refcnt dm_snapshot)"
 dm_reset
 
 # targets= picks a family by its name or any member's name.
@@ -44,23 +51,34 @@ for sel in snapshot snapshot-origin all; do
 		'(^|'$'\n'')snapshot-origin +v1\.9\.0' "$(dmsetup targets)"
 	rmmod dm_rs
 done
+check "load with targets=thin" modprobe dm_rs targets=thin
+check "targets=thin registers no snapshot-family name" bash -c '! dmsetup targets | grep -Eq "^(snapshot|snapshot-origin|snapshot-merge) "'
+rmmod dm_rs
 check_match "registration logged" 'dm_rs: registered target snapshot-origin 1\.9\.0' "$(dmesg_since_start)"
 check_fails "unknown name in targets= refuses the load" modprobe dm_rs targets=bogus
 check_match "unknown name logged" 'unknown target or family in targets=: bogus' "$(dmesg_since_start)"
 
 # A family whose names another module holds is skipped whole, never a
-# failed load.
+# failed load: with the C dm-snapshot loaded first, a default load still
+# registers thin.
 modprobe dm_snapshot
-check "dm-rs loads although dm-snapshot holds the snapshot family" modprobe dm_rs targets=snapshot
+check "default dm-rs loads although dm-snapshot holds the snapshot family" modprobe dm_rs
 check_match "skip is logged" 'snapshot family: a target name is registered by another module; skipping the family' "$(dmesg_since_start)"
+check_match "thin still registered" '(^|'$'\n'')thin-pool +v1\.23\.0' "$(dmsetup targets)"
 dmsetup create t-origin --table "0 $(sectors $DISK1) snapshot-origin $DISK1"
 check_eq "table served by the C module (dm_rs refcount stays 0)" 0 "$(module_refcnt dm_rs)"
 dmsetup remove t-origin
 dm_reset
 
-# A prefix lets dm-rs run beside the C targets.
-check "load with prefix=rs-" modprobe dm_rs prefix=rs- targets=snapshot
-check_match "prefixed (short) name registered" 'rs-snap-origin +v1\.9\.0' "$(dmsetup targets)"
+# A prefix lets dm-rs run beside the C targets: every name of a default
+# load carries it.
+check "load with prefix=rs-" modprobe dm_rs prefix=rs-
+targets=$(dmsetup targets)
+check_match "prefixed (short) name registered" 'rs-snap-origin +v1\.9\.0' "$targets"
+check_match "rs-snapshot registered" '(^|'$'\n'')rs-snapshot +v1\.16\.0' "$targets"
+check_match "rs-snap-merge registered" '(^|'$'\n'')rs-snap-merge +v1\.5\.0' "$targets"
+check_match "rs-thin-pool registered" '(^|'$'\n'')rs-thin-pool +v1\.23\.0' "$targets"
+check "no unprefixed name registered" bash -c '! dmsetup targets | grep -Eq "^(snapshot|snapshot-origin|snapshot-merge|thin-pool|thin) "'
 check "prefixed target usable" dmsetup create t-prefixed --table "0 $(sectors $DISK1) rs-snap-origin $DISK1"
 check_eq "prefixed table line" "0 $(sectors $DISK1) rs-snap-origin $(printf '%d:%d' $((0x$(stat -c %t $DISK1))) $((0x$(stat -c %T $DISK1))))" "$(dmsetup table t-prefixed)"
 check_eq "table holds a reference on dm_rs" 1 "$(module_refcnt dm_rs)"

@@ -5,8 +5,9 @@
 # `lvconvert --merge` of an unused snapshot (merges at once, lvm2 polls it to
 # the end) and of a snapshot whose origin is mounted (deferred to the next
 # activation), lvremove; the files checked at every step. lvm2 uses the
-# unprefixed target names: with SNAP_IMPL=rs (default) dm-rs is loaded with
-# targets=snapshot and no prefix, and the C dm_snapshot must stay unloaded;
+# unprefixed target names: with SNAP_IMPL=rs (default) dm-rs is loaded as
+# a user gets it (a default modprobe: the complete families), and the C
+# dm_snapshot must stay unloaded;
 # SNAP_IMPL=c runs the same steps on the C module (the oracle).
 . "$(dirname "$0")/thin-lib.sh"
 SNAP_IMPL=${SNAP_IMPL:-rs}
@@ -14,7 +15,7 @@ dm_reset
 if [[ $SNAP_IMPL == rs ]]; then
 	snap_module=dm_rs
 	require "C dm_snapshot is not loaded" test ! -d /sys/module/dm_snapshot
-	require "load dm-rs snapshot without a prefix (targets=snapshot)" modprobe dm_rs targets=snapshot
+	require "load dm-rs (default: the snapshot family unprefixed)" modprobe dm_rs
 else
 	snap_module=dm_snapshot
 	require "load C dm_snapshot" modprobe dm_snapshot

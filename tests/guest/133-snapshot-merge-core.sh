@@ -4,7 +4,8 @@
 # short: a snapshot read while an origin write copies its chunk, a
 # persistent snapshot's exceptions handed over to a reloaded table, and
 # merged back into its origin through snapshot-merge while the origin is
-# written; the data checked at each step. 131-snapshot-merge has the full
+# written and another snapshot of it first takes copies of what the merge
+# overwrites; the data checked at each step. 131-snapshot-merge has the full
 # scenarios.
 . "$(dirname "$0")/snapshot-lib.sh"
 dm_reset
@@ -45,6 +46,13 @@ start_merge() {
 		dmsetup load rs-origin --table "0 $osize rs-snap-merge /dev/mapper/rs-base /dev/mapper/rs-cowp P 8" &&
 		dmsetup resume rs-origin && dmsetup remove rs-snapp
 }
+# A second snapshot, taken just before the merge, has none of the chunks
+# the merge overwrites: the merge waits for their copies to it first.
+cp "$work/orig" "$work/pre"
+patch "$work/pre" "$work/w1" 0
+dmsetup create rs-cown --table "0 $csize linear $DISK2 $csize"
+require "a transient snapshot (8 KiB chunks) of the origin before the merge" \
+	dmsetup create rs-snapn --table "0 $osize rs-snapshot /dev/mapper/rs-base /dev/mapper/rs-cown N 16"
 check "merge it (as lvm2 does)" start_merge
 check "write to the merging origin" put "$work/w2" /dev/mapper/rs-origin 4096
 patch "$work/exp" "$work/w2" 4096
@@ -58,6 +66,7 @@ merged() {
 }
 check "the merge completes" merged
 check "the origin holds the snapshot's data and the new write" same /dev/mapper/rs-base "$work/exp"
+check "the other snapshot still reads the origin as it was before the merge" same /dev/mapper/rs-snapn "$work/pre"
 dmsetup remove_all
 check "dm_rs unloads" rmmod dm_rs
 rm -rf "$work"

@@ -31,6 +31,10 @@
 //!   `map` (under the state lock), [`TrackedChunks::untrack`] in `end_io`;
 //!   a committed exception waits until its chunk is no longer
 //!   [`TrackedChunks::is_tracked`] before the origin writes it held go on.
+//! * copies in flight: [`CopyThrottle::start`] when one is issued,
+//!   [`CopyThrottle::end`] when it finishes (mapping again the writes it
+//!   hands back); a write that could start a copy first asks
+//!   [`CopyThrottle::park`] whether it must wait.
 //! * status: [`Health::fmt_info`] with [`ExceptionStore::usage`];
 //!   table: [`exception_store::fmt_table`].
 //!
@@ -56,6 +60,7 @@ pub mod exception_table;
 pub mod health;
 pub mod pending;
 pub mod persistent;
+pub mod throttle;
 pub mod tracked;
 pub mod transient;
 
@@ -70,5 +75,6 @@ pub use exception_table::{Exception, ExceptionTable, Run};
 pub use health::{Health, OnFull};
 pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind};
 pub use persistent::PersistentStore;
+pub use throttle::{CopyThrottle, Parked};
 pub use tracked::{Tracked, TrackedChunks};
 pub use transient::TransientStore;

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A snapshot's limit on chunk copies in flight (upstream's
+//! `snapshot_cow_threshold`; the accounting is [`CopyThrottle`]): writes to
+//! the snapshot and writes to its origin that arrive while more copies than
+//! the threshold are in flight are held, parked here, and mapped again from
+//! the completion of the copy whose end brings the count back (upstream
+//! sleeps in `map` instead). Nothing stays parked once no copy is in
+//! flight: the end that brings the count to 0 (or anything at or under the
+//! threshold) releases every parked write. Writes through `snapshot-merge` and origin
+//! writes retried after a copy are not limited, as upstream.
+
+use super::exceptions::SnapCore;
+use super::origin::Origin;
+use super::origins;
+use super::snap::{self, Snapshot};
+use super::store::Parked;
+use crate::dm::{params, BioList, HeldBio};
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// A write parked on the limit.
+pub(crate) enum ThrottledBio {
+    /// To the snapshot.
+    Snapshot(HeldBio<Snapshot>),
+    /// To its origin, through `snapshot-origin`.
+    Origin(HeldBio<Origin>),
+}
+
+/// The writes parked on one snapshot's limit (no allocation: bio lists).
+#[derive(Default)]
+pub(crate) struct Throttled {
+    snapshot: BioList<Snapshot>,
+    origin: BioList<Origin>,
+}
+
+impl Parked for Throttled {
+    type Item = ThrottledBio;
+
+    fn park(&mut self, item: ThrottledBio) {
+        match item {
+            ThrottledBio::Snapshot(b) => self.snapshot.push(b),
+            ThrottledBio::Origin(b) => self.origin.push(b),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.snapshot.is_empty() && self.origin.is_empty()
+    }
+}
+
+/// The threshold now (the parameter is writable at run time).
+fn threshold() -> usize {
+    params::snapshot_cow_threshold() as usize
+}
+
+impl SnapCore {
+    /// A copy (or chunk zeroing) is being issued.
+    pub(super) fn copy_started(&self) {
+        let mut t = self.throttle.lock();
+        t.start();
+        self.copies_hint.store(t.in_progress(), Ordering::Relaxed);
+    }
+
+    /// A copy (or zeroing) counted by [`Self::copy_started`] finished: the
+    /// writes parked on the limit are mapped again once it allows, here
+    /// (the copy's completion, a worker: process context, no snapshot lock
+    /// held), as the origin writes a committed copy releases are.
+    pub(super) fn copy_ended(self: &Arc<Self>) {
+        let released = {
+            let mut t = self.throttle.lock();
+            let r = t.end(threshold());
+            self.copies_hint.store(t.in_progress(), Ordering::Relaxed);
+            r
+        };
+        match released {
+            Ok(Some(parked)) => self.remap_throttled(parked),
+            Ok(None) => {}
+            Err(()) => pr_warn!("snapshot: a copy ended that was never counted\n"),
+        }
+    }
+
+    /// True if writes may have to wait: a lock-free look at the count,
+    /// possibly stale (that only lets a write by, or has
+    /// [`Self::throttle`] take the lock for nothing).
+    pub(crate) fn over_limit(&self) -> bool {
+        self.copies_hint.load(Ordering::Relaxed) > threshold()
+    }
+
+    /// Parks `bio` (made a [`ThrottledBio`] by `into`) if the snapshot has
+    /// too many copies in flight; otherwise hands it back to be mapped now.
+    /// Never sleeps on the limit (called from `map`).
+    pub(crate) fn throttle<B>(
+        &self,
+        bio: B,
+        into: impl FnOnce(B) -> ThrottledBio,
+    ) -> Result<(), B> {
+        if !self.over_limit() {
+            return Err(bio);
+        }
+        self.throttle.lock().park(bio, threshold(), into)
+    }
+
+    /// Maps every bio of `parked` again: each is checked against the limit
+    /// once more.
+    fn remap_throttled(self: &Arc<Self>, parked: Throttled) {
+        let Throttled { snapshot, origin } = parked;
+        for b in snapshot {
+            snap::write_again(self, b);
+        }
+        for b in origin {
+            origins::origin_write_again(&self.origin, b);
+        }
+    }
+}
