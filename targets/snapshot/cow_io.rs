@@ -66,9 +66,7 @@ impl ChunkIo for CowIo {
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result {
         let (region, io_buf) = Self::prepare(&self.dev, &mut self.buf, sector, buf.len())?;
-        self.client
-            .read(&region, io_buf)
-            .map_err(|_| Error::Io)?;
+        self.client.read(&region, io_buf).map_err(|_| Error::Io)?;
         let src = io_buf.as_slice().get(..buf.len()).ok_or(Error::Invalid)?;
         buf.copy_from_slice(src);
         Ok(())
