@@ -105,6 +105,11 @@ pub(crate) enum IoOp {
     Write,
     /// Buffer to device, on stable storage when it completes (`REQ_FUA`).
     WriteFua,
+    /// The device's volatile cache flushed first, then buffer to device on
+    /// stable storage (`REQ_PREFLUSH | REQ_FUA`): on completion this write
+    /// and every write completed before it are stable. One request where a
+    /// [`DmIoClient::flush`] and a [`IoOp::WriteFua`] would be two.
+    WriteFlushFua,
 }
 
 impl IoOp {
@@ -115,6 +120,9 @@ impl IoOp {
             IoOp::WriteFua => {
                 kernel::bindings::req_op_REQ_OP_WRITE
                     | 1u32 << kernel::bindings::req_flag_bits___REQ_FUA
+            }
+            IoOp::WriteFlushFua => {
+                IoOp::WriteFua.opf() | 1u32 << kernel::bindings::req_flag_bits___REQ_PREFLUSH
             }
         }
     }

@@ -282,7 +282,9 @@ impl Iterator for OriginBios {
 /// `__origin_write`): starts the copy of its chunk to each snapshot without
 /// an exception for it, and parks `bio` (if given) on one of those copies
 /// (it comes back through [`retry`] once that copy is committed, and is
-/// checked again). Returns the bio if it may be submitted now, and whether
+/// checked again). The copy the bio parks on is started last, so the others
+/// are usually committed by the time it comes back, and one retry finds
+/// nothing left to wait for. Returns the bio if it may be submitted now, and whether
 /// some copy of the chunk is in flight. The bio lies within one chunk of
 /// every snapshot. Merging snapshots get no new exceptions.
 pub(crate) fn origin_write(
@@ -293,6 +295,7 @@ pub(crate) fn origin_write(
     let mut bio = bio;
     let mut in_flight = false;
     let mut refused = None;
+    let mut start_last = None;
     for s in snapshots {
         if sector >= s.len || s.merging {
             continue;
@@ -300,6 +303,7 @@ pub(crate) fn origin_write(
         let chunk = s.chunk.to_chunk(sector);
         let mut invalidated = false;
         let mut copy = None;
+        let mut parked = false;
         {
             let mut st = s.state.lock();
             if st.handing_over {
@@ -320,18 +324,23 @@ pub(crate) fn origin_write(
             if st.pending.get(chunk).is_some() {
                 in_flight = true;
                 if let Some(b) = bio.take() {
-                    if let Err(Waiter::Origin(b)) =
-                        SnapCore::park(&mut st, chunk, WaiterKind::Origin, Waiter::Origin(b))
-                    {
-                        // No memory to wait: give up on this snapshot.
-                        refused = Some(s.clone());
-                        bio = Some(b);
+                    match SnapCore::park(&mut st, chunk, WaiterKind::Origin, Waiter::Origin(b)) {
+                        Ok(()) => parked = true,
+                        Err(Waiter::Origin(b)) => {
+                            // No memory to wait: give up on this snapshot.
+                            refused = Some(s.clone());
+                            bio = Some(b);
+                        }
+                        // `park` hands back what it was given.
+                        Err(Waiter::Snapshot(_)) => {}
                     }
                 }
             }
         }
-        if let Some(new) = copy {
-            s.start_copy(chunk, new);
+        match copy {
+            Some(new) if parked => start_last = Some((s, chunk, new)),
+            Some(new) => s.start_copy(chunk, new),
+            None => {}
         }
         if refused.as_ref().is_some_and(|r| Arc::ptr_eq(r, s)) {
             invalidated |= s.state.lock().invalidate();
@@ -339,6 +348,9 @@ pub(crate) fn origin_write(
         if invalidated {
             s.record_invalid();
         }
+    }
+    if let Some((s, chunk, new)) = start_last {
+        s.start_copy(chunk, new);
     }
     (bio, in_flight)
 }
