@@ -56,6 +56,10 @@ pub mod exception_table;
 pub mod health;
 pub mod pending;
 pub mod persistent;
+pub mod shared;
+pub mod shared_area;
+pub mod shared_index;
+pub mod shared_superblock;
 pub mod tracked;
 pub mod transient;
 
@@ -70,5 +74,7 @@ pub use exception_table::{Exception, ExceptionTable, Run};
 pub use health::{Health, OnFull};
 pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind};
 pub use persistent::PersistentStore;
+pub use shared::{SharedStore, SnapshotWrite};
+pub use shared_index::{IdMask, SharedException, SnapId};
 pub use tracked::{Tracked, TrackedChunks};
 pub use transient::TransientStore;
