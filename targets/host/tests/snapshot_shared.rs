@@ -9,7 +9,9 @@ mod snapshot_common;
 
 use dm_rs_targets_host::persistent_data::io::mem::MemIo;
 use dm_rs_targets_host::persistent_data::io::{BlockIo, BLOCK_SIZE};
-use snapshot_common::{ChunkSize, Error, IdMask, Rng, SharedStore, SnapId, SnapshotWrite};
+use snapshot_common::{
+    ChunkSize, CoveredChunks, Error, IdMask, Rng, SharedSpec, SharedStore, SnapId, SnapshotWrite,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// 4 KiB blocks per chunk (chunks of 16 sectors).
@@ -85,6 +87,8 @@ struct Harness {
     /// Values written in place since then: (id, chunk, half) -> values.
     volatile: BTreeMap<(u32, u64, usize), Vec<u32>>,
     in_flight: Vec<InFlight>,
+    /// The in-core record the plumbing keeps (few buckets: collisions).
+    covered: CoveredChunks,
     next_tag: u32,
     rng: Rng,
     full_seen: bool,
@@ -110,6 +114,7 @@ impl Harness {
             durable: BTreeMap::new(),
             volatile: BTreeMap::new(),
             in_flight: Vec::new(),
+            covered: CoveredChunks::new(4).unwrap(),
             next_tag: 1,
             rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             full_seen: false,
@@ -174,6 +179,12 @@ impl Harness {
     fn origin_write(&mut self, c: u64, half: usize) {
         let tag = self.tag();
         let share = self.st().origin_copy_set(c).unwrap();
+        let live = self.st().live();
+        assert_eq!(
+            live.without(self.covered.get(c)),
+            share,
+            "in-core record of chunk {c}"
+        );
         if share.is_empty() {
             self.origin[c as usize][half] = tag;
             return;
@@ -236,8 +247,14 @@ impl Harness {
 
     fn record(&mut self, f: InFlight) -> Result<(), Error> {
         match f {
-            InFlight::Origin { c, cow, share, .. } => self.st().add_origin_exception(c, cow, share),
-            InFlight::Snap { id: i, c, cow, .. } => self.st().add_snapshot_exception(id(i), c, cow),
+            InFlight::Origin { c, cow, share, .. } => {
+                self.st().add_origin_exception(c, cow, share)?;
+                self.covered.add(c, share)
+            }
+            InFlight::Snap { id: i, c, cow, .. } => {
+                self.st().add_snapshot_exception(id(i), c, cow)?;
+                self.covered.add(c, id(i).mask())
+            }
         }
     }
 
@@ -279,6 +296,7 @@ impl Harness {
     fn destroy(&mut self, i: u32) {
         self.finish_all();
         self.st().destroy(id(i)).unwrap();
+        self.covered.forget(id(i).mask());
         self.model.remove(&i);
         self.invalid.remove(&i);
         self.commit();
@@ -289,6 +307,10 @@ impl Harness {
         let chunk = ChunkSize::new(CHUNK_SECTORS, 1, 1).unwrap();
         let s = SharedStore::open(self.mem.clone(), chunk, self.sectors).unwrap();
         s.check().unwrap();
+        let mut covered = CoveredChunks::new(4).unwrap();
+        s.for_each_exception(&mut |e| covered.add(e.old, e.share))
+            .unwrap();
+        self.covered = covered;
         self.store = Some(s);
     }
 
@@ -323,6 +345,9 @@ impl Harness {
         }
         for &i in &self.invalid {
             assert!(!s.is_valid(id(i)), "id {i} should be invalid");
+        }
+        for c in 0..NCH {
+            assert_eq!(self.covered.get(c), s.sharers(c).unwrap(), "chunk {c}");
         }
     }
 
@@ -603,4 +628,52 @@ fn invalidating_the_store_survives_reopen() {
     assert!(h.st().is_invalid());
     assert!(!h.st().is_valid(id(0)));
     assert!(h.st().origin_copy_set(0).unwrap().is_empty());
+}
+
+#[test]
+fn table_lines() {
+    let p = |s: &'static str| {
+        let v: Vec<&str> = s.split(' ').collect();
+        SharedSpec::parse(&v)
+    };
+    let (spec, used) = p("shared 3 /dev/vdc 16 63 discard_zeroes_cow")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (spec.cow, spec.chunk_sectors, spec.id.get(), used),
+        ("/dev/vdc", 16, 63, 5)
+    );
+    let mut line = String::new();
+    spec.fmt_table("253:3", &mut line).unwrap();
+    assert_eq!(line, "shared 3 253:3 16 63");
+    assert_eq!(p("/dev/vdc P 16"), Ok(None));
+    for bad in [
+        "shared 3 /dev/vdc 16 64",
+        "shared 3 /dev/vdc 16 -1",
+        "shared 3 /dev/vdc 16 +1",
+        "shared 3 /dev/vdc 16 01",
+        "shared 3 /dev/vdc 16 x",
+        "shared 3 /dev/vdc 16",
+        "shared 2 /dev/vdc 16 1",
+        "shared 3 /dev/vdc 12 1",
+        "shared 3 /dev/vdc 0 1",
+    ] {
+        assert!(p(bad).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn covered_chunks_forget_and_remove() {
+    let mut c = CoveredChunks::new(2).unwrap();
+    for old in 0..10 {
+        c.add(old, IdMask(0b101)).unwrap();
+    }
+    c.remove(3, IdMask(0b1));
+    assert_eq!(c.get(3), IdMask(0b100));
+    c.forget(IdMask(0b100));
+    assert_eq!(c.get(3), IdMask::EMPTY);
+    assert_eq!(c.get(4), IdMask(0b1));
+    c.remove(4, IdMask(0b1));
+    assert_eq!(c.get(4), IdMask::EMPTY);
+    assert_eq!(c.get(5), IdMask(0b1));
 }

@@ -408,17 +408,12 @@ impl<IO: BlockIo> SharedStore<IO> {
     /// members. Durable with the next commit.
     pub fn destroy(&mut self, id: SnapId) -> Result {
         let mut mine = PVec::new();
-        let mut r = Ok(());
         self.for_each_exception(&mut |e| {
             if e.share.has(id) {
-                if let Err(err) = mine.try_push(e) {
-                    r = Err(err);
-                    return Err(Error::NoMem);
-                }
+                mine.try_push(e)?;
             }
             Ok(())
-        })
-        .or_else(|e| r.and(Err(e)))?;
+        })?;
         self.mutate(|pd, sb, _| {
             for e in mine.iter() {
                 sb.index_root = pd.leave(sb.index_root, e, id, sb.data_start)?;
@@ -440,7 +435,7 @@ impl<IO: BlockIo> SharedStore<IO> {
     pub fn usage(&self) -> Usage {
         let chunk = u64::from(self.chunk.sectors());
         let metadata = self.sb.data_start.saturating_mul(chunk);
-        let used = self.sb.data_chunks - self.pd.data_sm.nr_free(&self.pd.tm);
+        let used = (self.sb.data_chunks).saturating_sub(self.pd.data_sm.nr_free(&self.pd.tm));
         Usage {
             allocated: metadata.saturating_add(used.saturating_mul(chunk)),
             total: self.dev_sectors,
