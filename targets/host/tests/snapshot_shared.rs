@@ -10,7 +10,8 @@ mod snapshot_common;
 use dm_rs_targets_host::persistent_data::io::mem::MemIo;
 use dm_rs_targets_host::persistent_data::io::{BlockIo, BLOCK_SIZE};
 use snapshot_common::{
-    ChunkSize, CoveredChunks, Error, IdMask, Rng, SharedSpec, SharedStore, SnapId, SnapshotWrite,
+    ChunkSize, CowCopy, Error, IdMask, Rng, SharedException, SharedSpec, SharedStore, SharedTable,
+    SnapId, SnapshotWrite,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,7 +89,7 @@ struct Harness {
     volatile: BTreeMap<(u32, u64, usize), Vec<u32>>,
     in_flight: Vec<InFlight>,
     /// The in-core record the plumbing keeps (few buckets: collisions).
-    covered: CoveredChunks,
+    table: SharedTable,
     next_tag: u32,
     rng: Rng,
     full_seen: bool,
@@ -114,7 +115,7 @@ impl Harness {
             durable: BTreeMap::new(),
             volatile: BTreeMap::new(),
             in_flight: Vec::new(),
-            covered: CoveredChunks::new(4).unwrap(),
+            table: SharedTable::new(4).unwrap(),
             next_tag: 1,
             rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             full_seen: false,
@@ -181,7 +182,7 @@ impl Harness {
         let share = self.st().origin_copy_set(c).unwrap();
         let live = self.st().live();
         assert_eq!(
-            live.without(self.covered.get(c)),
+            live.without(self.table.covered(c)),
             share,
             "in-core record of chunk {c}"
         );
@@ -211,7 +212,14 @@ impl Harness {
     /// Starts a write by `i` to its chunk `c`.
     fn snap_write(&mut self, i: u32, c: u64, half: usize) {
         let tag = self.tag();
-        let from = match self.st().snapshot_write(id(i), c).unwrap() {
+        let need = self.st().snapshot_write(id(i), c).unwrap();
+        let in_core = match self.table.lookup(id(i), c) {
+            Some(CowCopy { cow, own: true }) => SnapshotWrite::Remap(cow),
+            Some(CowCopy { cow, own: false }) => SnapshotWrite::CopyCow(cow),
+            None => SnapshotWrite::CopyOrigin,
+        };
+        assert_eq!(in_core, need, "in-core view of id {i} chunk {c}");
+        let from = match need {
             SnapshotWrite::Remap(cow) => {
                 self.write_block(cow * HALVES + half as u64, tag);
                 self.model.get_mut(&i).unwrap()[c as usize][half] = tag;
@@ -249,11 +257,16 @@ impl Harness {
         match f {
             InFlight::Origin { c, cow, share, .. } => {
                 self.st().add_origin_exception(c, cow, share)?;
-                self.covered.add(c, share)
+                self.table.insert(SharedException { old: c, cow, share })
             }
             InFlight::Snap { id: i, c, cow, .. } => {
                 self.st().add_snapshot_exception(id(i), c, cow)?;
-                self.covered.add(c, id(i).mask())
+                self.table.leave(id(i), c);
+                self.table.insert(SharedException {
+                    old: c,
+                    cow,
+                    share: id(i).mask(),
+                })
             }
         }
     }
@@ -296,7 +309,7 @@ impl Harness {
     fn destroy(&mut self, i: u32) {
         self.finish_all();
         self.st().destroy(id(i)).unwrap();
-        self.covered.forget(id(i).mask());
+        self.table.forget(id(i));
         self.model.remove(&i);
         self.invalid.remove(&i);
         self.commit();
@@ -307,10 +320,9 @@ impl Harness {
         let chunk = ChunkSize::new(CHUNK_SECTORS, 1, 1).unwrap();
         let s = SharedStore::open(self.mem.clone(), chunk, self.sectors).unwrap();
         s.check().unwrap();
-        let mut covered = CoveredChunks::new(4).unwrap();
-        s.for_each_exception(&mut |e| covered.add(e.old, e.share))
-            .unwrap();
-        self.covered = covered;
+        let mut table = SharedTable::new(4).unwrap();
+        s.for_each_exception(&mut |e| table.insert(e)).unwrap();
+        self.table = table;
         self.store = Some(s);
     }
 
@@ -347,7 +359,11 @@ impl Harness {
             assert!(!s.is_valid(id(i)), "id {i} should be invalid");
         }
         for c in 0..NCH {
-            assert_eq!(self.covered.get(c), s.sharers(c).unwrap(), "chunk {c}");
+            assert_eq!(self.table.covered(c), s.sharers(c).unwrap(), "chunk {c}");
+            for &i in &IDS {
+                let cow = self.table.lookup(id(i), c).map(|f| f.cow);
+                assert_eq!(cow, s.lookup(id(i), c).unwrap(), "id {i} chunk {c}");
+            }
         }
     }
 
@@ -663,17 +679,44 @@ fn table_lines() {
 }
 
 #[test]
-fn covered_chunks_forget_and_remove() {
-    let mut c = CoveredChunks::new(2).unwrap();
+fn in_core_table_leave_and_forget() {
+    let mut t = SharedTable::new(2).unwrap();
+    let e = |old, cow, share| SharedException {
+        old,
+        cow,
+        share: IdMask(share),
+    };
     for old in 0..10 {
-        c.add(old, IdMask(0b101)).unwrap();
+        t.insert(e(old, 100 + old, 0b101)).unwrap();
     }
-    c.remove(3, IdMask(0b1));
-    assert_eq!(c.get(3), IdMask(0b100));
-    c.forget(IdMask(0b100));
-    assert_eq!(c.get(3), IdMask::EMPTY);
-    assert_eq!(c.get(4), IdMask(0b1));
-    c.remove(4, IdMask(0b1));
-    assert_eq!(c.get(4), IdMask::EMPTY);
-    assert_eq!(c.get(5), IdMask(0b1));
+    assert_eq!(t.insert(e(3, 200, 0b110)), Err(Error::Invalid));
+    assert_eq!(
+        t.lookup(id(2), 3),
+        Some(CowCopy {
+            cow: 103,
+            own: false
+        })
+    );
+    assert!(t.leave(id(0), 3));
+    assert_eq!(
+        t.lookup(id(2), 3),
+        Some(CowCopy {
+            cow: 103,
+            own: true
+        })
+    );
+    t.insert(e(3, 200, 0b1)).unwrap();
+    t.forget(id(2));
+    assert_eq!(t.covered(3), IdMask(0b1));
+    assert_eq!(
+        t.lookup(id(0), 3),
+        Some(CowCopy {
+            cow: 200,
+            own: true
+        })
+    );
+    assert!(t.leave(id(0), 4));
+    assert_eq!(t.covered(4), IdMask::EMPTY);
+    assert!(!t.leave(id(0), 4));
+    assert_eq!(t.covered(5), IdMask(0b1));
 }
