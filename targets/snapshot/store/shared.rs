@@ -246,7 +246,7 @@ impl<IO: BlockIo> SharedStore<IO> {
             return Err(Error::Invalid);
         }
         let mut key = first_key(old)?;
-        let end = key + u64::from(MAX_IDS);
+        let end = key.saturating_add(u64::from(MAX_IDS));
         while key < end {
             let mut v = [0u8; VALUE_SIZE];
             let found = match btree::lookup_next(&self.pd.tm, self.sb.index_root, &[key], &mut v) {
@@ -257,7 +257,7 @@ impl<IO: BlockIo> SharedStore<IO> {
             if f(SharedException::unpack(found, &v)?)? {
                 break;
             }
-            key = found + 1;
+            key = found.saturating_add(1);
         }
         Ok(())
     }
@@ -479,7 +479,7 @@ impl<IO: BlockIo> SharedStore<IO> {
 
     /// Metadata blocks in 512-byte sectors (for diagnostics).
     pub fn metadata_sectors(&self) -> u64 {
-        self.sb.metadata_blocks * u64::from(BLOCK_SECTORS)
+        self.sb.metadata_blocks.saturating_mul(BLOCK_SECTORS.into())
     }
 }
 

@@ -107,14 +107,16 @@ pub fn first_key(old: Chunk) -> Result<u64> {
     if old >= MAX_ORIGIN_CHUNK {
         return Err(Error::Invalid);
     }
-    Ok(old * u64::from(MAX_IDS))
+    old.checked_mul(MAX_IDS.into()).ok_or(Error::Invalid)
 }
 
 impl SharedException {
     /// The btree key.
     pub fn key(&self) -> Result<u64> {
         let low = self.share.lowest().ok_or(Error::Invalid)?;
-        Ok(first_key(self.old)? + u64::from(low.get()))
+        first_key(self.old)?
+            .checked_add(low.get().into())
+            .ok_or(Error::Invalid)
     }
 
     /// The btree value.

@@ -107,8 +107,8 @@ impl Layout {
     /// enough metadata for one exception per data chunk. `NoSpace` if not
     /// even one data chunk fits.
     pub fn for_device(dev_sectors: u64, chunk: ChunkSize) -> Result<Self> {
-        let chunk_sectors = u64::from(chunk.sectors());
-        let chunks = dev_sectors / chunk_sectors;
+        let shift = chunk.shift();
+        let chunks = dev_sectors >> shift;
         let block_bytes = u64::from(BLOCK_SECTORS) << SECTOR_SHIFT;
         let metadata_blocks = chunks
             .checked_mul(METADATA_BYTES_PER_CHUNK)
@@ -117,8 +117,14 @@ impl Layout {
             .checked_add(METADATA_BASE_BLOCKS)
             .ok_or(Error::Invalid)?
             .min(MAX_METADATA_BLOCKS);
-        let metadata_sectors = metadata_blocks * u64::from(BLOCK_SECTORS);
-        let data_start = metadata_sectors.div_ceil(chunk_sectors);
+        let metadata_sectors = metadata_blocks
+            .checked_mul(BLOCK_SECTORS.into())
+            .ok_or(Error::Invalid)?;
+        // Rounded up to whole chunks.
+        let data_start = metadata_sectors
+            .checked_add((1u64 << shift) - 1)
+            .ok_or(Error::Invalid)?
+            >> shift;
         let data_chunks = chunks.checked_sub(data_start).ok_or(Error::NoSpace)?;
         if data_chunks == 0 {
             return Err(Error::NoSpace);

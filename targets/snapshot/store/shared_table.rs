@@ -39,7 +39,7 @@ impl SharedTable {
         }
         Ok(SharedTable {
             buckets: v,
-            mask: n as u64 - 1,
+            mask: (n as u64).wrapping_sub(1),
         })
     }
 
