@@ -82,6 +82,10 @@ pub(crate) struct GroupState {
     queue: PVec<Request>,
     /// A worker item is serving `queue`.
     draining: bool,
+    /// Ids destroyed (`ES_DESTROY`) while a target of theirs is loaded:
+    /// those targets stay invalid (a later resume does not make the id a
+    /// member again; a new table does).
+    destroyed: IdMask,
     /// The worker could not be started: every snapshot is invalid, which
     /// the store records when the group closes.
     broken: bool,
@@ -149,6 +153,7 @@ impl SharedGroup {
             closed: false,
             queue: PVec::new(),
             draining: false,
+            destroyed: IdMask::EMPTY,
             broken: false,
         };
         let workers = Workers {
@@ -522,7 +527,7 @@ impl SharedGroup {
     /// as it is now (the origin is suspended meanwhile).
     pub(crate) fn join(&self, id: SnapId) -> Result {
         let mut store = self.store.lock();
-        if store.members().has(id) {
+        if store.members().has(id) || self.state.lock().destroyed.has(id) {
             return Ok(());
         }
         store.join(id).map_err(|_| EIO)?;
@@ -537,6 +542,10 @@ impl SharedGroup {
     pub(crate) fn destroy(&self, id: SnapId) -> Result {
         let mut store = self.store.lock();
         store.destroy(id).map_err(|_| EIO)?;
+        {
+            let mut st = self.state.lock();
+            st.destroyed = st.destroyed.with(id.mask());
+        }
         if self.commit(&mut store, |t| t.forget(id)) {
             Ok(())
         } else {
@@ -667,6 +676,8 @@ impl SharedSnap {
             } else if st.users.iter().any(|u| u.id == spec.id && u.md != md) {
                 Err(CtrError::IdInUse)
             } else {
+                // A new table of a destroyed id makes it a member again.
+                st.destroyed = st.destroyed.without(spec.id.mask());
                 st.users.try_push(user).map_err(|_| CtrError::NoMem)
             }
         };

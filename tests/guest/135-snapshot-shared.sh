@@ -111,6 +111,8 @@ after=$(status_of s0 | cut -d/ -f1)
 check "its own chunk freed ($before -> $after)" test "$after" -lt "$before"
 check_fails "destroyed snapshot reads fail" dd if=/dev/mapper/s5 of=/dev/null bs=4096 count=1 iflag=direct status=none
 for s in s0 s1; do check "snapshot $s after ES_DESTROY" same /dev/mapper/$s "$work/exp-$s"; done
+require "suspend and resume the destroyed snapshot" eval "dmsetup suspend s5 && dmsetup resume s5"
+check_eq "it stays invalid" Invalid "$(status_of s5)"
 dmsetup remove s5
 
 # A full COW device: its snapshots go invalid, the origin and the other
