@@ -7,7 +7,7 @@
 # that range starting mid-chunk (it copies the shared chunks to its own
 # first, keeping the copied halves), 32 KiB to snapshot 0 elsewhere (its
 # own copies of the origin); each round logged once durable, and the guest
-# is reset in the middle of round 13. Boot 2: both snapshots reopen from
+# is reset in the middle of round 13 (snapshot writes only). Boot 2: both snapshots reopen from
 # the COW device, valid; every logged write is where it belongs, the rest
 # reads the base pattern, and all three devices take new writes.
 . "$(dirname "$0")/../guest/thin-lib.sh"
@@ -64,8 +64,10 @@ if [[ $CRASH_PHASE == crash ]]; then
 		fi
 		durable round $r
 	done
-	crash_now all_of "pwrite /dev/mapper/sorigin o13 $((12 * span)) $span" \
-		"pwrite /dev/mapper/ssnap1 t13 $((12 * span + 1)) 3"
+	# Snapshot writes only: no origin write's commit makes up for a
+	# snapshot write released before its own commit.
+	crash_now all_of "pwrite /dev/mapper/ssnap1 t13 $((12 * span + 1)) 3" \
+		"pwrite /dev/mapper/ssnap0 s13 $((own + 12 * span)) $span"
 fi
 
 # Boot 2.
