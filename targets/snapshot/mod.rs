@@ -11,6 +11,7 @@ mod merge;
 pub(crate) mod merge_target;
 pub(crate) mod origin;
 mod origins;
+mod shared_group;
 pub(crate) mod snap;
 // Pure logic, also built by the host test crate (targets/host), which needs
 // its API public.

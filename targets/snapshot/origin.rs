@@ -10,7 +10,7 @@
 //! many copies in flight, until it has fewer (`throttle.rs`). With no
 //! snapshots, it is a pass-through.
 
-use super::origins;
+use super::{origins, shared_group};
 use crate::dm::noio::noio_scope;
 use crate::dm::{
     ArgSet, CtrResult, DeviceVisitor, DmDev, MapBio, MapResult, StatusType, StatusWriter, Target,
@@ -53,8 +53,13 @@ impl Target for Origin {
         if !bio.is_write() || bio.is_empty_flush() {
             return bio.remap(&self.dev, sector);
         }
-        let Some((snapshots, min_chunk)) = noio_scope(|| origins::snapshots_of(&self.dev)) else {
-            return bio.remap(&self.dev, sector);
+        let classic = noio_scope(|| origins::snapshots_of(&self.dev));
+        // Snapshots in shared exception stores, one group per store.
+        let shared = noio_scope(|| shared_group::groups_of(&self.dev));
+        let min_chunk = match (&classic, &shared) {
+            (None, None) => return bio.remap(&self.dev, sector),
+            (Some((_, a)), Some((_, b))) => (*a).min(*b),
+            (Some((_, m)), None) | (None, Some((_, m))) => *m,
         };
         // A write goes to one chunk of every snapshot: split at the
         // smallest chunk size (min_chunk is a power of two).
@@ -63,7 +68,28 @@ impl Target for Origin {
             return bio.kill();
         }
         let (held, result) = bio.hold();
-        if let Some(b) = noio_scope(|| origins::origin_write_limited(&snapshots, sector, held)) {
+        let held = origins::OriginBio::Origin(held);
+        // A group that holds the write sends it on through the classic
+        // snapshots once its copy is committed. (A write the classic
+        // limit parks below has passed the groups: no snapshot can join a
+        // group while it is in flight, as that needs the origin suspended.)
+        let held = match &shared {
+            Some((groups, _)) => noio_scope(|| shared_group::origin_write(groups, sector, held)),
+            None => Some(held),
+        };
+        let Some(b) = held else {
+            return result;
+        };
+        let b = match (&classic, b) {
+            (Some((snapshots, _)), origins::OriginBio::Origin(h)) => {
+                noio_scope(|| origins::origin_write_limited(snapshots, sector, h))
+            }
+            (Some((snapshots, _)), b) => {
+                noio_scope(|| origins::origin_write(snapshots, sector, Some(b))).0
+            }
+            (None, b) => Some(b),
+        };
+        if let Some(b) = b {
             b.submit_to(&self.dev, sector);
         }
         result

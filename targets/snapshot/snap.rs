@@ -15,15 +15,17 @@ use super::cow_io::CowIo;
 use super::exceptions::{SnapCore, State, Waiter};
 use super::features::Features;
 use super::origins::{self, Refusal, Registration};
+use super::shared_group::{CtrError, SharedSnap};
 use super::store::{
-    exception_store::fmt_table, BlockSizes, Chunk, Exception, ExceptionStore, ExceptionTable,
-    OpenError, Scope, Store, StoreSpec, Tracked, Validity, WaiterKind,
+    exception_store::fmt_table, BlockSizes, Chunk, ChunkSize, Exception, ExceptionStore,
+    ExceptionTable, OpenError, Scope, SharedSpec, Store, StoreSpec, Tracked, Validity, WaiterKind,
 };
 use super::throttle::ThrottledBio;
 use crate::dm::{
     ArgSet, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult, HeldBio,
     MapBio, MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
 };
+use core::fmt::Write;
 use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
@@ -45,6 +47,10 @@ pub(crate) struct Snapshot {
     /// Dropped first (fields drop in order): no origin write starts a
     /// copy here once the destructor runs.
     registration: Option<Registration>,
+    /// A snapshot in a shared exception store (`shared 3 ...`): its
+    /// exceptions and copies are the group's; `core` only tracks its reads
+    /// sent to the origin.
+    shared: Option<SharedSnap>,
 }
 
 impl Drop for Snapshot {
@@ -59,6 +65,7 @@ impl Drop for Snapshot {
             }
         }
         drop(self.registration.take());
+        drop(self.shared.take());
         self.core.stop();
     }
 }
@@ -142,23 +149,15 @@ impl Snapshot {
         if strs.len() < 3 {
             return Err(err(EINVAL, c_str!("requires 4 or more arguments")));
         }
+        if let Some((spec, used)) = SharedSpec::parse(&strs).map_err(shared_spec_error)? {
+            return Self::construct_shared(ti, origin_path, rest, &spec, strs.len() - used, merging);
+        }
         // Upstream reports every bad store argument the same way.
         let (spec, used) = StoreSpec::parse(&strs)
             .map_err(|_| err(EINVAL, c_str!("Couldn't create exception store")))?;
         let features = Features::parse(strs.get(used..).unwrap_or(&[])).map_err(feature_error)?;
         let cow_index = if spec.generalised { 2 } else { 0 };
-        let cow_path = rest.get(cow_index).ok_or(err(
-            EINVAL,
-            c_str!("Insufficient exception store arguments"),
-        ))?;
-        let origin = ti.get_device(origin_path, c_str!("Cannot get origin device"))?;
-        let cow = ti.get_device(cow_path, c_str!("Cannot get COW device"))?;
-        if origin.name().as_bytes() == cow.name().as_bytes() {
-            return Err(err(
-                EINVAL,
-                c_str!("COW device cannot be the same as origin device"),
-            ));
-        }
+        let (origin, cow) = devices(ti, origin_path, rest, cow_index)?;
         // A live snapshot on this COW device hands its exceptions over when
         // this table resumes; the store is then not read here (it is in
         // use), and the chunk size is the live one's.
@@ -187,8 +186,100 @@ impl Snapshot {
             core,
             features,
             registration: Some(registration),
+            shared: None,
         })
     }
+
+    /// Builds a snapshot in a shared exception store; `extra` arguments
+    /// followed the store's.
+    fn construct_shared(
+        ti: &mut TargetCtx,
+        origin_path: &CStr,
+        rest: &[&CStr],
+        spec: &SharedSpec<'_>,
+        extra: usize,
+        merging: bool,
+    ) -> CtrResult<Self> {
+        if merging {
+            return Err(err(
+                EINVAL,
+                c_str!("snapshot-merge is not supported with a shared exception store"),
+            ));
+        }
+        if extra != 0 {
+            return Err(err(
+                EINVAL,
+                c_str!("shared exception store: unexpected arguments"),
+            ));
+        }
+        let chunk = ChunkSize::new(spec.chunk_sectors, 1, 1)
+            .map_err(|m| open_error(OpenError::Message(m)))?;
+        let (origin, cow) = devices(ti, origin_path, rest, 2)?;
+        ti.set_max_io_len(chunk.sectors().into())
+            .map_err(|_| err(EINVAL, c_str!("Chunk size is too high")))?;
+        ti.set_num_flush_bios(1);
+        ti.set_num_discard_bios(0);
+        let state = State::placeholder(&cow, chunk)
+            .map_err(|_| err(ENOMEM, c_str!("Couldn't create exception store")))?;
+        let core = SnapCore::new(origin.clone(), cow.clone(), ti.len(), ti.handle(), state, false)
+            .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
+        let shared = SharedSnap::new(spec, &origin, &cow, ti.md_dev_key(), &core).map_err(|e| {
+            let msg = match e {
+                CtrError::NoMem => c_str!("Cannot allocate shared exception store"),
+                CtrError::Metadata => c_str!("Failed to read snapshot metadata"),
+                CtrError::OtherOrigin => {
+                    c_str!("shared exception store is in use with another origin")
+                }
+                CtrError::ChunkSize => c_str!("Chunk size differs from the shared store's"),
+                CtrError::IdInUse => c_str!("Snapshot id is in use by another device"),
+                CtrError::Closing => c_str!("shared exception store is closing, retry"),
+            };
+            err(EINVAL, msg)
+        })?;
+        Ok(Snapshot {
+            core,
+            features: Features::default(),
+            registration: None,
+            shared: Some(shared),
+        })
+    }
+}
+
+/// The origin and the COW device (`rest[cow_index]`) of a table line.
+fn devices(
+    ti: &mut TargetCtx,
+    origin_path: &CStr,
+    rest: &[&CStr],
+    cow_index: usize,
+) -> CtrResult<(DmDev, DmDev)> {
+    let cow_path = rest.get(cow_index).ok_or(err(
+        EINVAL,
+        c_str!("Insufficient exception store arguments"),
+    ))?;
+    let origin = ti.get_device(origin_path, c_str!("Cannot get origin device"))?;
+    let cow = ti.get_device(cow_path, c_str!("Cannot get COW device"))?;
+    if origin.name().as_bytes() == cow.name().as_bytes() {
+        return Err(err(
+            EINVAL,
+            c_str!("COW device cannot be the same as origin device"),
+        ));
+    }
+    Ok((origin, cow))
+}
+
+/// The constructor's message for a bad `shared 3 ...`.
+fn shared_spec_error(m: &'static str) -> TargetError {
+    let msg = match m {
+        "Chunk size not set" => c_str!("Chunk size not set"),
+        "Chunk size is not a power of 2" => c_str!("Chunk size is not a power of 2"),
+        "Invalid chunk size" => c_str!("Invalid chunk size"),
+        "Insufficient exception store arguments" => {
+            c_str!("Insufficient exception store arguments")
+        }
+        "Invalid shared snapshot id (0..63)" => c_str!("Invalid shared snapshot id (0..63)"),
+        _ => c_str!("shared exception store takes 3 arguments"),
+    };
+    err(EINVAL, msg)
 }
 
 /// The constructor's message for bad feature arguments.
@@ -314,6 +405,9 @@ impl Target for Snapshot {
         if bio.is_empty_flush() {
             return bio.remap(&core.cow, sector);
         }
+        if let Some(sh) = &self.shared {
+            return sh.group().map_snapshot(sh.id, core, bio);
+        }
         let chunk = core.chunk.to_chunk(sector);
         let discard = bio.op() == BioOp::Discard;
         if bio.is_write() && !discard && core.over_limit() {
@@ -379,6 +473,10 @@ impl Target for Snapshot {
     }
 
     fn preresume(&self) -> Result {
+        if let Some(sh) = &self.shared {
+            // The first resume makes the id a member of its store.
+            return sh.group().join(sh.id);
+        }
         let sharing = origins::sharing(&self.core.origin, &self.core.cow);
         if let (Some(src), Some(_)) = (&sharing.src, &sharing.dest) {
             if Arc::ptr_eq(src, &self.core) {
@@ -410,6 +508,27 @@ impl Target for Snapshot {
     }
 
     fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+        if let Some(sh) = &self.shared {
+            let g = sh.group();
+            let _ = match ty {
+                StatusType::Info => match g.status(sh.id) {
+                    Some(usage) => write!(out, "{usage}"),
+                    None => write!(out, "Invalid"),
+                },
+                StatusType::Table => {
+                    out.push_bytes(self.core.origin.name().as_bytes());
+                    out.push_bytes(b" ");
+                    let spec = SharedSpec {
+                        cow: "",
+                        chunk_sectors: g.chunk().sectors(),
+                        id: sh.id,
+                    };
+                    spec.fmt_table(self.core.cow.name().to_str().unwrap_or("?"), out)
+                }
+                _ => Ok(()),
+            };
+            return;
+        }
         let st = self.core.state.lock();
         let _ = match ty {
             StatusType::Info => st
@@ -426,6 +545,21 @@ impl Target for Snapshot {
             }
             _ => Ok(()),
         };
+    }
+
+    fn message(&self, args: &mut ArgSet<'_>, _out: &mut StatusWriter<'_>) -> Result {
+        let Some(sh) = &self.shared else {
+            return Err(EINVAL);
+        };
+        let word = args.peek(0).map(|w| w.as_bytes());
+        match (word, args.len()) {
+            (Some(b"ES_DESTROY"), 1) => sh.group().destroy(sh.id),
+            (Some(b"ES_INVALIDATE"), 1) => sh.group().invalidate(),
+            _ => {
+                pr_err!("shared snapshot: unknown message\n");
+                Err(EINVAL)
+            }
+        }
     }
 
     fn io_hints(&self, limits: &mut QueueLimits<'_>) {
