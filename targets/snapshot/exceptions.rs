@@ -381,7 +381,8 @@ impl SnapCore {
         let Some(w) = &*workers else {
             return false;
         };
-        noio_scope(|| w.wq.try_spawn(GFP_KERNEL, f)).is_ok()
+        // The work runs on a reclaim path too.
+        noio_scope(|| w.wq.try_spawn(GFP_KERNEL, move || noio_scope(f))).is_ok()
     }
 
     /// Where `sector` (of the origin chunk copied to COW chunk `new`) is
@@ -476,6 +477,12 @@ impl SnapCore {
     /// being destroyed, or there is no memory): the snapshot goes invalid,
     /// its writes fail and the origin writes go on.
     fn abandon(self: &Arc<Self>, old: Chunk) {
+        // Runs in kcopyd's completion or on a reclaim path: no allocation
+        // may recurse into I/O.
+        noio_scope(|| self.abandon_noio(old))
+    }
+
+    fn abandon_noio(self: &Arc<Self>, old: Chunk) {
         let mut failed = BioList::<Snapshot>::new();
         let mut retry = OriginBios::default();
         let invalidated;
@@ -520,6 +527,12 @@ impl SnapCore {
     /// A copy finished: commit every exception whose turn has come, then
     /// release the bios that waited on them.
     fn copy_done(self: &Arc<Self>, old: Chunk, ok: bool) {
+        // kcopyd's completion, a reclaim path: the commit's allocations
+        // must not recurse into I/O.
+        noio_scope(|| self.copy_done_noio(old, ok))
+    }
+
+    fn copy_done_noio(self: &Arc<Self>, old: Chunk, ok: bool) {
         // The copy is over; its commit does not count against the limit
         // (upstream ends the count before the store commits).
         self.copy_ended();

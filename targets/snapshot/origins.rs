@@ -11,6 +11,7 @@ use super::origin::Origin;
 use super::store::{Exception, ExceptionStore, Scope, WaiterKind};
 use super::throttle::ThrottledBio;
 use crate::dm::engine_alloc::PVec;
+use crate::dm::noio::noio_scope;
 use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, Mutex};
 use crate::dm::{BioList, DmDev, HeldBio};
@@ -391,6 +392,11 @@ pub(crate) fn retry(origin: &DmDev, bios: OriginBios) {
     if bios.is_empty() {
         return;
     }
+    // From a copy's completion: no allocation may recurse into I/O.
+    noio_scope(|| retry_noio(origin, bios))
+}
+
+fn retry_noio(origin: &DmDev, bios: OriginBios) {
     let snapshots = snapshots_of(origin);
     for b in bios {
         let sector = b.sector();

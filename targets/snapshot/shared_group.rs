@@ -138,9 +138,8 @@ impl SharedGroup {
             _ => CtrError::Metadata,
         })?;
         let chunks = cow.nr_sectors() / u64::from(chunk.sectors());
-        let mut table =
-            SharedTable::new(super::store::ExceptionTable::buckets_for(chunks))
-                .map_err(|_| CtrError::NoMem)?;
+        let mut table = SharedTable::new(super::store::ExceptionTable::buckets_for(chunks))
+            .map_err(|_| CtrError::NoMem)?;
         store
             .for_each_exception(&mut |e| table.insert(e))
             .map_err(|_| CtrError::Metadata)?;
@@ -187,7 +186,8 @@ impl SharedGroup {
         let Some(w) = &*workers else {
             return Err(());
         };
-        noio_scope(|| w.wq.try_spawn(GFP_KERNEL, f)).map_err(|_| ())
+        // The work runs on a reclaim path too.
+        noio_scope(|| w.wq.try_spawn(GFP_KERNEL, move || noio_scope(f))).map_err(|_| ())
     }
 
     /// Copies `from` to `to` and waits for it; true on success.
@@ -226,9 +226,7 @@ impl SharedGroup {
     /// The region of `dev` holding chunk `c` (cut at the origin's end).
     fn chunk_region(&self, dev: &DmDev, c: Chunk, limit: u64) -> Option<Region> {
         let from = self.chunk.to_sector(c)?;
-        let count = limit
-            .checked_sub(from)?
-            .min(self.chunk.sectors().into());
+        let count = limit.checked_sub(from)?.min(self.chunk.sectors().into());
         Region::new(dev.clone(), from, count).ok()
     }
 
@@ -262,7 +260,11 @@ impl SharedGroup {
     /// Commits and publishes the store's view to `map`: the caller's
     /// table change `update` is applied only if the commit succeeded.
     /// Raises a table event on every user if validity changed.
-    fn commit(&self, store: &mut SharedStore<BufioClient>, update: impl FnOnce(&mut SharedTable)) -> bool {
+    fn commit(
+        &self,
+        store: &mut SharedStore<BufioClient>,
+        update: impl FnOnce(&mut SharedTable),
+    ) -> bool {
         let ok = store.commit().is_ok();
         if !ok {
             pr_err!("shared snapshot store: commit failed, every snapshot of it is invalid\n");
@@ -358,7 +360,12 @@ impl SharedGroup {
     }
 
     /// `id`'s own copy of `old`, made (and committed) if needed.
-    fn own_copy(&self, store: &mut SharedStore<BufioClient>, id: SnapId, old: Chunk) -> Option<Chunk> {
+    fn own_copy(
+        &self,
+        store: &mut SharedStore<BufioClient>,
+        id: SnapId,
+        old: Chunk,
+    ) -> Option<Chunk> {
         let src = match store.snapshot_write(id, old).ok()? {
             SnapshotWrite::Remap(cow) => return Some(cow),
             SnapshotWrite::CopyCow(src) => Some(src),
@@ -705,7 +712,11 @@ impl Drop for SharedSnap {
         unlist(&self.listed, &g);
         let last = {
             let mut st = g.state.lock();
-            if let Some(i) = st.users.iter().position(|u| Arc::ptr_eq(&u.core, &self.core)) {
+            if let Some(i) = st
+                .users
+                .iter()
+                .position(|u| Arc::ptr_eq(&u.core, &self.core))
+            {
                 st.users.remove(i);
             }
             st.closed = st.users.is_empty();

@@ -21,6 +21,7 @@ use super::store::{
     ExceptionTable, OpenError, Scope, SharedSpec, Store, StoreSpec, Tracked, Validity, WaiterKind,
 };
 use super::throttle::ThrottledBio;
+use crate::dm::noio::noio_scope;
 use crate::dm::{
     ArgSet, BioOp, BlkStatus, CtrResult, DeviceVisitor, DmDev, EndioBio, EndioResult, HeldBio,
     MapBio, MapResult, QueueLimits, StatusType, StatusWriter, Target, TargetCtx, TargetError,
@@ -150,7 +151,14 @@ impl Snapshot {
             return Err(err(EINVAL, c_str!("requires 4 or more arguments")));
         }
         if let Some((spec, used)) = SharedSpec::parse(&strs).map_err(shared_spec_error)? {
-            return Self::construct_shared(ti, origin_path, rest, &spec, strs.len() - used, merging);
+            return Self::construct_shared(
+                ti,
+                origin_path,
+                rest,
+                &spec,
+                strs.len() - used,
+                merging,
+            );
         }
         // Upstream reports every bad store argument the same way.
         let (spec, used) = StoreSpec::parse(&strs)
@@ -221,8 +229,15 @@ impl Snapshot {
         ti.set_num_discard_bios(0);
         let state = State::placeholder(&cow, chunk)
             .map_err(|_| err(ENOMEM, c_str!("Couldn't create exception store")))?;
-        let core = SnapCore::new(origin.clone(), cow.clone(), ti.len(), ti.handle(), state, false)
-            .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
+        let core = SnapCore::new(
+            origin.clone(),
+            cow.clone(),
+            ti.len(),
+            ti.handle(),
+            state,
+            false,
+        )
+        .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
         let shared = SharedSnap::new(spec, &origin, &cow, ti.md_dev_key(), &core).map_err(|e| {
             let msg = match e {
                 CtrError::NoMem => c_str!("Cannot allocate shared exception store"),
@@ -400,76 +415,83 @@ impl Target for Snapshot {
     }
 
     fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
-        let core = &self.core;
-        let sector = bio.sector();
-        if bio.is_empty_flush() {
-            return bio.remap(&core.cow, sector);
-        }
-        if let Some(sh) = &self.shared {
-            return sh.group().map_snapshot(sh.id, core, bio);
-        }
-        let chunk = core.chunk.to_chunk(sector);
-        let discard = bio.op() == BioOp::Discard;
-        if bio.is_write() && !discard && core.over_limit() {
-            // Too many copies in flight: the write waits (throttle.rs).
-            let (held, r) = bio.hold();
-            write_again(core, held);
-            return r;
-        }
-        let mut needed = CopyNeeded::default();
-        let mut finished = None;
-        let mut zero = None;
-        let result = {
-            let mut st = core.state.lock();
-            if st.health.invalid || (st.health.overflowed && bio.is_write()) {
-                bio.kill()
-            } else if discard && self.features.discard_passdown_origin && bio.target_bio_nr() != 0 {
-                // The origin's copy of the discard: straight to the origin,
-                // copying no chunk (that would use the space the discard
-                // is meant to free).
-                bio.per_bio_mut().tracked = core.track(chunk);
-                bio.remap(&core.origin, sector)
-            } else if let Some(new) = st.table.lookup(chunk) {
-                match core.cow_sector(new, sector) {
-                    // A discard of the whole chunk zeroes its copy; a
-                    // partial one goes to the COW device as a discard.
-                    Some(s)
-                        if discard && u64::from(bio.sectors()) == core.chunk.sectors().into() =>
-                    {
-                        let (held, r) = bio.hold();
-                        zero = Some((s, held));
-                        r
-                    }
-                    Some(s) => bio.remap(&core.cow, s),
-                    None => bio.kill(),
-                }
-            } else if discard {
-                // Nothing to free: done, without copying the chunk.
-                let (held, r) = bio.hold();
-                finished = Some(held);
-                r
-            } else if !bio.is_write() {
-                // Tracked until it completes: a copy of this chunk
-                // finishing meanwhile must not let an origin write
-                // overtake it.
-                bio.per_bio_mut().tracked = core.track(chunk);
-                bio.remap(&core.origin, sector)
-            } else if st.health.overflowed {
-                bio.kill()
-            } else {
-                let (held, r) = bio.hold();
-                needed = CopyNeeded::queue(&mut st, chunk, held);
-                r
+        // Queuing on a copy allocates: never recursing into I/O from here.
+        noio_scope(move || {
+            let core = &self.core;
+            let sector = bio.sector();
+            if bio.is_empty_flush() {
+                return bio.remap(&core.cow, sector);
             }
-        };
-        if let Some(b) = finished {
-            b.end(BlkStatus::OK);
-        }
-        if let Some((s, b)) = zero {
-            core.zero_chunk(s, b);
-        }
-        needed.finish(core, chunk);
-        result
+            if let Some(sh) = &self.shared {
+                return sh.group().map_snapshot(sh.id, core, bio);
+            }
+            let chunk = core.chunk.to_chunk(sector);
+            let discard = bio.op() == BioOp::Discard;
+            if bio.is_write() && !discard && core.over_limit() {
+                // Too many copies in flight: the write waits (throttle.rs).
+                let (held, r) = bio.hold();
+                write_again(core, held);
+                return r;
+            }
+            let mut needed = CopyNeeded::default();
+            let mut finished = None;
+            let mut zero = None;
+            let result = {
+                let mut st = core.state.lock();
+                if st.health.invalid || (st.health.overflowed && bio.is_write()) {
+                    bio.kill()
+                } else if discard
+                    && self.features.discard_passdown_origin
+                    && bio.target_bio_nr() != 0
+                {
+                    // The origin's copy of the discard: straight to the origin,
+                    // copying no chunk (that would use the space the discard
+                    // is meant to free).
+                    bio.per_bio_mut().tracked = core.track(chunk);
+                    bio.remap(&core.origin, sector)
+                } else if let Some(new) = st.table.lookup(chunk) {
+                    match core.cow_sector(new, sector) {
+                        // A discard of the whole chunk zeroes its copy; a
+                        // partial one goes to the COW device as a discard.
+                        Some(s)
+                            if discard
+                                && u64::from(bio.sectors()) == core.chunk.sectors().into() =>
+                        {
+                            let (held, r) = bio.hold();
+                            zero = Some((s, held));
+                            r
+                        }
+                        Some(s) => bio.remap(&core.cow, s),
+                        None => bio.kill(),
+                    }
+                } else if discard {
+                    // Nothing to free: done, without copying the chunk.
+                    let (held, r) = bio.hold();
+                    finished = Some(held);
+                    r
+                } else if !bio.is_write() {
+                    // Tracked until it completes: a copy of this chunk
+                    // finishing meanwhile must not let an origin write
+                    // overtake it.
+                    bio.per_bio_mut().tracked = core.track(chunk);
+                    bio.remap(&core.origin, sector)
+                } else if st.health.overflowed {
+                    bio.kill()
+                } else {
+                    let (held, r) = bio.hold();
+                    needed = CopyNeeded::queue(&mut st, chunk, held);
+                    r
+                }
+            };
+            if let Some(b) = finished {
+                b.end(BlkStatus::OK);
+            }
+            if let Some((s, b)) = zero {
+                core.zero_chunk(s, b);
+            }
+            needed.finish(core, chunk);
+            result
+        })
     }
 
     fn preresume(&self) -> Result {

@@ -15,6 +15,7 @@ use super::origin::Origin;
 use super::origins;
 use super::snap::{self, Snapshot};
 use super::store::Parked;
+use crate::dm::noio::noio_scope;
 use crate::dm::{params, BioList, HeldBio};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -106,11 +107,14 @@ impl SnapCore {
     /// once more.
     fn remap_throttled(self: &Arc<Self>, parked: Throttled) {
         let Throttled { snapshot, origin } = parked;
-        for b in snapshot {
-            snap::write_again(self, b);
-        }
-        for b in origin {
-            origins::origin_write_again(&self.origin, b);
-        }
+        // From a copy's completion: no allocation may recurse into I/O.
+        noio_scope(|| {
+            for b in snapshot {
+                snap::write_again(self, b);
+            }
+            for b in origin {
+                origins::origin_write_again(&self.origin, b);
+            }
+        })
     }
 }
