@@ -126,7 +126,10 @@ pub(crate) struct Pool {
     pub(crate) state: Mutex<PoolState>,
     /// The thins' devices suspended with the pool (presuspend to resume).
     #[pin]
-    suspended_thins: Mutex<PVec<(ThinKey, InternalSuspend)>>,
+    suspended_thins: Mutex<PVec<(DevKey, InternalSuspend)>>,
+    /// Between presuspend and resume, and until the first resume (as
+    /// upstream's `pool->suspended`): new thins are refused.
+    suspended: AtomicBool,
     pub(crate) flags: PoolFlags,
 }
 
@@ -351,6 +354,7 @@ impl PoolOwner {
                 bound <- new_mutex!(bound, "thin-pool features"),
                 state <- new_mutex!(PoolState::new(), "thin-pool mode"),
                 suspended_thins <- new_mutex!(PVec::new(), "thin-pool suspended thins"),
+                suspended: AtomicBool::new(true),
                 flags: PoolFlags::default(),
             }),
             GFP_KERNEL,
@@ -410,6 +414,7 @@ impl Pool {
     /// each suspend waits for the thin's in-flight bios, which may need
     /// the worker, so no pool lock is held meanwhile.
     pub(crate) fn suspend_active_thins(&self) {
+        self.suspended.store(true, Ordering::SeqCst);
         let handles = {
             let thins = self.thins.lock();
             let Ok(mut handles) = PVec::try_with_capacity(thins.len()) else {
@@ -417,8 +422,11 @@ impl Pool {
                 return;
             };
             for t in thins.iter() {
-                // Capacity is reserved: cannot fail.
-                let _ = handles.try_push((ThinKey::of(t), t.handle.clone()));
+                // One suspend per device, whose live and inactive tables
+                // are both listed. Capacity is reserved: cannot fail.
+                if !handles.iter().any(|(k, _)| *k == t.md_key) {
+                    let _ = handles.try_push((t.md_key, t.handle.clone()));
+                }
             }
             handles
         };
@@ -427,12 +435,19 @@ impl Pool {
             return;
         };
         // A thin gone meanwhile (destructor, device being freed) is skipped.
-        for (key, md) in handles
-            .iter()
-            .filter_map(|(k, h)| Some((*k, h.mapped_device()?)))
-        {
+        for (key, h) in handles.iter() {
+            let Some(md) = h.mapped_device() else {
+                continue;
+            };
+            let guard = md.internal_suspend_noflush();
+            if h.mapped_device().is_none() {
+                // Its destroy began meanwhile and may have passed the
+                // presuspend that forgets the suspend: let it go now.
+                guard.abandon();
+                continue;
+            }
             // Capacity is reserved: cannot fail (a failure would resume).
-            let _ = suspended.try_push((key, md.internal_suspend_noflush()));
+            let _ = suspended.try_push((*key, guard));
         }
         let earlier = core::mem::replace(&mut *self.suspended_thins.lock(), suspended);
         // A suspend that was never resumed (not expected): resumed here,
@@ -441,36 +456,32 @@ impl Pool {
     }
 
     /// Resumes the thins [`Self::suspend_active_thins`] suspended
-    /// (upstream's `pool_resume_active_thins`), outside the pool's locks.
+    /// (upstream's `pool_resume_active_thins`), outside the pool's locks,
+    /// and lets new thins in again.
     pub(crate) fn resume_active_thins(&self) {
         let suspended = core::mem::take(&mut *self.suspended_thins.lock());
         drop(suspended);
+        self.suspended.store(false, Ordering::SeqCst);
     }
 
-    /// A thin the pool keeps suspended is being destroyed: its device
-    /// reference goes now, so dm core's destroy need not wait for the
-    /// pool's resume, and the device is never resumed (as upstream).
-    pub(crate) fn forget_suspended_thin(&self, thin: &Arc<ThinState>) {
-        let key = ThinKey::of(thin);
+    /// Whether the pool is suspended (new thins are refused).
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::SeqCst)
+    }
+
+    /// The thin device `md_key` is being destroyed while the pool keeps it
+    /// suspended: its device reference goes now, so dm core's destroy need
+    /// not wait for the pool's resume, and the device is never resumed (as
+    /// upstream).
+    pub(crate) fn forget_suspended_thin(&self, md_key: DevKey) {
         let found = {
             let mut suspended = self.suspended_thins.lock();
-            let i = suspended.iter().position(|(k, _)| *k == key);
+            let i = suspended.iter().position(|(k, _)| *k == md_key);
             i.and_then(|i| suspended.remove(i))
         };
         if let Some((_, guard)) = found {
             guard.abandon();
         }
-    }
-}
-
-/// Which thin a suspend belongs to: its state's address, compared only
-/// (never dereferenced), while the pool lists the thin.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ThinKey(usize);
-
-impl ThinKey {
-    fn of(thin: &Arc<ThinState>) -> Self {
-        ThinKey(core::ptr::from_ref::<ThinState>(thin) as usize)
     }
 }
 

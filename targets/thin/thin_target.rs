@@ -76,6 +76,9 @@ pub(crate) struct ThinState {
     pub(crate) requeue_mode: AtomicBool,
     /// The thin target, for the pool to suspend its device.
     pub(crate) handle: TargetHandle,
+    /// The thin's mapped device (shared by its live and inactive tables):
+    /// what the pool's suspend of it is kept under.
+    pub(crate) md_key: DevKey,
 }
 
 impl ThinState {
@@ -208,14 +211,26 @@ impl Target for ThinTarget {
                 lists,
                 requeue_mode: AtomicBool::new(false),
                 handle: ti.handle(),
+                md_key: ti.md_dev_key(),
             },
             GFP_KERNEL,
         )
         .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))?;
-        pool.thins
-            .lock()
-            .try_push(state.clone())
-            .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))?;
+        {
+            // Under the list's lock, which the pool's presuspend takes
+            // after raising the flag: a thin listed here is suspended with
+            // the others, a later one is refused (as upstream).
+            let mut thins = pool.thins.lock();
+            if pool.is_suspended() {
+                return Err(TargetError::new(
+                    EINVAL,
+                    c_str!("Unable to activate thin device while pool is suspended"),
+                ));
+            }
+            thins
+                .try_push(state.clone())
+                .map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))?;
+        }
         KBox::pin(
             ThinTarget {
                 state,
@@ -314,7 +329,7 @@ impl Target for ThinTarget {
             // Only dm core's destroy reaches here while the pool keeps
             // this thin suspended (a flushing suspend by the user waits
             // for the pool's resume; the pool's own is noflush).
-            self.state.pool.forget_suspended_thin(&self.state);
+            self.state.pool.forget_suspended_thin(self.state.md_key);
         }
         if self.handle.noflush_suspending() {
             let st = &*self.state;

@@ -77,8 +77,14 @@ check "thin 0 reads back" layout /dev/mapper/thin0 "R 0 2048" "zero 2048 6144"
 check "thin 1 reads back" layout /dev/mapper/thin1 "S 0 4096" "S2 4096 256" "zero 4352 3840"
 
 # A thin removed while the pool keeps it suspended goes at once (upstream
-# never resumes it); the pool then resumes its other thins.
+# never resumes it), even with an inactive table loaded; the pool then
+# resumes its other thins. A new thin table is refused meanwhile.
+check "load an inactive table into thin 1" dmsetup load thin1 --table "$(thin_table pool 1 32)"
 check "suspend the pool" dmsetup suspend pool
+log_mark
+check_fails "a thin table is refused while the pool is suspended" thin_activate pool 0 thin0b 32
+dmsetup remove thin0b 2>/dev/null
+check "logged: upstream's reason" logged "Unable to activate thin device while pool is suspended"
 # (dmsetup's removal sleeps uninterruptibly while it waits: watched from
 # here, and released by the resume below if it hangs.)
 dmsetup remove thin1 &
