@@ -265,11 +265,30 @@ impl SharedGroup {
         store: &mut SharedStore<BufioClient>,
         update: impl FnOnce(&mut SharedTable),
     ) -> bool {
+        self.publish(store, None, update)
+    }
+
+    /// [`Self::commit`] for a change to origin chunk `reads`: snapshot
+    /// reads of it sent to the origin finish first, under the same `state`
+    /// hold that publishes the change, so no origin write let through by
+    /// the new view (`map`'s fast path or the held one) can overtake them.
+    fn publish(
+        &self,
+        store: &mut SharedStore<BufioClient>,
+        reads: Option<Chunk>,
+        update: impl FnOnce(&mut SharedTable),
+    ) -> bool {
         let ok = store.commit().is_ok();
         if !ok {
             pr_err!("shared snapshot store: commit failed, every snapshot of it is invalid\n");
         }
         let mut st = self.state.lock();
+        if let Some(old) = reads {
+            // Tracked reads end without `state`: this wait ends.
+            for u in st.users.iter() {
+                u.core.wait_for_tracked(old);
+            }
+        }
         if ok {
             update(&mut st.table);
         }
@@ -283,15 +302,6 @@ impl SharedGroup {
             }
         }
         ok
-    }
-
-    /// Waits for snapshot reads of origin chunk `old` sent to the origin
-    /// before an origin write to it goes on.
-    fn wait_for_reads(&self, old: Chunk) {
-        let st = self.state.lock();
-        for u in st.users.iter() {
-            u.core.wait_for_tracked(old);
-        }
     }
 
     /// Worker: an origin write to `sector` that needs copies.
@@ -313,7 +323,7 @@ impl SharedGroup {
                                 share: need,
                             };
                             let added = store.add_origin_exception(old, cow, need).is_ok();
-                            self.commit(&mut store, |t| {
+                            self.publish(&mut store, Some(old), |t| {
                                 if added {
                                     let _ = t.insert(e);
                                 }
@@ -324,7 +334,7 @@ impl SharedGroup {
                             for id in need.iter() {
                                 store.invalidate_id(id);
                             }
-                            self.commit(&mut store, |_| ());
+                            self.publish(&mut store, Some(old), |_| ());
                         }
                     }
                     Err(e) => {
@@ -334,10 +344,9 @@ impl SharedGroup {
                         for id in need.iter() {
                             store.invalidate_id(id);
                         }
-                        self.commit(&mut store, |_| ());
+                        self.publish(&mut store, Some(old), |_| ());
                     }
                 }
-                self.wait_for_reads(old);
             }
         }
         resubmit(&self.origin, sector, bio);
@@ -396,7 +405,7 @@ impl SharedGroup {
             cow,
             share: id.mask(),
         };
-        self.commit(store, |t| {
+        self.publish(store, Some(old), |t| {
             t.leave(id, old);
             let _ = t.insert(own);
         })
