@@ -258,12 +258,14 @@ impl SharedGroup {
     }
 
     /// Commits and publishes the store's view to `map`: the caller's
-    /// table change `update` is applied only if the commit succeeded.
-    /// Raises a table event on every user if validity changed.
+    /// table change `update` is applied only if the commit succeeded; if
+    /// it fails the in-core table no longer matches the store and the
+    /// group breaks (every snapshot invalid) rather than serve a wrong
+    /// read. Raises a table event on every user if validity changed.
     fn commit(
         &self,
         store: &mut SharedStore<BufioClient>,
-        update: impl FnOnce(&mut SharedTable),
+        update: impl FnOnce(&mut SharedTable) -> core::result::Result<(), PdError>,
     ) -> bool {
         self.publish(store, None, update)
     }
@@ -276,7 +278,7 @@ impl SharedGroup {
         &self,
         store: &mut SharedStore<BufioClient>,
         reads: Option<Chunk>,
-        update: impl FnOnce(&mut SharedTable),
+        update: impl FnOnce(&mut SharedTable) -> core::result::Result<(), PdError>,
     ) -> bool {
         let ok = store.commit().is_ok();
         if !ok {
@@ -289,12 +291,22 @@ impl SharedGroup {
                 u.core.wait_for_tracked(old);
             }
         }
-        if ok {
-            update(&mut st.table);
+        if ok && update(&mut st.table).is_err() {
+            pr_err!("shared snapshot store: in-core table update failed, invalidating\n");
+            st.broken = true;
+            // On disk now too, not only when the group closes.
+            store.invalidate_store();
+            let _ = store.commit();
         }
-        let changed = st.live != store.live() || st.members != store.members();
+        // A broken group serves no snapshot (recorded when it closes).
+        let live = if st.broken {
+            IdMask::EMPTY
+        } else {
+            store.live()
+        };
+        let changed = st.live != live || st.members != store.members();
         st.members = store.members();
-        st.live = store.live();
+        st.live = live;
         st.usage = store.usage();
         if changed {
             for u in st.users.iter() {
@@ -313,7 +325,15 @@ impl SharedGroup {
                 let st = self.state.lock();
                 st.live.without(st.table.covered(old))
             };
-            if !need.is_empty() {
+            // Room for the exception in core before anything is committed.
+            let room = self.state.lock().table.reserve(old).is_ok();
+            if !need.is_empty() && !room {
+                pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
+                for id in need.iter() {
+                    store.invalidate_id(id);
+                }
+                self.publish(&mut store, Some(old), |_| Ok(()));
+            } else if !need.is_empty() {
                 match store.reserve() {
                     Ok(cow) => {
                         if self.copy_chunk(old, None, cow) {
@@ -325,7 +345,9 @@ impl SharedGroup {
                             let added = store.add_origin_exception(old, cow, need).is_ok();
                             self.publish(&mut store, Some(old), |t| {
                                 if added {
-                                    let _ = t.insert(e);
+                                    t.insert(e)
+                                } else {
+                                    Ok(())
                                 }
                             });
                         } else {
@@ -334,7 +356,7 @@ impl SharedGroup {
                             for id in need.iter() {
                                 store.invalidate_id(id);
                             }
-                            self.publish(&mut store, Some(old), |_| ());
+                            self.publish(&mut store, Some(old), |_| Ok(()));
                         }
                     }
                     Err(e) => {
@@ -344,7 +366,7 @@ impl SharedGroup {
                         for id in need.iter() {
                             store.invalidate_id(id);
                         }
-                        self.publish(&mut store, Some(old), |_| ());
+                        self.publish(&mut store, Some(old), |_| Ok(()));
                     }
                 }
             }
@@ -380,12 +402,16 @@ impl SharedGroup {
             SnapshotWrite::CopyCow(src) => Some(src),
             SnapshotWrite::CopyOrigin => None,
         };
+        let room = self.state.lock().table.reserve(old).is_ok();
         let cow = match store.reserve() {
-            Ok(cow) => cow,
-            Err(_) => {
+            Ok(cow) if room => cow,
+            reserved => {
+                if let Ok(cow) = reserved {
+                    let _ = store.release(cow);
+                }
                 pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
                 store.invalidate_id(id);
-                self.commit(store, |_| ());
+                self.commit(store, |_| Ok(()));
                 return None;
             }
         };
@@ -393,11 +419,11 @@ impl SharedGroup {
             pr_err!("Invalidating snapshot: Error reading/writing.\n");
             let _ = store.release(cow);
             store.invalidate_id(id);
-            self.commit(store, |_| ());
+            self.commit(store, |_| Ok(()));
             return None;
         }
         if store.add_snapshot_exception(id, old, cow).is_err() {
-            self.commit(store, |_| ());
+            self.commit(store, |_| Ok(()));
             return None;
         }
         let own = SharedException {
@@ -407,7 +433,8 @@ impl SharedGroup {
         };
         self.publish(store, Some(old), |t| {
             t.leave(id, old);
-            let _ = t.insert(own);
+            // Room was reserved above.
+            t.insert(own)
         })
         .then_some(cow)
     }
@@ -547,7 +574,7 @@ impl SharedGroup {
             return Ok(());
         }
         store.join(id).map_err(|_| EIO)?;
-        if self.commit(&mut store, |_| ()) {
+        if self.commit(&mut store, |_| Ok(())) {
             Ok(())
         } else {
             Err(EIO)
@@ -562,7 +589,10 @@ impl SharedGroup {
             let mut st = self.state.lock();
             st.destroyed = st.destroyed.with(id.mask());
         }
-        if self.commit(&mut store, |t| t.forget(id)) {
+        if self.commit(&mut store, |t| {
+            t.forget(id);
+            Ok(())
+        }) {
             Ok(())
         } else {
             Err(EIO)
@@ -573,7 +603,7 @@ impl SharedGroup {
     pub(crate) fn invalidate(&self) -> Result {
         let mut store = self.store.lock();
         store.invalidate_store();
-        if self.commit(&mut store, |_| ()) {
+        if self.commit(&mut store, |_| Ok(())) {
             Ok(())
         } else {
             Err(EIO)
