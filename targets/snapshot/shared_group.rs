@@ -325,53 +325,64 @@ impl SharedGroup {
                 let st = self.state.lock();
                 st.live.without(st.table.covered(old))
             };
-            // Room for the exception in core before anything is committed.
-            let room = self.state.lock().table.reserve(old).is_ok();
-            if !need.is_empty() && !room {
-                pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
-                for id in need.iter() {
-                    store.invalidate_id(id);
-                }
-                self.publish(&mut store, Some(old), |_| Ok(()));
-            } else if !need.is_empty() {
-                match store.reserve() {
-                    Ok(cow) => {
-                        if self.copy_chunk(old, None, cow) {
-                            let e = SharedException {
-                                old,
-                                cow,
-                                share: need,
-                            };
-                            let added = store.add_origin_exception(old, cow, need).is_ok();
-                            self.publish(&mut store, Some(old), |t| {
-                                if added {
-                                    t.insert(e)
-                                } else {
-                                    Ok(())
-                                }
-                            });
-                        } else {
-                            pr_err!("shared snapshot store: copy failed, invalidating snapshots\n");
-                            let _ = store.release(cow);
-                            for id in need.iter() {
-                                store.invalidate_id(id);
-                            }
-                            self.publish(&mut store, Some(old), |_| Ok(()));
-                        }
-                    }
-                    Err(e) => {
-                        if e == PdError::NoSpace {
-                            pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
-                        }
-                        for id in need.iter() {
-                            store.invalidate_id(id);
-                        }
-                        self.publish(&mut store, Some(old), |_| Ok(()));
+            if !need.is_empty() {
+                let added = self.origin_exception(&mut store, old, need);
+                if added.is_none() {
+                    // The origin write goes on: the ids that needed the
+                    // old contents must not read it as theirs.
+                    for id in need.iter() {
+                        store.invalidate_id(id);
                     }
                 }
+                self.publish(&mut store, Some(old), |t| match added {
+                    Some(e) => t.insert(e),
+                    None => Ok(()),
+                });
             }
         }
         resubmit(&self.origin, sector, bio);
+    }
+
+    /// Copies origin chunk `old` for the ids in `need` and records the
+    /// exception in the store (not yet committed), with room for it in
+    /// the in-core table; `None` (the chunk given back) if any step fails.
+    fn origin_exception(
+        &self,
+        store: &mut SharedStore<BufioClient>,
+        old: Chunk,
+        need: IdMask,
+    ) -> Option<SharedException> {
+        // Room in core before anything is committed.
+        if self.state.lock().table.reserve(old).is_err() {
+            pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
+            return None;
+        }
+        let cow = match store.reserve() {
+            Ok(cow) => cow,
+            Err(e) => {
+                if e == PdError::NoSpace {
+                    pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
+                }
+                return None;
+            }
+        };
+        if !self.copy_chunk(old, None, cow) {
+            pr_err!("shared snapshot store: copy failed, invalidating snapshots\n");
+            let _ = store.release(cow);
+            return None;
+        }
+        if store.add_origin_exception(old, cow, need).is_err() {
+            pr_err!(
+                "shared snapshot store: recording an exception failed, invalidating snapshots\n"
+            );
+            let _ = store.release(cow);
+            return None;
+        }
+        Some(SharedException {
+            old,
+            cow,
+            share: need,
+        })
     }
 
     /// Worker: a write by `id` that needs its own copy of the chunk.
@@ -423,6 +434,9 @@ impl SharedGroup {
             return None;
         }
         if store.add_snapshot_exception(id, old, cow).is_err() {
+            pr_err!("Invalidating snapshot: recording an exception failed.\n");
+            let _ = store.release(cow);
+            store.invalidate_id(id);
             self.commit(store, |_| Ok(()));
             return None;
         }
