@@ -258,24 +258,55 @@ impl SharedGroup {
     }
 
     /// Commits and publishes the store's view to `map`: the caller's
-    /// table change `update` is applied only if the commit succeeded.
-    /// Raises a table event on every user if validity changed.
+    /// table change `update` is applied only if the commit succeeded; if
+    /// it fails the in-core table no longer matches the store and the
+    /// group breaks (every snapshot invalid) rather than serve a wrong
+    /// read. Raises a table event on every user if validity changed.
     fn commit(
         &self,
         store: &mut SharedStore<BufioClient>,
-        update: impl FnOnce(&mut SharedTable),
+        update: impl FnOnce(&mut SharedTable) -> core::result::Result<(), PdError>,
+    ) -> bool {
+        self.publish(store, None, update)
+    }
+
+    /// [`Self::commit`] for a change to origin chunk `reads`: snapshot
+    /// reads of it sent to the origin finish first, under the same `state`
+    /// hold that publishes the change, so no origin write let through by
+    /// the new view (`map`'s fast path or the held one) can overtake them.
+    fn publish(
+        &self,
+        store: &mut SharedStore<BufioClient>,
+        reads: Option<Chunk>,
+        update: impl FnOnce(&mut SharedTable) -> core::result::Result<(), PdError>,
     ) -> bool {
         let ok = store.commit().is_ok();
         if !ok {
             pr_err!("shared snapshot store: commit failed, every snapshot of it is invalid\n");
         }
         let mut st = self.state.lock();
-        if ok {
-            update(&mut st.table);
+        if let Some(old) = reads {
+            // Tracked reads end without `state`: this wait ends.
+            for u in st.users.iter() {
+                u.core.wait_for_tracked(old);
+            }
         }
-        let changed = st.live != store.live() || st.members != store.members();
+        if ok && update(&mut st.table).is_err() {
+            pr_err!("shared snapshot store: in-core table update failed, invalidating\n");
+            st.broken = true;
+            // On disk now too, not only when the group closes.
+            store.invalidate_store();
+            let _ = store.commit();
+        }
+        // A broken group serves no snapshot (recorded when it closes).
+        let live = if st.broken {
+            IdMask::EMPTY
+        } else {
+            store.live()
+        };
+        let changed = st.live != live || st.members != store.members();
         st.members = store.members();
-        st.live = store.live();
+        st.live = live;
         st.usage = store.usage();
         if changed {
             for u in st.users.iter() {
@@ -283,15 +314,6 @@ impl SharedGroup {
             }
         }
         ok
-    }
-
-    /// Waits for snapshot reads of origin chunk `old` sent to the origin
-    /// before an origin write to it goes on.
-    fn wait_for_reads(&self, old: Chunk) {
-        let st = self.state.lock();
-        for u in st.users.iter() {
-            u.core.wait_for_tracked(old);
-        }
     }
 
     /// Worker: an origin write to `sector` that needs copies.
@@ -304,43 +326,63 @@ impl SharedGroup {
                 st.live.without(st.table.covered(old))
             };
             if !need.is_empty() {
-                match store.reserve() {
-                    Ok(cow) => {
-                        if self.copy_chunk(old, None, cow) {
-                            let e = SharedException {
-                                old,
-                                cow,
-                                share: need,
-                            };
-                            let added = store.add_origin_exception(old, cow, need).is_ok();
-                            self.commit(&mut store, |t| {
-                                if added {
-                                    let _ = t.insert(e);
-                                }
-                            });
-                        } else {
-                            pr_err!("shared snapshot store: copy failed, invalidating snapshots\n");
-                            let _ = store.release(cow);
-                            for id in need.iter() {
-                                store.invalidate_id(id);
-                            }
-                            self.commit(&mut store, |_| ());
-                        }
-                    }
-                    Err(e) => {
-                        if e == PdError::NoSpace {
-                            pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
-                        }
-                        for id in need.iter() {
-                            store.invalidate_id(id);
-                        }
-                        self.commit(&mut store, |_| ());
+                let added = self.origin_exception(&mut store, old, need);
+                if added.is_none() {
+                    // The origin write goes on: the ids that needed the
+                    // old contents must not read it as theirs.
+                    for id in need.iter() {
+                        store.invalidate_id(id);
                     }
                 }
-                self.wait_for_reads(old);
+                self.publish(&mut store, Some(old), |t| match added {
+                    Some(e) => t.insert(e),
+                    None => Ok(()),
+                });
             }
         }
         resubmit(&self.origin, sector, bio);
+    }
+
+    /// Copies origin chunk `old` for the ids in `need` and records the
+    /// exception in the store (not yet committed), with room for it in
+    /// the in-core table; `None` (the chunk given back) if any step fails.
+    fn origin_exception(
+        &self,
+        store: &mut SharedStore<BufioClient>,
+        old: Chunk,
+        need: IdMask,
+    ) -> Option<SharedException> {
+        // Room in core before anything is committed.
+        if self.state.lock().table.reserve(old).is_err() {
+            pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
+            return None;
+        }
+        let cow = match store.reserve() {
+            Ok(cow) => cow,
+            Err(e) => {
+                if e == PdError::NoSpace {
+                    pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
+                }
+                return None;
+            }
+        };
+        if !self.copy_chunk(old, None, cow) {
+            pr_err!("shared snapshot store: copy failed, invalidating snapshots\n");
+            let _ = store.release(cow);
+            return None;
+        }
+        if store.add_origin_exception(old, cow, need).is_err() {
+            pr_err!(
+                "shared snapshot store: recording an exception failed, invalidating snapshots\n"
+            );
+            let _ = store.release(cow);
+            return None;
+        }
+        Some(SharedException {
+            old,
+            cow,
+            share: need,
+        })
     }
 
     /// Worker: a write by `id` that needs its own copy of the chunk.
@@ -371,12 +413,16 @@ impl SharedGroup {
             SnapshotWrite::CopyCow(src) => Some(src),
             SnapshotWrite::CopyOrigin => None,
         };
+        let room = self.state.lock().table.reserve(old).is_ok();
         let cow = match store.reserve() {
-            Ok(cow) => cow,
-            Err(_) => {
+            Ok(cow) if room => cow,
+            reserved => {
+                if let Ok(cow) = reserved {
+                    let _ = store.release(cow);
+                }
                 pr_err!("Invalidating snapshot: Unable to allocate exception.\n");
                 store.invalidate_id(id);
-                self.commit(store, |_| ());
+                self.commit(store, |_| Ok(()));
                 return None;
             }
         };
@@ -384,11 +430,14 @@ impl SharedGroup {
             pr_err!("Invalidating snapshot: Error reading/writing.\n");
             let _ = store.release(cow);
             store.invalidate_id(id);
-            self.commit(store, |_| ());
+            self.commit(store, |_| Ok(()));
             return None;
         }
         if store.add_snapshot_exception(id, old, cow).is_err() {
-            self.commit(store, |_| ());
+            pr_err!("Invalidating snapshot: recording an exception failed.\n");
+            let _ = store.release(cow);
+            store.invalidate_id(id);
+            self.commit(store, |_| Ok(()));
             return None;
         }
         let own = SharedException {
@@ -396,9 +445,10 @@ impl SharedGroup {
             cow,
             share: id.mask(),
         };
-        self.commit(store, |t| {
+        self.publish(store, Some(old), |t| {
             t.leave(id, old);
-            let _ = t.insert(own);
+            // Room was reserved above.
+            t.insert(own)
         })
         .then_some(cow)
     }
@@ -538,7 +588,7 @@ impl SharedGroup {
             return Ok(());
         }
         store.join(id).map_err(|_| EIO)?;
-        if self.commit(&mut store, |_| ()) {
+        if self.commit(&mut store, |_| Ok(())) {
             Ok(())
         } else {
             Err(EIO)
@@ -553,7 +603,10 @@ impl SharedGroup {
             let mut st = self.state.lock();
             st.destroyed = st.destroyed.with(id.mask());
         }
-        if self.commit(&mut store, |t| t.forget(id)) {
+        if self.commit(&mut store, |t| {
+            t.forget(id);
+            Ok(())
+        }) {
             Ok(())
         } else {
             Err(EIO)
@@ -564,7 +617,7 @@ impl SharedGroup {
     pub(crate) fn invalidate(&self) -> Result {
         let mut store = self.store.lock();
         store.invalidate_store();
-        if self.commit(&mut store, |_| ()) {
+        if self.commit(&mut store, |_| Ok(())) {
             Ok(())
         } else {
             Err(EIO)

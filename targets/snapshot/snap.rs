@@ -575,7 +575,15 @@ impl Target for Snapshot {
         };
         let word = args.peek(0).map(|w| w.as_bytes());
         match (word, args.len()) {
-            (Some(b"ES_DESTROY"), 1) => sh.group().destroy(sh.id),
+            (Some(b"ES_DESTROY"), 1) => {
+                // Suspended, no write of this snapshot is in flight to a
+                // chunk the destroy frees.
+                if !self.core.handle.suspended() {
+                    pr_err!("shared snapshot: ES_DESTROY needs the snapshot device suspended\n");
+                    return Err(EBUSY);
+                }
+                sh.group().destroy(sh.id)
+            }
             (Some(b"ES_INVALIDATE"), 1) => sh.group().invalidate(),
             _ => {
                 pr_err!("shared snapshot: unknown message\n");

@@ -105,7 +105,11 @@ check "snapshot 0 unaffected" same /dev/mapper/s0 "$work/exp-s0"
 
 # ES_DESTROY: snapshot 5 leaves the store, its own chunks are freed.
 before=$(status_of s0 | cut -d/ -f1)
+check_fails "ES_DESTROY refused while the snapshot is live" dmsetup message s5 0 ES_DESTROY
+check_eq "refused ES_DESTROY left it valid" "$before" "$(status_of s5 | cut -d/ -f1)"
+require "suspend the snapshot to destroy" dmsetup suspend s5
 require "ES_DESTROY" dmsetup message s5 0 ES_DESTROY
+require "resume the destroyed snapshot" dmsetup resume s5
 check_eq "destroyed snapshot is invalid" Invalid "$(status_of s5)"
 after=$(status_of s0 | cut -d/ -f1)
 check "its own chunk freed ($before -> $after)" test "$after" -lt "$before"

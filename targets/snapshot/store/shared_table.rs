@@ -73,6 +73,13 @@ impl SharedTable {
             })
     }
 
+    /// Makes room for one more exception of `old`, so that the next
+    /// [`Self::insert`] of it cannot fail for memory (reserve before the
+    /// store commits, not after).
+    pub fn reserve(&mut self, old: Chunk) -> Result {
+        self.bucket_mut(old)?.try_reserve(1)
+    }
+
     /// Adds `e`: `Invalid` (nothing changed) if one of its ids already has
     /// an exception for the chunk or its mask is empty.
     pub fn insert(&mut self, e: SharedException) -> Result {
