@@ -7,7 +7,9 @@
 //! `pending_complete`).
 //!
 //! Locking: [`SnapCore::state`] is a sleeping mutex, taken in `map`, in
-//! kcopyd completions and in work items. Copies are submitted with it
+//! kcopyd completions and in work items; it is never held across the
+//! store's commit write, which goes under [`SnapCore::commit_io`] (taken
+//! before `state`) so that `map` does not wait for it. Copies are submitted with it
 //! released (kcopyd may wait for its own completions, which take it), and
 //! bios are ended or resubmitted with it released. An origin write takes
 //! the origin's snapshot list first, then one snapshot's state at a time.
@@ -171,6 +173,80 @@ impl State {
     }
 }
 
+/// What committed (or failed) exceptions released, for
+/// [`SnapCore::release`] once the state lock is dropped.
+#[derive(Default)]
+struct Settled {
+    /// Snapshot writes remapped to their new COW chunk.
+    ready: BioList<Snapshot>,
+    /// Snapshot writes whose exception failed.
+    failed: BioList<Snapshot>,
+    /// Origin writes to check again.
+    retry: OriginBios,
+    /// The snapshot became invalid.
+    invalidated: bool,
+    /// Some pending exception is gone.
+    settled: bool,
+}
+
+impl State {
+    /// The store, and what the store's `done` callback for a committed
+    /// exception `e` does: the exception enters the table (or the snapshot
+    /// goes invalid), its pending entry goes, and its waiters go to `out`.
+    fn settler<'a>(
+        &'a mut self,
+        core: &'a SnapCore,
+        out: &'a mut Settled,
+    ) -> (
+        &'a mut Store<CowIo, Exception>,
+        impl FnMut(Exception, bool) + 'a,
+    ) {
+        let State {
+            store,
+            table,
+            pending,
+            health,
+            drop_pending,
+            ..
+        } = self;
+        let settle = move |e: Exception, success: bool| {
+            let success = success && table.insert(e).is_ok();
+            if success {
+                // Snapshot reads sent to the origin before the exception
+                // existed finish before any origin write this copy held
+                // overwrites the chunk.
+                core.wait_for_tracked(e.old);
+            }
+            if !success && !health.invalid {
+                pr_err!("Invalidating snapshot: Error reading/writing.\n");
+                health.invalid = true;
+                *drop_pending = true;
+                out.invalidated = true;
+            }
+            let Some(p) = pending.remove(e.old) else {
+                return;
+            };
+            out.settled = true;
+            let (mut snaps, mut origins) = p.into_waiters();
+            while let Some(w) = snaps.pop().or_else(|| origins.pop()) {
+                match w {
+                    Waiter::Snapshot(mut b) => {
+                        match core.cow_sector(e.new, b.sector()).filter(|_| success) {
+                            Some(s) => {
+                                b.per_bio_mut().cow_sector = s;
+                                out.ready.push(b);
+                            }
+                            None => out.failed.push(b),
+                        }
+                    }
+                    Waiter::Origin(b) => out.retry.push(b),
+                }
+            }
+        };
+        (store, settle)
+    }
+}
+
 /// Distinct chunks with snapshot reads in flight that are tracked one by
 /// one; more are counted together (see [`TrackedChunks`]).
 const TRACKED_CHUNKS: usize = 256;
@@ -215,6 +291,11 @@ pub(crate) struct SnapCore {
     /// by the snapshot target's destructor.
     #[pin]
     workers: Mutex<Option<Workers>>,
+    /// Serialises commits (taken before `state`): the store's metadata
+    /// writes are done under it alone, through this handle on the COW
+    /// device.
+    #[pin]
+    pub(super) commit_io: Mutex<CowIo>,
 }
 
 impl SnapCore {
@@ -238,6 +319,7 @@ impl SnapCore {
             kcopyd: KcopydClient::new(100)?,
             wq: WorkQueue::new(c_str!("dmrs_snapshot"), Concurrency::Ordered)?,
         };
+        let commit_io = CowIo::new(cow.clone())?;
         Arc::pin_init(
             pin_init!(SnapCore {
                 origin,
@@ -253,6 +335,7 @@ impl SnapCore {
                 throttle <- new_mutex!(CopyThrottle::new(), "snapshot_copy_throttle"),
                 copies_hint: AtomicUsize::new(0),
                 workers <- new_mutex!(Some(workers), "snapshot_workers"),
+                commit_io <- new_mutex!(commit_io, "snapshot_commit"),
             }),
             GFP_KERNEL,
         )
@@ -536,77 +619,65 @@ impl SnapCore {
         // The copy is over; its commit does not count against the limit
         // (upstream ends the count before the store commits).
         self.copy_ended();
-        let mut ready = BioList::<Snapshot>::new();
-        let mut failed = BioList::<Snapshot>::new();
-        let mut retry = OriginBios::default();
-        let mut invalidated = false;
-        {
-            let mut guard = self.state.lock();
-            let st = &mut *guard;
-            if st.pending.copied(old, !ok).is_err() {
-                pr_warn!("snapshot: completion for chunk {} not in flight\n", old);
-            }
-            while let Some(r) = st.pending.next_ready() {
-                let State {
-                    store,
-                    table,
-                    pending,
-                    health,
-                    drop_pending,
-                    ..
-                } = &mut *st;
-                let mut done = |e: Exception, success: bool| {
-                    let success = success && table.insert(e).is_ok();
-                    if success {
-                        // Snapshot reads sent to the origin before the
-                        // exception existed finish before any origin
-                        // write this copy held overwrites the chunk.
-                        self.wait_for_tracked(e.old);
-                    }
-                    if !success && !health.invalid {
-                        pr_err!("Invalidating snapshot: Error reading/writing.\n");
-                        health.invalid = true;
-                        *drop_pending = true;
-                        invalidated = true;
-                    }
-                    let Some(p) = pending.remove(e.old) else {
-                        return;
+        // Commits go one at a time, in the order the store stages them;
+        // the metadata write is done with only this lock held, so `map`
+        // can start new copies meanwhile.
+        let mut commit_io = self.commit_io.lock();
+        let mut first = true;
+        loop {
+            let mut out = Settled::default();
+            let write = {
+                let mut guard = self.state.lock();
+                let st = &mut *guard;
+                if core::mem::take(&mut first) && st.pending.copied(old, !ok).is_err() {
+                    pr_warn!("snapshot: completion for chunk {} not in flight\n", old);
+                }
+                let mut write = None;
+                while write.is_none() {
+                    let Some(r) = st.pending.next_ready() else {
+                        break;
                     };
-                    let (mut snaps, mut origins) = p.into_waiters();
-                    while let Some(w) = snaps.pop().or_else(|| origins.pop()) {
-                        match w {
-                            Waiter::Snapshot(mut b) => {
-                                match self.cow_sector(e.new, b.sector()).filter(|_| success) {
-                                    Some(s) => {
-                                        b.per_bio_mut().cow_sector = s;
-                                        ready.push(b);
-                                    }
-                                    None => failed.push(b),
-                                }
-                            }
-                            Waiter::Origin(b) => retry.push(b),
-                        }
-                    }
-                };
-                let e = Exception {
-                    old: r.old,
-                    new: r.new,
-                };
-                store.commit_exception(e, r.valid, e, &mut done);
+                    let e = Exception {
+                        old: r.old,
+                        new: r.new,
+                    };
+                    let (store, mut settle) = st.settler(self, &mut out);
+                    write = store.stage_commit(e, r.valid, e, &mut settle);
+                }
+                write
+            };
+            self.release(out);
+            let Some(w) = write else {
+                break;
+            };
+            let written = w.write_to(&mut *commit_io);
+            let mut out = Settled::default();
+            {
+                let mut guard = self.state.lock();
+                let (store, mut settle) = guard.settler(self, &mut out);
+                store.commit_written(w, written, &mut settle);
             }
+            self.release(out);
         }
-        if invalidated {
+    }
+
+    /// Ends or resubmits what committed exceptions released (with no lock
+    /// held).
+    fn release(self: &Arc<Self>, out: Settled) {
+        if out.invalidated {
             self.drop_store();
             self.handle.table_event();
         }
-        for b in ready {
+        for b in out.ready {
             let s = b.per_bio().cow_sector;
             b.submit_to(&self.cow, s);
         }
-        for b in failed {
+        for b in out.failed {
             b.end(BlkStatus::IO_ERROR);
         }
-        origins::copy_settled(&self.origin);
-        origins::retry(&self.origin, retry);
+        if out.settled {
+            origins::copy_settled(&self.origin);
+        }
+        origins::retry(&self.origin, out.retry);
     }
 }

@@ -114,6 +114,8 @@ impl SnapCore {
     /// One merge step: the store's next run, copied back to the origin.
     fn merge_next(self: &Arc<Self>) {
         let run = {
+            // The store's metadata I/O goes under the commit lock.
+            let _commit = self.commit_io.lock();
             let mut st = self.state.lock();
             if st.merge.shutdown {
                 drop(st);
@@ -189,6 +191,7 @@ impl SnapCore {
             return self.merge_stop(Stop::Failed);
         }
         let held = {
+            let _commit = self.commit_io.lock();
             let mut st = self.state.lock();
             if ExceptionStore::<Exception>::commit_merge(&mut st.store, run.len).is_err() {
                 drop(st);

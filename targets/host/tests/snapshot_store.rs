@@ -868,3 +868,78 @@ fn a_merge_run_is_one_copy_back_to_the_origin() {
     assert_eq!(single.first(), single.last);
     assert_eq!(single.copy_extent(chunk, 1 << 20), Some((16, 32, 8)));
 }
+
+/// The write a commit needs is handed out: the store stays usable (new
+/// chunks are allocated, the area in memory moves on) while it is done
+/// elsewhere, nothing is durable or acknowledged before it lands, and
+/// batches staged after it are written after it, full areas included.
+#[test]
+fn a_commit_write_is_done_outside_the_store_and_in_order() {
+    let io = MemCow::new(4096);
+    // 2-sector chunks: 64 exceptions per area.
+    let (mut s, _, _) = open_persistent(&io, 2).unwrap();
+    let mut acked: Vec<(u64, bool)> = Vec::new();
+    let mut want = Vec::new();
+    let mut old = 0u64;
+    let mut in_flight: Vec<Exception> = Vec::new();
+    // Up to two allocations in flight: a commit that finds nothing else
+    // pending, or fills the area, hands out a write.
+    for round in 0..200u64 {
+        while in_flight.len() < 2 && round % 3 != 2 {
+            let new = ExceptionStore::<u64>::prepare_exception(&mut s, old, Scope::Origin).unwrap();
+            in_flight.push(Exception { old, new });
+            old += 1;
+        }
+        let e = in_flight.remove(0);
+        let w = s.stage_commit(e, true, e.old, &mut |t, ok| acked.push((t, ok)));
+        want.push(e);
+        let Some(w) = w else {
+            assert!(acked.is_empty(), "acknowledged before its area was written");
+            continue;
+        };
+        // While the write is out: allocation goes on.
+        let next = ExceptionStore::<u64>::prepare_exception(&mut s, old, Scope::Origin).unwrap();
+        in_flight.push(Exception { old, new: next });
+        old += 1;
+        let before = io.ops_len();
+        assert!(acked.is_empty(), "acknowledged before its area was written");
+        // A crash before the write lands keeps only what was acknowledged.
+        let (_, _, found) = open_persistent(&MemCow::from_image(io.image()), 2).unwrap();
+        assert!(
+            found.len() < want.len(),
+            "round {round}: durable before its write"
+        );
+        w.write_to(&mut io.clone()).unwrap();
+        assert!(io.ops_len() > before);
+        s.commit_written(w, Ok(()), &mut |t, ok| acked.push((t, ok)));
+        assert!(acked.iter().all(|&(_, ok)| ok));
+        let got: Vec<u64> = acked.drain(..).map(|(t, _)| t).collect();
+        let reopened = open_persistent(&MemCow::from_image(io.image()), 2)
+            .unwrap()
+            .2;
+        let durable: Vec<u64> = reopened.iter().map(|e| e.old).collect();
+        for t in &got {
+            assert!(
+                durable.contains(t),
+                "round {round}: {t} acknowledged, not durable"
+            );
+        }
+        assert_eq!(reopened, want, "round {round}: areas written out of order");
+    }
+    assert!(want.len() > 64, "the history crossed an area");
+}
+
+/// A failed area write fails its batch and leaves the store invalid.
+#[test]
+fn a_failed_commit_write_fails_its_batch() {
+    let io = MemCow::new(1024);
+    let (mut s, _, _) = open_persistent(&io, 8).unwrap();
+    let new = ExceptionStore::<u64>::prepare_exception(&mut s, 3, Scope::Origin).unwrap();
+    let e = Exception { old: 3, new };
+    let mut acked = Vec::new();
+    let w = s.stage_commit(e, true, 3, &mut |t, ok| acked.push((t, ok)));
+    let w = w.expect("nothing else pending: the area is written");
+    s.commit_written(w, Err(Error::Io), &mut |t, ok| acked.push((t, ok)));
+    assert_eq!(acked, [(3, false)]);
+    assert!(!s.is_valid());
+}

@@ -15,10 +15,16 @@
 //! that exists has therefore always been read, and a snapshot waiting for a
 //! handover simply has none yet.
 //!
-//! Commits are batched by the store: [`ExceptionStore::commit_exception`]
+//! Commits are batched by the store: [`ExceptionStore::stage_commit`]
 //! takes a completion token of the caller's type and hands it back through
 //! `done` once the exception is durable (or failed), possibly together with
-//! the tokens of earlier commits, possibly during a later call.
+//! the tokens of earlier commits, possibly during a later call. When a
+//! batch must be written, the store hands the write out ([`AreaWrite`]):
+//! the caller does it without holding the store's lock, so that new copies
+//! can be allocated meanwhile (upstream's commit does not hold the
+//! snapshot's lock either), and gives it back to
+//! [`ExceptionStore::commit_written`]. [`Store::commit_exception`] does all
+//! three through the store's own device handle.
 //!
 //! Room for the shared store (one COW device for up to 64 snapshots): an
 //! allocation says whether it serves one snapshot's write or an origin
@@ -26,7 +32,7 @@
 //! answer lookups itself ([`ExceptionStore::lookup`]) instead of the
 //! snapshot's in-core [`ExceptionTable`](super::ExceptionTable).
 
-use super::persistent::PersistentStore;
+use super::persistent::{AreaWrite, PersistentStore};
 use super::transient::TransientStore;
 use super::{Chunk, Exception};
 use crate::persistent_data::{Error, Result};
@@ -365,14 +371,32 @@ pub trait ExceptionStore<C> {
     /// Records `e` (copied, successfully if `valid`). `done(token,
     /// success)` is called for it, and for the earlier commits batched with
     /// it, once the batch is durable or has failed; this may happen during
-    /// a later call.
-    fn commit_exception(
+    /// a later call. Returns the write that makes the batch durable when
+    /// one is due: the caller does it ([`AreaWrite::write_to`]) and hands
+    /// it back to [`Self::commit_written`] before staging anything else.
+    fn stage_commit(
         &mut self,
         e: Exception,
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    );
+    ) -> Option<AreaWrite<C>>;
+
+    /// Takes back a write [`Self::stage_commit`] handed out, `written` being
+    /// its result, and calls `done` for the commits it carried.
+    fn commit_written(
+        &mut self,
+        mut w: AreaWrite<C>,
+        _written: Result,
+        done: &mut dyn FnMut(C, bool),
+    ) {
+        // Only a store that hands writes out takes them back.
+        let mut tokens = w.take_tokens();
+        tokens.reverse();
+        while let Some(t) = tokens.pop() {
+            done(t, false);
+        }
+    }
 
     /// Answers a lookup itself, for stores that index their exceptions.
     fn lookup(&self, _old: Chunk, _scope: Scope) -> StoreLookup {
@@ -449,6 +473,26 @@ impl<Io: ChunkIo, C> Store<Io, C> {
 }
 
 impl<Io: ChunkIo, C> Store<Io, C> {
+    /// Commits `e` through the store's own handle on the COW device
+    /// ([`ExceptionStore::stage_commit`], the write if one is due, and
+    /// [`ExceptionStore::commit_written`]), for callers that hold the
+    /// store alone.
+    pub fn commit_exception(
+        &mut self,
+        e: Exception,
+        valid: bool,
+        token: C,
+        done: &mut dyn FnMut(C, bool),
+    ) {
+        match self {
+            Store::Transient(s) => {
+                // Completes at once: no write.
+                let _ = s.stage_commit(e, valid, token, done);
+            }
+            Store::Persistent(s) => s.commit_exception(e, valid, token, done),
+        }
+    }
+
     /// The COW device the store does its I/O on.
     pub fn io(&mut self) -> &mut Io {
         match self {
@@ -506,14 +550,18 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for Store<Io, C> {
         delegate!(self, s => ExceptionStore::<C>::prepare_exception(s, old, scope))
     }
 
-    fn commit_exception(
+    fn stage_commit(
         &mut self,
         e: Exception,
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    ) {
-        delegate!(self, s => s.commit_exception(e, valid, token, done))
+    ) -> Option<AreaWrite<C>> {
+        delegate!(self, s => s.stage_commit(e, valid, token, done))
+    }
+
+    fn commit_written(&mut self, w: AreaWrite<C>, written: Result, done: &mut dyn FnMut(C, bool)) {
+        delegate!(self, s => s.commit_written(w, written, done))
     }
 
     fn lookup(&self, old: Chunk, scope: Scope) -> StoreLookup {

@@ -21,6 +21,11 @@
 //! full area is written, the next area is zeroed on disk, so its terminator
 //! exists before anything could lead a reader to it. Recovery reads areas
 //! until the first that is not full.
+//!
+//! The area write is handed to the caller as an [`AreaWrite`] (a copy of
+//! the area) so that it can be done without the lock that guards the store:
+//! allocations for new copies go on meanwhile, as upstream's do while its
+//! commit sleeps in the copy-completion thread.
 
 use super::exception_store::{
     BlockSizes, ChunkIo, ChunkSize, Durability, ExceptionStore, MergeRun, OpenError, Scope,
@@ -50,8 +55,6 @@ pub struct PersistentStore<Io, C> {
     exceptions_per_area: u32,
     /// The current metadata area, as it is (or will be) on disk.
     area: PVec<u8>,
-    /// A chunk of zeros, for clearing the next area.
-    zero_area: PVec<u8>,
     /// The header chunk being written.
     header_area: PVec<u8>,
     current_area: u64,
@@ -63,6 +66,48 @@ pub struct PersistentStore<Io, C> {
     pending: u64,
     /// Completions of the records added since the area was last written.
     callbacks: PVec<C>,
+    /// What an [`AreaWrite`] carries; `None` while one is out.
+    spare: Option<WriteBuffers<C>>,
+}
+
+/// The buffers of an area write, allocated once and lent to each
+/// [`AreaWrite`] in turn.
+struct WriteBuffers<C> {
+    /// The area as it is to be written.
+    area: PVec<u8>,
+    /// A chunk of zeros, for clearing the next area.
+    zeros: PVec<u8>,
+    /// The completions the write makes durable, in commit order.
+    tokens: PVec<C>,
+}
+
+/// A metadata area write that a commit needs, done by the caller with
+/// [`AreaWrite::write_to`] outside the store's lock and handed back to
+/// [`ExceptionStore::commit_written`]. One is out at a time: the caller
+/// serialises staging, writing and handing back (the kernel does so under
+/// its commit lock), which also keeps the writes in order.
+pub struct AreaWrite<C> {
+    bufs: WriteBuffers<C>,
+    /// Where the area goes.
+    at: u64,
+    /// The next area, zeroed first, when this one is full.
+    zero_next: Option<u64>,
+}
+
+impl<C> AreaWrite<C> {
+    /// Writes the area to `io`: the next area zeroed first if this one is
+    /// full, then this one after a flush, with FUA.
+    pub fn write_to<Io: ChunkIo>(&self, io: &mut Io) -> Result {
+        if let Some(z) = self.zero_next {
+            io.write(z, &self.bufs.zeros, Durability::Plain)?;
+        }
+        io.write(self.at, &self.bufs.area, Durability::Flushed)
+    }
+
+    /// The completions it carries, in commit order.
+    pub(super) fn take_tokens(&mut self) -> PVec<C> {
+        core::mem::replace(&mut self.bufs.tokens, PVec::new())
+    }
 }
 
 /// A zeroed buffer of `len` bytes.
@@ -159,13 +204,13 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
             valid: true,
             exceptions_per_area: 0,
             area: PVec::new(),
-            zero_area: PVec::new(),
             header_area: PVec::new(),
             current_area: 0,
             current_committed: 0,
             next_free: HEADER_CHUNKS + 1,
             pending: 0,
             callbacks: PVec::new(),
+            spare: None,
         };
         ps.alloc_areas()?;
         ps.io.read(0, &mut ps.header_area)?;
@@ -186,13 +231,18 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
         ps.exceptions_per_area = u32::try_from(ps.chunk.bytes() / EXCEPTION_BYTES)
             .map_err(|_| OpenError::Metadata(Error::Invalid))?;
         ps.callbacks = PVec::try_with_capacity(ps.exceptions_per_area as usize)?;
+        ps.spare = Some(WriteBuffers {
+            area: zeroed(ps.chunk.bytes())?,
+            zeros: zeroed(ps.chunk.bytes())?,
+            tokens: PVec::try_with_capacity(ps.exceptions_per_area as usize)?,
+        });
         if new_snapshot {
             // Upstream writes both plainly, header first: a crash can then
             // leave a valid header before a stale area 0. Zeroing the area
             // first and flushing before the header closes that window.
             ps.area.fill(0);
             ps.io
-                .write(ps.area_location(0)?, &ps.zero_area, Durability::Plain)?;
+                .write(ps.area_location(0)?, &ps.area, Durability::Plain)?;
             ps.write_header()?;
             return Ok((ps, Validity::Valid));
         }
@@ -210,10 +260,8 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
         let len = self.chunk.bytes();
         // Free the old buffers before allocating the new ones.
         self.area = PVec::new();
-        self.zero_area = PVec::new();
         self.header_area = PVec::new();
         self.area = zeroed(len)?;
-        self.zero_area = zeroed(len)?;
         self.header_area = zeroed(len)?;
         Ok(())
     }
@@ -290,6 +338,35 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
         self.io.write(at, &self.area, Durability::Flushed)
     }
 
+    /// Lends the spare buffers to a write of the current area with the
+    /// completions batched so far; `Err` if the store is invalid (nothing
+    /// is written then) or a write is already out.
+    fn stage_area(&mut self, full: bool) -> core::result::Result<AreaWrite<C>, ()> {
+        if !self.valid {
+            return Err(());
+        }
+        let at = self.area_location(self.current_area).map_err(|_| ())?;
+        let zero_next = match full {
+            true => {
+                let next = self.current_area.checked_add(1).ok_or(())?;
+                Some(self.area_location(next).map_err(|_| ())?)
+            }
+            false => None,
+        };
+        if self.spare.as_ref().map(|b| b.area.len()) != Some(self.area.len()) {
+            return Err(());
+        }
+        let mut bufs = self.spare.take().ok_or(())?;
+        bufs.area.copy_from_slice(&self.area);
+        // The spare token list is empty and has the same capacity.
+        core::mem::swap(&mut bufs.tokens, &mut self.callbacks);
+        Ok(AreaWrite {
+            bufs,
+            at,
+            zero_next,
+        })
+    }
+
     /// True once the snapshot has been invalidated (or a commit failed).
     pub fn is_valid(&self) -> bool {
         self.valid
@@ -298,6 +375,21 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
     /// The COW device.
     pub fn io(&mut self) -> &mut Io {
         &mut self.io
+    }
+
+    /// Commits `e` through the store's own handle on the COW device: the
+    /// stage, the write if one is due, and its hand-back in one call.
+    pub fn commit_exception(
+        &mut self,
+        e: Exception,
+        valid: bool,
+        token: C,
+        done: &mut dyn FnMut(C, bool),
+    ) {
+        if let Some(w) = self.stage_commit(e, valid, token, done) {
+            let written = w.write_to(&mut self.io);
+            self.commit_written(w, written, done);
+        }
     }
 }
 
@@ -319,19 +411,25 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
         Ok(new)
     }
 
-    fn commit_exception(
+    fn stage_commit(
         &mut self,
         e: Exception,
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    ) {
+    ) -> Option<AreaWrite<C>> {
         if !valid {
             self.valid = false;
         }
-        if set_record(&mut self.area, self.current_committed, e).is_err() {
-            // Cannot happen: the area is written out as soon as it fills.
+        self.pending = self.pending.saturating_sub(1);
+        let full = self.current_committed >= self.exceptions_per_area;
+        if full || set_record(&mut self.area, self.current_committed, e).is_err() {
+            // Cannot happen: a full area is staged for writing as soon as
+            // it fills, and the next record goes to the next area (unless
+            // a caller staged while a write was out).
             self.valid = false;
+            done(token, false);
+            return None;
         }
         self.current_committed += 1;
         if self.callbacks.try_reserve(1).is_err() {
@@ -343,34 +441,49 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
             // Room was reserved just above.
             let _ = self.callbacks.try_push(token);
         }
-        self.pending = self.pending.saturating_sub(1);
         let full = self.current_committed >= self.exceptions_per_area;
         if self.pending != 0 && !full {
-            return;
+            return None;
         }
-        if full {
-            let next = self.current_area.checked_add(1).ok_or(Error::Invalid);
-            let zeroed = next
-                .and_then(|a| self.area_location(a))
-                .and_then(|at| self.io.write(at, &self.zero_area, Durability::Plain));
-            if zeroed.is_err() {
-                self.valid = false;
-            }
-        }
-        if self.valid && self.write_area().is_err() {
-            self.valid = false;
-        }
+        let write = self.stage_area(full);
         if full {
             self.current_committed = 0;
             self.current_area += 1;
             self.area.fill(0);
         }
+        match write {
+            Ok(w) => Some(w),
+            Err(()) => {
+                // Nothing to write (the store is invalid, or a write is
+                // already out): the batch fails.
+                self.valid = false;
+                self.callbacks.reverse();
+                while let Some(t) = self.callbacks.pop() {
+                    done(t, false);
+                }
+                None
+            }
+        }
+    }
+
+    fn commit_written(
+        &mut self,
+        mut w: AreaWrite<C>,
+        written: Result,
+        done: &mut dyn FnMut(C, bool),
+    ) {
+        if written.is_err() {
+            self.valid = false;
+        }
         let valid = self.valid;
+        let mut tokens = w.take_tokens();
         // In commit order.
-        self.callbacks.reverse();
-        while let Some(t) = self.callbacks.pop() {
+        tokens.reverse();
+        while let Some(t) = tokens.pop() {
             done(t, valid);
         }
+        w.bufs.tokens = tokens;
+        self.spare = Some(w.bufs);
     }
 
     fn supports_merge(&self) -> bool {

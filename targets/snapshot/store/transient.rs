@@ -5,6 +5,7 @@
 //! commit complete at once.
 
 use super::exception_store::{ChunkIo, ChunkSize, ExceptionStore, Scope, StoreKind, Usage};
+use super::persistent::AreaWrite;
 use super::{Chunk, Exception};
 use crate::persistent_data::{Error, Result};
 
@@ -50,14 +51,15 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for TransientStore<Io> {
         }
     }
 
-    fn commit_exception(
+    fn stage_commit(
         &mut self,
         _e: Exception,
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    ) {
+    ) -> Option<AreaWrite<C>> {
         done(token, valid);
+        None
     }
 
     fn usage(&self) -> Usage {
