@@ -8,8 +8,15 @@ use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
 
 /// A growable vector whose allocations are fallible.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct PVec<T>(Vec<T>);
+
+// Not derived: that would ask `T: Default`, which the kernel's does not.
+impl<T> Default for PVec<T> {
+    fn default() -> Self {
+        PVec::new()
+    }
+}
 
 impl<T> PVec<T> {
     /// An empty vector; does not allocate.

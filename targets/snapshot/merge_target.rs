@@ -100,10 +100,10 @@ impl Target for SnapshotMerge {
             return bio.remap(&core.origin, sector);
         }
         // A write to the origin: the other snapshots copy the chunk first.
-        let Some((snapshots, min_chunk)) = noio_scope(|| origins::snapshots_of(&core.origin))
-        else {
+        let Some(snapshots) = noio_scope(|| origins::snapshots_of(&core.origin)) else {
             return bio.remap(&core.origin, sector);
         };
+        let min_chunk = snapshots.min_chunk;
         let room = min_chunk - (sector & u64::from(min_chunk - 1)) as u32;
         if bio.sectors() > room && bio.accept_partial(room).is_err() {
             return bio.kill();

@@ -12,6 +12,7 @@
 
 use super::{origins, shared_group};
 use crate::dm::noio::noio_scope;
+use crate::dm::registry::{DevKey, Registered};
 use crate::dm::{
     ArgSet, CtrResult, DeviceVisitor, DmDev, MapBio, MapResult, StatusType, StatusWriter, Target,
     TargetCtx, TargetError,
@@ -24,6 +25,8 @@ use kernel::prelude::*;
 pub(crate) struct Origin {
     dev: DmDev,
     len: u64,
+    /// The device's snapshot list, held so that a write needs no lookup.
+    snapshots: Registered<DevKey, origins::OriginEntry>,
 }
 
 #[vtable]
@@ -43,9 +46,18 @@ impl Target for Origin {
         let path = args.shift_or(c_str!("origin: incorrect number of arguments"))?;
         let dev = ti.get_device(path, c_str!("Cannot get target device"))?;
         ti.set_num_flush_bios(1);
-        KBox::pin(Origin { dev, len: ti.len() }, GFP_KERNEL).map_err(|_| {
-            TargetError::new(ENOMEM, c_str!("Cannot allocate private origin structure"))
-        })
+        let no_mem =
+            || TargetError::new(ENOMEM, c_str!("Cannot allocate private origin structure"));
+        let snapshots = origins::entry_for(&dev).map_err(|_| no_mem())?;
+        KBox::pin(
+            Origin {
+                dev,
+                len: ti.len(),
+                snapshots,
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| no_mem())
     }
 
     fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
@@ -53,13 +65,14 @@ impl Target for Origin {
         if !bio.is_write() || bio.is_empty_flush() {
             return bio.remap(&self.dev, sector);
         }
-        let classic = noio_scope(|| origins::snapshots_of(&self.dev));
+        let classic = noio_scope(|| self.snapshots.snapshots());
         // Snapshots in shared exception stores, one group per store.
         let shared = noio_scope(|| shared_group::groups_of(&self.dev));
         let min_chunk = match (&classic, &shared) {
             (None, None) => return bio.remap(&self.dev, sector),
-            (Some((_, a)), Some((_, b))) => (*a).min(*b),
-            (Some((_, m)), None) | (None, Some((_, m))) => *m,
+            (Some(a), Some((_, b))) => a.min_chunk.min(*b),
+            (Some(a), None) => a.min_chunk,
+            (None, Some((_, m))) => *m,
         };
         // A write goes to one chunk of every snapshot: split at the
         // smallest chunk size (min_chunk is a power of two).
@@ -81,10 +94,10 @@ impl Target for Origin {
             return result;
         };
         let b = match (&classic, b) {
-            (Some((snapshots, _)), origins::OriginBio::Origin(h)) => {
+            (Some(snapshots), origins::OriginBio::Origin(h)) => {
                 noio_scope(|| origins::origin_write_limited(snapshots, sector, h))
             }
-            (Some((snapshots, _)), b) => {
+            (Some(snapshots), b) => {
                 noio_scope(|| origins::origin_write(snapshots, sector, Some(b))).0
             }
             (None, b) => Some(b),

@@ -25,6 +25,11 @@ use kernel::sync::{Arc, CondVar};
 pub(crate) struct OriginEntry {
     #[pin]
     snapshots: Mutex<PVec<Arc<SnapCore>>>,
+    /// The list as origin writes read it, rebuilt (under `snapshots`)
+    /// whenever it changes, so that a write takes a reference instead of
+    /// copying the list.
+    #[pin]
+    view: Mutex<View>,
     /// Copies to this origin's snapshots that settled (committed,
     /// abandoned, or handed over), counted while a merge waits for them
     /// (upstream's `_pending_exceptions_done_count`, per origin).
@@ -33,6 +38,83 @@ pub(crate) struct OriginEntry {
     /// Signalled when `settled` grows.
     #[pin]
     settled_grew: CondVar,
+}
+
+/// The snapshots of an origin at one moment, and their smallest chunk
+/// size; never empty.
+pub(crate) struct SnapView {
+    list: PVec<Arc<SnapCore>>,
+    /// Sectors.
+    pub(crate) min_chunk: u32,
+}
+
+impl core::ops::Deref for SnapView {
+    type Target = [Arc<SnapCore>];
+
+    fn deref(&self) -> &[Arc<SnapCore>] {
+        &self.list
+    }
+}
+
+impl SnapView {
+    /// A view of `list`; `None` if it is empty.
+    fn of(list: &[Arc<SnapCore>]) -> Result<Option<Arc<SnapView>>> {
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let mut copy = PVec::try_with_capacity(list.len()).map_err(|_| ENOMEM)?;
+        let mut min_chunk = u32::MAX;
+        for s in list.iter() {
+            min_chunk = min_chunk.min(s.chunk.sectors());
+            copy.try_push(s.clone()).map_err(|_| ENOMEM)?;
+        }
+        let view = Arc::new(
+            SnapView {
+                list: copy,
+                min_chunk,
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(Some(view))
+    }
+}
+
+/// An origin's published [`SnapView`].
+enum View {
+    /// No snapshots.
+    Empty,
+    /// The current list.
+    Ready(Arc<SnapView>),
+    /// Rebuilding it ran out of memory: the next write builds it.
+    Stale,
+}
+
+impl OriginEntry {
+    /// Publishes `list` (the `snapshots` it holds locked) as the view.
+    fn publish(&self, list: &[Arc<SnapCore>]) {
+        let next = match noio_scope(|| SnapView::of(list)) {
+            Ok(Some(v)) => View::Ready(v),
+            Ok(None) => View::Empty,
+            Err(_) => View::Stale,
+        };
+        // The old view is dropped after the lock is released.
+        let _old = core::mem::replace(&mut *self.view.lock(), next);
+    }
+
+    /// The snapshots, if there are any.
+    pub(crate) fn snapshots(&self) -> Option<Arc<SnapView>> {
+        match &*self.view.lock() {
+            View::Ready(v) => return Some(v.clone()),
+            View::Empty => return None,
+            View::Stale => {}
+        }
+        let list = self.snapshots.lock();
+        self.publish(&list);
+        match &*self.view.lock() {
+            View::Ready(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Merges waiting in [`wait_for_copies`]: while there are none, a settled
@@ -55,6 +137,7 @@ impl Drop for Registration {
         if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, &self.core)) {
             let _ = list.remove(i);
         }
+        self.entry.publish(&list);
     }
 }
 
@@ -154,26 +237,7 @@ pub(crate) fn register(
     core: &Arc<SnapCore>,
     src: Option<&Arc<SnapCore>>,
 ) -> core::result::Result<Registration, Refusal> {
-    let key = DevKey::of(&core.origin);
-    let entry = loop {
-        if let Some(r) = ORIGINS.join(key) {
-            break r;
-        }
-        let fresh = Arc::pin_init(
-            pin_init!(OriginEntry {
-                snapshots <- new_mutex!(PVec::new(), "snapshot_origin_list"),
-                settled <- new_mutex!(0, "snapshot_origin_settled"),
-                settled_grew <- new_condvar!("snapshot_origin_settled_grew"),
-            }),
-            GFP_KERNEL,
-        )
-        .map_err(|_| Refusal::NoMem)?;
-        match ORIGINS.insert(key, fresh) {
-            Ok(r) => break r,
-            Err(e) if e == EEXIST => continue,
-            Err(_) => return Err(Refusal::NoMem),
-        }
-    };
+    let entry = entry_for(&core.origin).map_err(|_| Refusal::NoMem)?;
     {
         let mut list = entry.snapshots.lock();
         let now = Sharing::of(&list, DevKey::of(&core.cow)).validate(core.merging)?;
@@ -188,6 +252,7 @@ pub(crate) fn register(
         // Appended: a handover source always comes before its destination
         // in the list, which the handover relies on.
         list.try_push(core.clone()).map_err(|_| Refusal::NoMem)?;
+        entry.publish(&list);
     }
     Ok(Registration {
         core: core.clone(),
@@ -195,20 +260,35 @@ pub(crate) fn register(
     })
 }
 
-/// The snapshots of `origin` and their smallest chunk size, if it has any.
-pub(crate) fn snapshots_of(origin: &DmDev) -> Option<(PVec<Arc<SnapCore>>, u32)> {
-    let entry = ORIGINS.lookup(DevKey::of(origin))?;
-    let list = entry.snapshots.lock();
-    let mut copy = PVec::try_with_capacity(list.len()).ok()?;
-    let mut min = u32::MAX;
-    for s in list.iter() {
-        min = min.min(s.chunk.sectors());
-        copy.try_push(s.clone()).ok()?;
+/// The entry of `origin`'s snapshots, made if it has none: a
+/// `snapshot-origin` target keeps it for its writes, and each snapshot
+/// for its registration.
+pub(crate) fn entry_for(origin: &DmDev) -> Result<Registered<DevKey, OriginEntry>> {
+    let key = DevKey::of(origin);
+    loop {
+        if let Some(r) = ORIGINS.join(key) {
+            return Ok(r);
+        }
+        let fresh = Arc::pin_init(
+            pin_init!(OriginEntry {
+                snapshots <- new_mutex!(PVec::new(), "snapshot_origin_list"),
+                view <- new_mutex!(View::Empty, "snapshot_origin_view"),
+                settled <- new_mutex!(0, "snapshot_origin_settled"),
+                settled_grew <- new_condvar!("snapshot_origin_settled_grew"),
+            }),
+            GFP_KERNEL,
+        )?;
+        match ORIGINS.insert(key, fresh) {
+            Ok(r) => return Ok(r),
+            Err(e) if e == EEXIST => continue,
+            Err(e) => return Err(e),
+        }
     }
-    if copy.is_empty() {
-        return None;
-    }
-    Some((copy, min))
+}
+
+/// The snapshots of `origin`, if it has any.
+pub(crate) fn snapshots_of(origin: &DmDev) -> Option<Arc<SnapView>> {
+    ORIGINS.lookup(DevKey::of(origin))?.snapshots()
 }
 
 /// A write to the origin: through `snapshot-origin`, or through a
@@ -378,7 +458,7 @@ pub(crate) fn origin_write_limited(
 pub(crate) fn origin_write_again(origin: &DmDev, bio: HeldBio<Origin>) {
     let sector = bio.sector();
     let bio = match snapshots_of(origin) {
-        Some((list, _)) => origin_write_limited(&list, sector, bio),
+        Some(list) => origin_write_limited(&list, sector, bio),
         None => Some(OriginBio::Origin(bio)),
     };
     if let Some(b) = bio {
@@ -401,7 +481,7 @@ fn retry_noio(origin: &DmDev, bios: OriginBios) {
     for b in bios {
         let sector = b.sector();
         let b = match &snapshots {
-            Some((list, _)) => origin_write(list, sector, Some(b)).0,
+            Some(list) => origin_write(list, sector, Some(b)).0,
             None => Some(b),
         };
         if let Some(b) = b {
@@ -414,9 +494,10 @@ fn retry_noio(origin: &DmDev, bios: OriginBios) {
 /// need in the other snapshots before a merge overwrites them (upstream's
 /// `origin_write_extent`); true while some are in flight.
 fn origin_write_extent(origin: &DmDev, sector: u64, sectors: u64) -> bool {
-    let Some((snapshots, min_chunk)) = snapshots_of(origin) else {
+    let Some(snapshots) = snapshots_of(origin) else {
         return false;
     };
+    let min_chunk = snapshots.min_chunk;
     let mut in_flight = false;
     let mut n = 0;
     while n < sectors {

@@ -37,6 +37,7 @@ use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BlkStatus, DmDev, HeldBio};
 use crate::persistent_data::Error as PdError;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::c_str;
 use kernel::new_condvar;
 use kernel::prelude::*;
@@ -117,6 +118,11 @@ pub(crate) struct OriginGroups {
 
 /// By origin device.
 static ORIGIN_GROUPS: Registry<DevKey, OriginGroups> = Registry::new();
+
+/// Groups listed under origins, all origins together: while there are
+/// none, an origin write skips the lookup. (A group is listed while its
+/// origin is suspended, so no write is in flight that could miss it.)
+static LISTED: AtomicUsize = AtomicUsize::new(0);
 
 /// A snapshot target's hold on its group.
 pub(crate) struct SharedSnap {
@@ -666,6 +672,9 @@ struct CopyWait {
 /// The shared groups an origin write must go through, deduplicated, and
 /// their smallest chunk size; `None` if there are none.
 pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)> {
+    if LISTED.load(Ordering::Acquire) == 0 {
+        return None;
+    }
     let entry = ORIGIN_GROUPS.lookup(DevKey::of(origin))?;
     let list = entry.list.lock();
     let mut out: PVec<Arc<SharedGroup>> = PVec::new();
@@ -824,6 +833,7 @@ fn list(
         .lock()
         .try_push(group.clone())
         .map_err(|_| CtrError::NoMem)?;
+    LISTED.fetch_add(1, Ordering::AcqRel);
     Ok(entry)
 }
 
@@ -832,5 +842,6 @@ fn unlist(entry: &Registered<DevKey, OriginGroups>, group: &Arc<SharedGroup>) {
     let mut list = entry.list.lock();
     if let Some(i) = list.iter().position(|g| Arc::ptr_eq(g, group)) {
         list.remove(i);
+        LISTED.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -106,7 +106,7 @@ impl<C> AreaWrite<C> {
 
     /// The completions it carries, in commit order.
     pub(super) fn take_tokens(&mut self) -> PVec<C> {
-        core::mem::replace(&mut self.bufs.tokens, PVec::new())
+        core::mem::take(&mut self.bufs.tokens)
     }
 }
 
