@@ -61,6 +61,11 @@ order += ["snap-read-4k", "snap-merge"]
 rows = [w for w in order if w in results] + sorted(set(results) - set(order))
 kernel = open(os.path.join(out, "kernel")).read().strip() if os.path.exists(
     os.path.join(out, "kernel")) else "?"
+icount_path = os.path.join(out, "icount")
+icount = open(icount_path).read().strip() if os.path.exists(icount_path) else ""
+clock = (f"guest clock on instructions executed (QEMU -icount shift={icount},sleep=off: "
+         "timings count the guest's work and timed waits, not the host's load)"
+         if icount else "guest clock on host time")
 thin_impl_path = os.path.join(out, "thin-impl")
 thin_impl = open(thin_impl_path).read().strip() if os.path.exists(thin_impl_path) else ""
 # Each row compares the C target ("c-*": snapshot-origin, thin) with dm-rs's
@@ -91,7 +96,7 @@ for w in rows:
     lines.append(f"| {w} | {units[w]} | " + " | ".join(cells) + f" | {rc:.3f} | {rng} | {rl:.3f} |")
 table = "\n".join(lines)
 with open(os.path.join(out, "report.md"), "w") as f:
-    f.write(f"# dm-rs bio-path benchmark\n\nGuest kernel {kernel}, fio direct I/O on brd, "
+    f.write(f"# dm-rs bio-path benchmark\n\nGuest kernel {kernel}, {clock}, fio direct I/O on brd, "
             "median of rounds (± half range). Rows without a prefix compare snapshot-origin "
             "without snapshots, thin-* rows the thin target, snap-* rows snapshot-origin with "
             "N persistent snapshots, snapshot reads and snap-merge merge throughput. Ratios read > 1 when dm-rs is faster "
@@ -150,7 +155,7 @@ rst = [
     "absolute numbers mean little; the ratios are the result. Goal: dm-rs/C >= 1.00",
     "on every row (sequential thin reads also >= 0.95 of dm-linear).",
     "",
-    f"Latest full run: {datetime.date.today().isoformat()}, guest kernel {kernel}.",
+    f"Latest full run: {datetime.date.today().isoformat()}, guest kernel {kernel}, {clock}.",
     "",
     ".. csv-table::",
     '   :header: "workload", "unit", "dm-linear", "C target", "dm-rs target", "dm-rs/C", "rounds\' dm-rs/C", "dm-rs/linear"',
