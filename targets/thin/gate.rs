@@ -16,9 +16,11 @@
 //!
 //! A bio is counted either while its virtual block's cell is held (the
 //! worker) or, in `map`, only if no cell locks its block at that moment
-//! ([`IoGate::enter_unlocked`]). The worker takes the cell before it queues
-//! such work, so a `map` bio is either counted ahead of the work (and
-//! waited for) or sees the cell and goes to the worker.
+//! ([`IoGate::enter_mapped`]), checked in one step after the lookup while
+//! `map` still holds the metadata read lock. The worker takes the cell
+//! before it queues such work and changes a mapping only under the write
+//! lock, so a `map` bio is either counted ahead of the work (and waited
+//! for), or sees the cell and goes to the worker, or finds the new mapping.
 //!
 //! No locking here: the pool keeps the gate under a spinlock taken with
 //! interrupts off (`map` must not sleep, `end_io` may run in interrupt
@@ -105,29 +107,14 @@ impl<T, W> IoGate<T, W> {
         self.prison.is_locked(key)
     }
 
-    /// `map`'s way in: counts a bio to virtual block `key` unless a cell
-    /// locks it (then `None`: the bio goes to the worker).
-    pub fn enter_unlocked(&mut self, key: &CellKey) -> Option<IoEntries> {
+    /// `map`'s way in, after the lookup: counts a bio to virtual block
+    /// `key` (`shared_read` for a read of a shared data block) unless a
+    /// cell locks it (then `None`: the bio goes to the worker).
+    pub fn enter_mapped(&mut self, key: &CellKey, shared_read: bool) -> Option<IoEntries> {
         if self.prison.is_locked(key) {
             return None;
         }
-        Some(IoEntries {
-            all_io: Some(self.all_io.inc()),
-            shared_read: None,
-        })
-    }
-
-    /// `map`'s way to read a shared block: adds the shared-read count to
-    /// `entries` unless a cell now locks `key` (then `false`, and the bio
-    /// goes to the worker after [`Self::exit`]).
-    pub fn enter_shared_unlocked(&mut self, key: &CellKey, entries: &mut IoEntries) -> bool {
-        if self.prison.is_locked(key) {
-            return false;
-        }
-        if entries.shared_read.is_none() {
-            entries.shared_read = Some(self.shared_read.inc());
-        }
-        true
+        Some(self.enter(shared_read))
     }
 
     /// Counts a bio whose virtual block's cell the caller holds (the

@@ -262,38 +262,30 @@ impl Target for ThinTarget {
         let Ok(td) = st.td() else {
             return bio.kill();
         };
-        // Counted before the lookup: a discard or copy the worker starts
-        // on this block after this point waits for the bio; one started
-        // before holds the cell, and the bio goes to the worker.
+        // Counted after the lookup, still under the metadata read lock, as
+        // upstream holds the cell across it: the worker takes a block's cell
+        // before a discard or a copy breaking sharing, and changes the
+        // mapping only under the write lock, so a bio that sees no cell here
+        // is counted before that work and waited for (see `gate.rs`).
         let key = CellKey::block(true, st.id, vblock);
-        let Some(mut io) = st.pool.gate.with(|g| g.enter_unlocked(&key)) else {
+        let Some(md) = st.pool.md.try_read() else {
             return self.defer(bio);
         };
-        let r = match st.pool.md.try_read() {
-            Some(md) => noio_scope(|| md.find_block(td, vblock, false)),
-            None => Err(PdError::WouldBlock),
+        let r = noio_scope(|| md.find_block(td, vblock, false));
+        let entered = match &r {
+            // A write to a shared block breaks the sharing in the worker.
+            Ok(m) if !m.shared || op == BioOp::Read => {
+                st.pool.gate.with(|g| g.enter_mapped(&key, m.shared))
+            }
+            _ => None,
         };
-        let remap = match &r {
-            // The cell again, as upstream holds it across the lookup: a
-            // copy breaking sharing may have taken it after the bio was
-            // counted, and a snapshot discard left the block unshared; the
-            // finished copy would free the block under this bio.
-            Ok(m) if !m.shared => !st.pool.gate.with(|g| g.is_locked(&key)),
-            // A read of a shared block is counted as such too, so that
-            // breaking the sharing waits for it.
-            Ok(_) if op == BioOp::Read => st
-                .pool
-                .gate
-                .with(|g| g.enter_shared_unlocked(&key, &mut io)),
-            _ => false,
-        };
-        if let (true, Ok(m)) = (remap, &r) {
+        drop(md);
+        if let (Some(io), Ok(m)) = (entered, &r) {
             let bs = u64::from(st.pool.block_size);
             let dest = m.block.saturating_mul(bs).saturating_add(within);
             bio.per_bio_mut().io = io;
             return bio.remap(&st.pool_dev, dest);
         }
-        Pool::exit_io(&st.pool, &mut io);
         match r {
             Err(PdError::NoData) if op == BioOp::Read => {
                 // Unprovisioned: reads the origin, or zeros.
