@@ -14,6 +14,7 @@ use super::status::{
     EmitDevice, PoolStatus, StatusSink,
 };
 use crate::dm::noio::noio_scope;
+use crate::dm::target::features;
 use crate::dm::{
     ArgSet, CtrResult, DeviceVisitor, DmDev, MapBio, MapResult, QueueLimits, StatusType,
     StatusWriter, Target, TargetCtx, TargetError, TargetHandle,
@@ -242,6 +243,9 @@ fn bound_of(f: &PoolFeatures, low_water_blocks: u64, target_len: u64) -> Bound {
 impl Target for PoolTarget {
     const NAME: &'static CStr = c_str!("thin-pool");
     const VERSION: [u32; 3] = [1, 23, 0];
+    // As upstream: alone in its table, never replaced by another type, and
+    // writable even in a read-only table (its metadata is always written).
+    const FEATURES: u64 = features::SINGLETON | features::ALWAYS_WRITEABLE | features::IMMUTABLE;
     type PerBio = ();
 
     fn new(ti: &mut TargetCtx, args: &mut ArgSet<'_>) -> CtrResult<Pin<KBox<Self>>> {

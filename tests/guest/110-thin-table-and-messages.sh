@@ -30,12 +30,22 @@ refused_table "unknown feature" "$POOL_TARGET: Unrecognised pool feature request
 refused_table "6 feature arguments" "$POOL_TARGET: Invalid number of pool feature arguments" \
 	"$P $META $DATA 128 0 5 a b c d e"
 refused_table "feature count larger than the words" "$POOL_TARGET: Invalid number of pool feature arguments" "$P $META $DATA 128 0 2 skip_block_zeroing"
+# The pool's target type flags, as upstream's: it must be alone in its
+# table (singleton), and a pool device's table cannot be replaced by
+# another target type (immutable).
+refused_table "pool beside another target (singleton)" "must appear alone in table" \
+	"$P $META $DATA 128 0"$'\n'"$len 8 zero"
 check "no device left behind by the refusals" test ! -e /dev/mapper/tbad
 
 # A pool with no features: table line and status as upstream prints them.
 require "create pool (64 KiB blocks, low water 4)" pool_create pool 128 4
 # Upstream ends table and status lines with a space; so must we.
 check_eq "table line" "0 $len $POOL_TARGET $mdev $ddev 128 4 0 " "$(dmsetup table pool)"
+log_mark
+check_fails "a pool's table cannot be replaced by another type (immutable)" \
+	dmsetup load pool --table "0 $len zero"
+check "logs 'can't replace immutable target type'" logged "can't replace immutable target type $POOL_TARGET"
+dmsetup clear pool 2>/dev/null || true
 st=$(pool_status pool)
 check_match "status: transaction 0, metadata and data counts, no held root, rw, queue_if_no_space, no needs_check, threshold" \
 	'^0 [0-9]+/2048 0/1024 - rw (discard_passdown|no_discard_passdown) queue_if_no_space - [0-9]+ $' "$st"
