@@ -360,18 +360,18 @@ impl QueueLimits<'_> {
     }
 }
 
-/// A device-mapper target type.
-///
 /// `DM_TARGET_*` flags for [`Target::FEATURES`] (include/linux/device-mapper.h).
 pub(crate) mod features {
     /// The target must be the only one in its table.
     pub(crate) const SINGLETON: u64 = 0x1;
-    /// The table is loaded read-write even when asked read-only.
+    /// The target may not be loaded in a read-only table.
     pub(crate) const ALWAYS_WRITEABLE: u64 = 0x2;
     /// A table reload may not change the target type.
     pub(crate) const IMMUTABLE: u64 = 0x4;
 }
 
+/// A device-mapper target type.
+///
 /// dm core calls `map` on many CPUs at once, so every callback takes `&self`;
 /// targets use their own locks for mutable state.
 #[vtable]

@@ -620,44 +620,51 @@ impl SnapCore {
         // (upstream ends the count before the store commits).
         self.copy_ended();
         // Commits go one at a time, in the order the store stages them;
-        // the metadata write is done with only this lock held, so `map`
-        // can start new copies meanwhile.
-        let mut commit_io = self.commit_io.lock();
+        // the metadata write is done with only the commit lock held, so
+        // `map` can start new copies meanwhile. What a round releases is
+        // handed on once the commit lock is dropped too.
         let mut first = true;
         loop {
-            let mut out = Settled::default();
-            let write = {
-                let mut guard = self.state.lock();
-                let st = &mut *guard;
-                if core::mem::take(&mut first) && st.pending.copied(old, !ok).is_err() {
-                    pr_warn!("snapshot: completion for chunk {} not in flight\n", old);
+            let mut staged = Settled::default();
+            let mut written = Settled::default();
+            let more = {
+                let mut commit_io = self.commit_io.lock();
+                let write = {
+                    let mut guard = self.state.lock();
+                    let st = &mut *guard;
+                    if core::mem::take(&mut first) && st.pending.copied(old, !ok).is_err() {
+                        pr_warn!("snapshot: completion for chunk {} not in flight\n", old);
+                    }
+                    let mut write = None;
+                    while write.is_none() {
+                        let Some(r) = st.pending.next_ready() else {
+                            break;
+                        };
+                        let e = Exception {
+                            old: r.old,
+                            new: r.new,
+                        };
+                        let (store, mut settle) = st.settler(self, &mut staged);
+                        write = store.stage_commit(e, r.valid, e, &mut settle);
+                    }
+                    write
+                };
+                match write {
+                    Some(w) => {
+                        let result = w.write_to(&mut *commit_io);
+                        let mut guard = self.state.lock();
+                        let (store, mut settle) = guard.settler(self, &mut written);
+                        store.commit_written(w, result, &mut settle);
+                        true
+                    }
+                    None => false,
                 }
-                let mut write = None;
-                while write.is_none() {
-                    let Some(r) = st.pending.next_ready() else {
-                        break;
-                    };
-                    let e = Exception {
-                        old: r.old,
-                        new: r.new,
-                    };
-                    let (store, mut settle) = st.settler(self, &mut out);
-                    write = store.stage_commit(e, r.valid, e, &mut settle);
-                }
-                write
             };
-            self.release(out);
-            let Some(w) = write else {
+            self.release(staged);
+            self.release(written);
+            if !more {
                 break;
-            };
-            let written = w.write_to(&mut *commit_io);
-            let mut out = Settled::default();
-            {
-                let mut guard = self.state.lock();
-                let (store, mut settle) = guard.settler(self, &mut out);
-                store.commit_written(w, written, &mut settle);
             }
-            self.release(out);
         }
     }
 

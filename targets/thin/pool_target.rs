@@ -244,7 +244,7 @@ impl Target for PoolTarget {
     const NAME: &'static CStr = c_str!("thin-pool");
     const VERSION: [u32; 3] = [1, 23, 0];
     // As upstream: alone in its table, never replaced by another type, and
-    // writable even in a read-only table (its metadata is always written).
+    // refused in a read-only table (its metadata is always written).
     const FEATURES: u64 = features::SINGLETON | features::ALWAYS_WRITEABLE | features::IMMUTABLE;
     type PerBio = ();
 
