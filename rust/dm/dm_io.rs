@@ -86,6 +86,18 @@ impl IoBuffer {
     }
 }
 
+impl AsRef<[u8]> for IoBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsMut<[u8]> for IoBuffer {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
 fn vma_memory(ptr: *mut u8) -> bindings::dm_io_memory {
     let mut mem = bindings::dm_io_memory {
         type_: bindings::dm_io_mem_type_DM_IO_VMA,

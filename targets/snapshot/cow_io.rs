@@ -15,10 +15,6 @@ use crate::persistent_data::{Error, Result};
 pub(crate) struct CowIo {
     dev: DmDev,
     client: DmIoClient,
-    /// The buffer of the last I/O, kept for the next one of the same
-    /// length: a commit writes one metadata area, and a vmalloc and vfree
-    /// for each would cost more than the write.
-    buf: Option<IoBuffer>,
 }
 
 impl CowIo {
@@ -27,66 +23,49 @@ impl CowIo {
         Ok(CowIo {
             dev,
             client: DmIoClient::new()?,
-            buf: None,
         })
     }
 
-    /// A region of `dev` and a buffer for `len` bytes at `sector`: the
-    /// buffer in `kept` if it has that length (its old contents are
-    /// overwritten by the I/O or by the caller), else a new one left there.
-    /// Takes the fields apart so the client stays usable beside the buffer.
-    fn prepare<'a>(
-        dev: &DmDev,
-        kept: &'a mut Option<IoBuffer>,
-        sector: u64,
-        len: usize,
-    ) -> Result<(Region, &'a mut IoBuffer)> {
+    /// The region of `dev` that `len` bytes at `sector` cover.
+    fn region(&self, sector: u64, len: usize) -> Result<Region> {
         if len == 0 || len % (1 << SECTOR_SHIFT) != 0 {
             return Err(Error::Invalid);
         }
-        let sectors = len >> SECTOR_SHIFT;
-        let count = u32::try_from(sectors).map_err(|_| Error::Invalid)?;
-        let region = Region::new(dev.clone(), sector, count.into()).map_err(|_| Error::Io)?;
-        if kept.as_ref().is_some_and(|b| b.as_slice().len() != len) {
-            // Freed before the new one is allocated.
-            *kept = None;
-        }
-        let buf = match kept.take() {
-            Some(b) => b,
-            None => IoBuffer::new(count).map_err(|_| Error::NoMem)?,
-        };
-        Ok((region, kept.insert(buf)))
+        let count = u32::try_from(len >> SECTOR_SHIFT).map_err(|_| Error::Invalid)?;
+        Region::new(self.dev.clone(), sector, count.into()).map_err(|_| Error::Io)
     }
 }
 
 impl ChunkIo for CowIo {
+    /// The store's buffers are dm-io's memory: they are written as they
+    /// are, without a bounce copy.
+    type Buf = IoBuffer;
+
     fn sectors(&self) -> u64 {
         self.dev.nr_sectors()
     }
 
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result {
-        let (region, io_buf) = Self::prepare(&self.dev, &mut self.buf, sector, buf.len())?;
-        self.client.read(&region, io_buf).map_err(|_| Error::Io)?;
-        let src = io_buf.as_slice().get(..buf.len()).ok_or(Error::Invalid)?;
-        buf.copy_from_slice(src);
-        Ok(())
+    fn alloc(&self, len: usize) -> Result<IoBuffer> {
+        if len % (1 << SECTOR_SHIFT) != 0 {
+            return Err(Error::Invalid);
+        }
+        let sectors = u32::try_from(len >> SECTOR_SHIFT).map_err(|_| Error::Invalid)?;
+        IoBuffer::new(sectors).map_err(|_| Error::NoMem)
     }
 
-    fn write(&mut self, sector: u64, buf: &[u8], durability: Durability) -> Result {
-        let (region, io_buf) = Self::prepare(&self.dev, &mut self.buf, sector, buf.len())?;
-        io_buf
-            .as_mut_slice()
-            .get_mut(..buf.len())
-            .ok_or(Error::Invalid)?
-            .copy_from_slice(buf);
+    fn read(&mut self, sector: u64, buf: &mut IoBuffer) -> Result {
+        let region = self.region(sector, buf.as_slice().len())?;
+        self.client.read(&region, buf).map_err(|_| Error::Io)
+    }
+
+    fn write(&mut self, sector: u64, buf: &IoBuffer, durability: Durability) -> Result {
+        let region = self.region(sector, buf.as_slice().len())?;
         let op = match durability {
             Durability::Plain => IoOp::Write,
             // Everything written before (the copied chunks) is flushed
             // ahead of this write, in the same request.
             Durability::Flushed => IoOp::WriteFlushFua,
         };
-        self.client
-            .write(&region, io_buf, op)
-            .map_err(|_| Error::Io)
+        self.client.write(&region, buf, op).map_err(|_| Error::Io)
     }
 }

@@ -169,7 +169,7 @@ fn a_full_area_is_written_with_pending_copies_after_zeroing_the_next() {
     let (mut s, _, _) = open_persistent(&io, 1).unwrap();
     // Dirty the next area's chunk (1 + 33 = 34) to see it zeroed.
     io.clone()
-        .write(34, &[0xff; 512], Durability::Plain)
+        .write(34, &vec![0xff; 512], Durability::Plain)
         .unwrap();
     let news: Vec<u64> = (0..40)
         .map(|i| ExceptionStore::<u64>::prepare_exception(&mut s, i, Scope::Origin).unwrap())

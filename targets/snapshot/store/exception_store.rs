@@ -43,12 +43,19 @@ pub const SECTOR_SHIFT: u32 = 9;
 
 /// The COW device as a store sees it.
 pub trait ChunkIo {
+    /// A buffer the device reads into and writes from as it is (the
+    /// kernel's dm-io memory): a commit writes the store's area without
+    /// copying it.
+    type Buf: AsRef<[u8]> + AsMut<[u8]>;
+
     /// Current size of the device, in sectors.
     fn sectors(&self) -> u64;
-    /// Reads `buf.len()` bytes (whole sectors) from `sector`.
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result;
+    /// A zeroed buffer of `len` bytes (whole sectors).
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// Reads `buf`'s length (whole sectors) from `sector`.
+    fn read(&mut self, sector: u64, buf: &mut Self::Buf) -> Result;
     /// Writes `buf` (whole sectors) at `sector`.
-    fn write(&mut self, sector: u64, buf: &[u8], durability: Durability) -> Result;
+    fn write(&mut self, sector: u64, buf: &Self::Buf, durability: Durability) -> Result;
 }
 
 /// How durable a write must be when it completes.
@@ -361,6 +368,10 @@ impl MergeRun {
 /// `dm_exception_store_type`); `C` is the caller's commit completion
 /// token.
 pub trait ExceptionStore<C> {
+    /// The buffer type of the COW device's I/O (what an [`AreaWrite`]
+    /// carries).
+    type Buf;
+
     /// The chunk size in use (the on-disk one for a persistent store).
     fn chunk_size(&self) -> ChunkSize;
 
@@ -380,13 +391,13 @@ pub trait ExceptionStore<C> {
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    ) -> Option<AreaWrite<C>>;
+    ) -> Option<AreaWrite<Self::Buf, C>>;
 
     /// Takes back a write [`Self::stage_commit`] handed out, `written` being
     /// its result, and calls `done` for the commits it carried.
     fn commit_written(
         &mut self,
-        mut w: AreaWrite<C>,
+        mut w: AreaWrite<Self::Buf, C>,
         _written: Result,
         done: &mut dyn FnMut(C, bool),
     ) {
@@ -437,7 +448,7 @@ pub trait ExceptionStore<C> {
 }
 
 /// Any store, chosen by the table line.
-pub enum Store<Io, C> {
+pub enum Store<Io: ChunkIo, C> {
     /// `N`.
     Transient(TransientStore<Io>),
     /// `P` / `PO`.
@@ -542,6 +553,8 @@ macro_rules! delegate {
 }
 
 impl<Io: ChunkIo, C> ExceptionStore<C> for Store<Io, C> {
+    type Buf = Io::Buf;
+
     fn chunk_size(&self) -> ChunkSize {
         delegate!(self, s => ExceptionStore::<C>::chunk_size(s))
     }
@@ -556,11 +569,16 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for Store<Io, C> {
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    ) -> Option<AreaWrite<C>> {
+    ) -> Option<AreaWrite<Self::Buf, C>> {
         delegate!(self, s => s.stage_commit(e, valid, token, done))
     }
 
-    fn commit_written(&mut self, w: AreaWrite<C>, written: Result, done: &mut dyn FnMut(C, bool)) {
+    fn commit_written(
+        &mut self,
+        w: AreaWrite<Self::Buf, C>,
+        written: Result,
+        done: &mut dyn FnMut(C, bool),
+    ) {
         delegate!(self, s => s.commit_written(w, written, done))
     }
 

@@ -22,10 +22,11 @@
 //! exists before anything could lead a reader to it. Recovery reads areas
 //! until the first that is not full.
 //!
-//! The area write is handed to the caller as an [`AreaWrite`] (a copy of
-//! the area) so that it can be done without the lock that guards the store:
-//! allocations for new copies go on meanwhile, as upstream's do while its
-//! commit sleeps in the copy-completion thread.
+//! The area write is handed to the caller as an [`AreaWrite`], which
+//! carries the area's buffer itself (the store keeps a second one), so
+//! that it can be done without the lock that guards the store and without
+//! a copy: allocations for new copies go on meanwhile, as upstream's do
+//! while its commit sleeps in the copy-completion thread.
 
 use super::exception_store::{
     BlockSizes, ChunkIo, ChunkSize, Durability, ExceptionStore, MergeRun, OpenError, Scope,
@@ -34,6 +35,7 @@ use super::exception_store::{
 use super::{Chunk, Exception};
 use crate::persistent_data::shim::PVec;
 use crate::persistent_data::{Error, Result};
+use core::mem;
 
 /// The header's magic number ("SnAp" on disk).
 pub const SNAP_MAGIC: u32 = 0x7041_6e53;
@@ -47,16 +49,17 @@ pub const DEFAULT_CHUNK_SECTORS: u32 = 32;
 pub const EXCEPTION_BYTES: usize = 16;
 
 /// A persistent store on a COW device; `C` is the commit token type.
-pub struct PersistentStore<Io, C> {
+pub struct PersistentStore<Io: ChunkIo, C> {
     io: Io,
     chunk: ChunkSize,
     overflow: bool,
     valid: bool,
     exceptions_per_area: u32,
-    /// The current metadata area, as it is (or will be) on disk.
-    area: PVec<u8>,
+    /// The current metadata area, as it is (or will be) on disk; while a
+    /// write of it is out, the write has it and this holds the spare.
+    area: Io::Buf,
     /// The header chunk being written.
-    header_area: PVec<u8>,
+    header_area: Io::Buf,
     current_area: u64,
     /// Records in the current area.
     current_committed: u32,
@@ -67,16 +70,17 @@ pub struct PersistentStore<Io, C> {
     /// Completions of the records added since the area was last written.
     callbacks: PVec<C>,
     /// What an [`AreaWrite`] carries; `None` while one is out.
-    spare: Option<WriteBuffers<C>>,
+    spare: Option<WriteBuffers<Io::Buf, C>>,
 }
 
 /// The buffers of an area write, allocated once and lent to each
 /// [`AreaWrite`] in turn.
-struct WriteBuffers<C> {
-    /// The area as it is to be written.
-    area: PVec<u8>,
+struct WriteBuffers<B, C> {
+    /// The area buffer the store does not hold: swapped with the store's
+    /// when a write is staged, so the write carries the area as it is.
+    area: B,
     /// A chunk of zeros, for clearing the next area.
-    zeros: PVec<u8>,
+    zeros: B,
     /// The completions the write makes durable, in commit order.
     tokens: PVec<C>,
 }
@@ -86,18 +90,18 @@ struct WriteBuffers<C> {
 /// [`ExceptionStore::commit_written`]. One is out at a time: the caller
 /// serialises staging, writing and handing back (the kernel does so under
 /// its commit lock), which also keeps the writes in order.
-pub struct AreaWrite<C> {
-    bufs: WriteBuffers<C>,
+pub struct AreaWrite<B, C> {
+    bufs: WriteBuffers<B, C>,
     /// Where the area goes.
     at: u64,
     /// The next area, zeroed first, when this one is full.
     zero_next: Option<u64>,
 }
 
-impl<C> AreaWrite<C> {
+impl<B, C> AreaWrite<B, C> {
     /// Writes the area to `io`: the next area zeroed first if this one is
     /// full, then this one after a flush, with FUA.
-    pub fn write_to<Io: ChunkIo>(&self, io: &mut Io) -> Result {
+    pub fn write_to<Io: ChunkIo<Buf = B>>(&self, io: &mut Io) -> Result {
         if let Some(z) = self.zero_next {
             io.write(z, &self.bufs.zeros, Durability::Plain)?;
         }
@@ -106,15 +110,8 @@ impl<C> AreaWrite<C> {
 
     /// The completions it carries, in commit order.
     pub(super) fn take_tokens(&mut self) -> PVec<C> {
-        core::mem::take(&mut self.bufs.tokens)
+        mem::take(&mut self.bufs.tokens)
     }
-}
-
-/// A zeroed buffer of `len` bytes.
-fn zeroed(len: usize) -> Result<PVec<u8>> {
-    let mut v = PVec::try_with_capacity(len)?;
-    v.try_resize(len, 0)?;
-    Ok(v)
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -196,15 +193,34 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
         block_sizes: BlockSizes,
         add: &mut dyn FnMut(Exception) -> Result,
     ) -> core::result::Result<(Self, Validity), OpenError> {
-        let chunk = chunk.unwrap_or_else(|| ChunkSize::default_for(block_sizes.cow));
+        let mut chunk = chunk.unwrap_or_else(|| ChunkSize::default_for(block_sizes.cow));
+        let mut io = io;
+        let mut header_area = io.alloc(chunk.bytes())?;
+        io.read(0, &mut header_area)?;
+        let h = Header::decode(header_area.as_ref());
+        let new_snapshot = h.magic == 0;
+        if !new_snapshot {
+            if h.magic != SNAP_MAGIC {
+                return Err(OpenError::Metadata(Error::Invalid));
+            }
+            if h.chunk_size != chunk.sectors() {
+                // The device's chunk size wins over the table's.
+                chunk = ChunkSize::new(h.chunk_size, block_sizes.cow, block_sizes.origin)
+                    .map_err(|_| OpenError::Metadata(Error::Invalid))?;
+                // Freed before the new one is allocated.
+                drop(header_area);
+                header_area = io.alloc(chunk.bytes())?;
+            }
+        }
+        let area = io.alloc(chunk.bytes())?;
         let mut ps = PersistentStore {
             io,
             chunk,
             overflow,
             valid: true,
             exceptions_per_area: 0,
-            area: PVec::new(),
-            header_area: PVec::new(),
+            area,
+            header_area,
             current_area: 0,
             current_committed: 0,
             next_free: HEADER_CHUNKS + 1,
@@ -212,35 +228,22 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
             callbacks: PVec::new(),
             spare: None,
         };
-        ps.alloc_areas()?;
-        ps.io.read(0, &mut ps.header_area)?;
-        let h = Header::decode(&ps.header_area);
-        let new_snapshot = h.magic == 0;
         if !new_snapshot {
-            if h.magic != SNAP_MAGIC {
-                return Err(OpenError::Metadata(Error::Invalid));
-            }
             ps.valid = h.valid != 0;
-            if h.chunk_size != ps.chunk.sectors() {
-                // The device's chunk size wins over the table's.
-                ps.chunk = ChunkSize::new(h.chunk_size, block_sizes.cow, block_sizes.origin)
-                    .map_err(|_| OpenError::Metadata(Error::Invalid))?;
-                ps.alloc_areas()?;
-            }
         }
         ps.exceptions_per_area = u32::try_from(ps.chunk.bytes() / EXCEPTION_BYTES)
             .map_err(|_| OpenError::Metadata(Error::Invalid))?;
         ps.callbacks = PVec::try_with_capacity(ps.exceptions_per_area as usize)?;
         ps.spare = Some(WriteBuffers {
-            area: zeroed(ps.chunk.bytes())?,
-            zeros: zeroed(ps.chunk.bytes())?,
+            area: ps.io.alloc(ps.chunk.bytes())?,
+            zeros: ps.io.alloc(ps.chunk.bytes())?,
             tokens: PVec::try_with_capacity(ps.exceptions_per_area as usize)?,
         });
         if new_snapshot {
             // Upstream writes both plainly, header first: a crash can then
             // leave a valid header before a stale area 0. Zeroing the area
             // first and flushing before the header closes that window.
-            ps.area.fill(0);
+            ps.area.as_mut().fill(0);
             ps.io
                 .write(ps.area_location(0)?, &ps.area, Durability::Plain)?;
             ps.write_header()?;
@@ -254,16 +257,6 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
         }
         ps.read_exceptions(add)?;
         Ok((ps, Validity::Valid))
-    }
-
-    fn alloc_areas(&mut self) -> Result {
-        let len = self.chunk.bytes();
-        // Free the old buffers before allocating the new ones.
-        self.area = PVec::new();
-        self.header_area = PVec::new();
-        self.area = zeroed(len)?;
-        self.header_area = zeroed(len)?;
-        Ok(())
     }
 
     /// First sector of metadata area `area`.
@@ -287,14 +280,14 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
     }
 
     fn write_header(&mut self) -> Result {
-        self.header_area.fill(0);
+        self.header_area.as_mut().fill(0);
         Header {
             magic: SNAP_MAGIC,
             valid: u32::from(self.valid),
             version: DISK_VERSION,
             chunk_size: self.chunk.sectors(),
         }
-        .encode(&mut self.header_area)?;
+        .encode(self.header_area.as_mut())?;
         // Flushed, unlike upstream: an invalidation must survive a crash
         // (the origin is written without copies once a snapshot is
         // invalid), and a new header must not reach the disk before the
@@ -311,7 +304,7 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
             self.io.read(at, &mut self.area)?;
             let mut count = self.exceptions_per_area;
             for i in 0..self.exceptions_per_area {
-                let e = record(&self.area, i);
+                let e = record(self.area.as_ref(), i);
                 if e.new == 0 {
                     count = i;
                     break;
@@ -341,7 +334,7 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
     /// Lends the spare buffers to a write of the current area with the
     /// completions batched so far; `Err` if the store is invalid (nothing
     /// is written then) or a write is already out.
-    fn stage_area(&mut self, full: bool) -> core::result::Result<AreaWrite<C>, ()> {
+    fn stage_area(&mut self, full: bool) -> core::result::Result<AreaWrite<Io::Buf, C>, ()> {
         if !self.valid {
             return Err(());
         }
@@ -353,13 +346,13 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
             }
             false => None,
         };
-        if self.spare.as_ref().map(|b| b.area.len()) != Some(self.area.len()) {
-            return Err(());
-        }
         let mut bufs = self.spare.take().ok_or(())?;
-        bufs.area.copy_from_slice(&self.area);
+        // The write carries the area; the store holds the spare buffer,
+        // whose contents are stale until `commit_written` swaps them back
+        // (nothing reads or stages meanwhile: one write is out at a time).
+        mem::swap(&mut bufs.area, &mut self.area);
         // The spare token list is empty and has the same capacity.
-        core::mem::swap(&mut bufs.tokens, &mut self.callbacks);
+        mem::swap(&mut bufs.tokens, &mut self.callbacks);
         Ok(AreaWrite {
             bufs,
             at,
@@ -394,6 +387,8 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
 }
 
 impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
+    type Buf = Io::Buf;
+
     fn chunk_size(&self) -> ChunkSize {
         self.chunk
     }
@@ -417,16 +412,20 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    ) -> Option<AreaWrite<C>> {
+    ) -> Option<AreaWrite<Io::Buf, C>> {
         if !valid {
             self.valid = false;
         }
         self.pending = self.pending.saturating_sub(1);
         let full = self.current_committed >= self.exceptions_per_area;
-        if full || set_record(&mut self.area, self.current_committed, e).is_err() {
+        if full
+            || self.spare.is_none()
+            || set_record(self.area.as_mut(), self.current_committed, e).is_err()
+        {
             // Cannot happen: a full area is staged for writing as soon as
-            // it fills, and the next record goes to the next area (unless
-            // a caller staged while a write was out).
+            // it fills, and the next record goes to the next area; the
+            // caller never stages while a write is out (the store holds
+            // the spare buffer then, not the area).
             self.valid = false;
             done(token, false);
             return None;
@@ -449,7 +448,9 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
         if full {
             self.current_committed = 0;
             self.current_area += 1;
-            self.area.fill(0);
+            // The store now holds the spare buffer: the next area starts
+            // empty.
+            self.area.as_mut().fill(0);
         }
         match write {
             Ok(w) => Some(w),
@@ -468,12 +469,17 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
 
     fn commit_written(
         &mut self,
-        mut w: AreaWrite<C>,
+        mut w: AreaWrite<Io::Buf, C>,
         written: Result,
         done: &mut dyn FnMut(C, bool),
     ) {
         if written.is_err() {
             self.valid = false;
+        }
+        if w.zero_next.is_none() {
+            // The area was not full: it stays current, and more records go
+            // into it.
+            mem::swap(&mut w.bufs.area, &mut self.area);
         }
         let valid = self.valid;
         let mut tokens = w.take_tokens();
@@ -491,6 +497,11 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
     }
 
     fn prepare_merge(&mut self) -> Result<Option<MergeRun>> {
+        if self.spare.is_none() {
+            // A commit write has the area (the caller serialises merging
+            // with commits, so this does not happen).
+            return Err(Error::Invalid);
+        }
         if self.current_committed == 0 {
             if self.current_area == 0 {
                 return Ok(None);
@@ -501,10 +512,10 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
             self.current_committed = self.exceptions_per_area;
         }
         let top = self.current_committed - 1;
-        let last = record(&self.area, top);
+        let last = record(self.area.as_ref(), top);
         let mut len = 1u32;
         while len <= top {
-            let e = record(&self.area, top - len);
+            let e = record(self.area.as_ref(), top - len);
             if Some(e.old) != last.old.checked_sub(len.into())
                 || Some(e.new) != last.new.checked_sub(len.into())
             {
@@ -516,12 +527,12 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
     }
 
     fn commit_merge(&mut self, n: u32) -> Result {
-        if n > self.current_committed {
+        if n > self.current_committed || self.spare.is_none() {
             return Err(Error::Invalid);
         }
         for i in 0..n {
             set_record(
-                &mut self.area,
+                self.area.as_mut(),
                 self.current_committed - 1 - i,
                 Exception { old: 0, new: 0 },
             )?;

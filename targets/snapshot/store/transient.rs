@@ -34,6 +34,8 @@ impl<Io: ChunkIo> TransientStore<Io> {
 }
 
 impl<Io: ChunkIo, C> ExceptionStore<C> for TransientStore<Io> {
+    type Buf = Io::Buf;
+
     fn chunk_size(&self) -> ChunkSize {
         self.chunk
     }
@@ -57,7 +59,7 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for TransientStore<Io> {
         valid: bool,
         token: C,
         done: &mut dyn FnMut(C, bool),
-    ) -> Option<AreaWrite<C>> {
+    ) -> Option<AreaWrite<Io::Buf, C>> {
         done(token, valid);
         None
     }

@@ -129,11 +129,18 @@ impl MemCow {
 }
 
 impl ChunkIo for MemCow {
+    type Buf = Vec<u8>;
+
     fn sectors(&self) -> u64 {
         (self.0.borrow().image.len() / SECTOR) as u64
     }
 
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
+    fn alloc(&self, len: usize) -> Result<Vec<u8>, Error> {
+        assert_eq!(len % SECTOR, 0, "buffers are whole sectors");
+        Ok(vec![0; len])
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut Vec<u8>) -> Result<(), Error> {
         let st = self.0.borrow();
         let at = sector as usize * SECTOR;
         let src = st.image.get(at..at + buf.len()).ok_or(Error::Io)?;
@@ -141,7 +148,7 @@ impl ChunkIo for MemCow {
         Ok(())
     }
 
-    fn write(&mut self, sector: u64, buf: &[u8], durability: Durability) -> Result<(), Error> {
+    fn write(&mut self, sector: u64, buf: &Vec<u8>, durability: Durability) -> Result<(), Error> {
         assert_eq!(buf.len() % SECTOR, 0, "writes are whole sectors");
         let mut st = self.0.borrow_mut();
         let at = sector as usize * SECTOR;
