@@ -79,7 +79,7 @@ pub use exception_store::{
 };
 pub use exception_table::{Exception, ExceptionTable, Run};
 pub use health::{Health, OnFull};
-pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind};
+pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind, Waiters};
 pub use persistent::{AreaWrite, PersistentStore};
 pub use shared::{SharedStore, SnapshotWrite};
 pub use shared_index::{IdMask, SharedException, SnapId};

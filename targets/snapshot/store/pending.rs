@@ -41,10 +41,61 @@ pub struct Pending<W> {
     state: CopyState,
     /// Writes to the snapshot itself, remapped to `new`, issued once the
     /// exception is complete.
-    snapshot_waiters: PVec<W>,
+    snapshot_waiters: Waiters<W>,
     /// Origin writes held until the copy is durable, then retried (they
     /// may need exceptions in other snapshots).
-    origin_waiters: PVec<W>,
+    origin_waiters: Waiters<W>,
+}
+
+/// The items waiting on one pending exception. Nearly always there is one
+/// (the write that started the copy): it is kept inline, so a first write
+/// costs no allocation; more go to a vector.
+pub struct Waiters<W> {
+    first: Option<W>,
+    more: PVec<W>,
+}
+
+impl<W> Waiters<W> {
+    const fn new() -> Self {
+        Waiters {
+            first: None,
+            more: PVec::new(),
+        }
+    }
+
+    /// Adds `w` after the others; on failure (no memory) `w` comes back.
+    fn push(&mut self, w: W) -> core::result::Result<(), (Error, W)> {
+        if self.first.is_none() {
+            self.first = Some(w);
+            return Ok(());
+        }
+        if let Err(e) = self.more.try_reserve(1) {
+            return Err((e, w));
+        }
+        // Room was reserved just above, so this push cannot fail.
+        let _ = self.more.try_push(w);
+        Ok(())
+    }
+
+    /// Takes the last one added.
+    pub fn pop(&mut self) -> Option<W> {
+        self.more.pop().or_else(|| self.first.take())
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// True when none wait.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// In the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = &W> {
+        self.first.iter().chain(self.more.iter())
+    }
 }
 
 impl<W> Pending<W> {
@@ -65,7 +116,7 @@ impl<W> Pending<W> {
 
     /// The waiters, snapshot writes first, origin writes second, in the
     /// order they arrived.
-    pub fn into_waiters(self) -> (PVec<W>, PVec<W>) {
+    pub fn into_waiters(self) -> (Waiters<W>, Waiters<W>) {
         (self.snapshot_waiters, self.origin_waiters)
     }
 }
@@ -144,8 +195,8 @@ impl<W> PendingExceptions<W> {
                 new,
                 sequence: self.next_sequence,
                 state: CopyState::Waiting,
-                snapshot_waiters: PVec::new(),
-                origin_waiters: PVec::new(),
+                snapshot_waiters: Waiters::new(),
+                origin_waiters: Waiters::new(),
             },
         )?;
         self.next_sequence += 1;
@@ -172,12 +223,7 @@ impl<W> PendingExceptions<W> {
             WaiterKind::Snapshot => &mut p.snapshot_waiters,
             WaiterKind::Origin => &mut p.origin_waiters,
         };
-        if let Err(e) = list.try_reserve(1) {
-            return Err((e, w));
-        }
-        // Room was reserved just above, so this push cannot fail.
-        let _ = list.try_push(w);
-        Ok(())
+        list.push(w)
     }
 
     /// Marks the copy of `old` issued; false if it was not waiting (it
