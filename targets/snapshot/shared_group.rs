@@ -24,8 +24,8 @@ use super::origins::{self, OriginBio, OriginBios};
 use super::snap::Snapshot;
 use super::store::exception_store::Usage;
 use super::store::{
-    Chunk, ChunkSize, CowCopy, IdMask, SharedException, SharedSpec, SharedStore, SharedTable,
-    SnapId, SnapshotWrite,
+    until_known, Chunk, ChunkSize, CowCopy, IdMask, SharedException, SharedSpec, SharedStore,
+    SharedTable, SnapId, SnapshotWrite,
 };
 use crate::dm::bufio::BufioClient;
 use crate::dm::engine_alloc::PVec;
@@ -36,7 +36,7 @@ use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BlkStatus, DmDev, HeldBio};
-use crate::persistent_data::Error as PdError;
+use crate::persistent_data::{Error as PdError, Result as PdResult};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::c_str;
 use kernel::new_condvar;
@@ -670,12 +670,21 @@ struct CopyWait {
 }
 
 /// The shared groups an origin write must go through, deduplicated, and
-/// their smallest chunk size; `None` if there are none.
+/// their smallest chunk size; `None` if there are none. May sleep, until
+/// there is memory to tell (an origin write must not pass groups it could
+/// not see).
 pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)> {
+    until_known(|| try_groups_of(origin), sleep_ms)
+}
+
+/// As [`groups_of`], but `NoMem` if there is no memory to tell now.
+fn try_groups_of(origin: &DmDev) -> PdResult<Option<(PVec<Arc<SharedGroup>>, u32)>> {
     if LISTED.load(Ordering::Acquire) == 0 {
-        return None;
+        return Ok(None);
     }
-    let entry = ORIGIN_GROUPS.lookup(DevKey::of(origin))?;
+    let Some(entry) = ORIGIN_GROUPS.lookup(DevKey::of(origin)) else {
+        return Ok(None);
+    };
     let list = entry.list.lock();
     let mut out: PVec<Arc<SharedGroup>> = PVec::new();
     let mut min = u32::MAX;
@@ -684,9 +693,9 @@ pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)>
             continue;
         }
         min = min.min(g.chunk.sectors());
-        out.try_push(g.clone()).ok()?;
+        out.try_push(g.clone()).map_err(|_| PdError::NoMem)?;
     }
-    (!out.is_empty()).then_some((out, min))
+    Ok((!out.is_empty()).then_some((out, min)))
 }
 
 /// An origin write through every shared group: `Some(bio)` once none
