@@ -485,17 +485,29 @@ impl SharedGroup {
         }
     }
 
-    /// Queues `r` for the worker; gives it back if the group is closing,
-    /// broken or out of memory.
+    /// Queues `r` for the worker; gives it back if the group is closing or
+    /// broken. Sleeps while there is no memory to queue it: an origin
+    /// write given back would pass the copy it needs (upstream's writes
+    /// sleep in `mempool_alloc` too).
     fn enqueue(self: &Arc<Self>, r: Request) -> core::result::Result<(), Request> {
-        let start = {
-            let mut st = self.state.lock();
-            if st.closed || st.broken || st.queue.try_reserve(1).is_err() {
-                return Err(r);
-            }
-            // Room was reserved: this push does not fail.
-            let _ = st.queue.try_push(r);
-            !core::mem::replace(&mut st.draining, true)
+        let mut r = Some(r);
+        let queued = until_known(
+            || {
+                let mut st = self.state.lock();
+                if st.closed || st.broken {
+                    return Ok(None);
+                }
+                st.queue.try_reserve(1).map_err(|_| PdError::NoMem)?;
+                if let Some(r) = r.take() {
+                    // Room was reserved: this push does not fail.
+                    let _ = st.queue.try_push(r);
+                }
+                Ok(Some(!core::mem::replace(&mut st.draining, true)))
+            },
+            sleep_ms,
+        );
+        let Some(start) = queued else {
+            return r.map_or(Ok(()), Err);
         };
         if start {
             let g = self.clone();
