@@ -94,7 +94,7 @@ impl OriginEntry {
 
     /// The snapshots: `Ok(None)` if there are none, `NoMem` if there was
     /// no memory to tell (never to be taken for "none").
-    pub(crate) fn try_snapshots(&self) -> PdResult<Option<Arc<SnapView>>> {
+    fn try_snapshots(&self) -> PdResult<Option<Arc<SnapView>>> {
         if let Some(known) = self.view.lock().known() {
             return Ok(known);
         }
