@@ -87,9 +87,12 @@ impl OriginEntry {
     fn publish(&self, list: &[Arc<SnapCore>]) -> PdResult<Option<Arc<SnapView>>> {
         let built = noio_scope(|| SnapView::of(list)).map_err(|_| PdError::NoMem);
         let mut view = self.view.lock();
+        let old = core::mem::replace(&mut *view, Published::Stale);
+        let seen = view.publish(built);
         // The old view is dropped after the lock is released.
-        let _old = core::mem::replace(&mut *view, Published::Stale);
-        view.publish(built)
+        drop(view);
+        drop(old);
+        seen
     }
 
     /// The snapshots: `Ok(None)` if there are none, `NoMem` if there was
