@@ -38,6 +38,7 @@ use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, IrqSpinLock, TargetHandle};
 use crate::new_irq_spinlock;
+use crate::persistent_data::Error as PdError;
 use core::sync::atomic::AtomicUsize;
 use kernel::c_str;
 use kernel::new_condvar;
@@ -154,20 +155,25 @@ impl State {
         scope: Scope,
         invalidated: &mut bool,
     ) -> Option<Chunk> {
-        let new = match ExceptionStore::<Exception>::prepare_exception(&mut self.store, old, scope)
-        {
-            Ok(new) => new,
-            Err(_) => {
+        let store = &mut self.store;
+        let prepared = self.pending.insert_with(old, || {
+            ExceptionStore::<Exception>::prepare_exception(store, old, scope)
+        });
+        let new = match prepared {
+            Ok(Ok(new)) => new,
+            Ok(Err(_)) => {
                 *invalidated |= self.cow_full(scope);
                 return None;
             }
+            // Already being copied: the caller waits for that copy.
+            Err(PdError::Exists) => return None,
+            Err(_) => {
+                // No memory to track a copy, so no write can wait for
+                // one: the snapshot goes invalid.
+                *invalidated |= self.invalidate();
+                return None;
+            }
         };
-        if self.pending.insert(old, new).is_err() {
-            // The chunk handed out is never committed: the store is
-            // unusable from now on, so the snapshot goes invalid.
-            *invalidated |= self.invalidate();
-            return None;
-        }
         self.pending.start(old);
         Some(new)
     }
@@ -566,31 +572,35 @@ impl SnapCore {
     }
 
     fn abandon_noio(self: &Arc<Self>, old: Chunk) {
-        let mut failed = BioList::<Snapshot>::new();
-        let mut retry = OriginBios::default();
-        let invalidated;
-        {
-            let mut st = self.state.lock();
-            invalidated = st.invalidate();
+        let mut out = Settled {
+            // The merge waiting on copies of the origin looks again.
+            settled: true,
+            ..Settled::default()
+        };
+        let invalidated = {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            let invalidated = st.invalidate();
             if let Some(p) = st.pending.remove(old) {
                 let (mut snaps, mut origins) = p.into_waiters();
                 while let Some(w) = snaps.pop().or_else(|| origins.pop()) {
                     match w {
-                        Waiter::Snapshot(b) => failed.push(b),
-                        Waiter::Origin(b) => retry.push(b),
+                        Waiter::Snapshot(b) => out.failed.push(b),
+                        Waiter::Origin(b) => out.retry.push(b),
                     }
                 }
             }
-        }
+            // The store stops waiting for the chunk: the commits batched
+            // behind it fail now instead of never completing.
+            let (store, mut settle) = st.settler(self, &mut out);
+            store.abandon_exception(&mut settle);
+            invalidated
+        };
         if invalidated {
             pr_err!("Invalidating snapshot: Unable to copy a chunk.\n");
             self.record_invalid();
         }
-        for b in failed {
-            b.end(BlkStatus::IO_ERROR);
-        }
-        origins::copy_settled(&self.origin);
-        origins::retry(&self.origin, retry);
+        self.release(out);
         self.copy_ended();
     }
 

@@ -65,6 +65,8 @@ impl Target for Origin {
         if !bio.is_write() || bio.is_empty_flush() {
             return bio.remap(&self.dev, sector);
         }
+        // Both lists wait for memory to be built rather than pass the
+        // write on unprotected (upstream sleeps in `mempool_alloc` here).
         let classic = noio_scope(|| self.snapshots.snapshots());
         // Snapshots in shared exception stores, one group per store.
         let shared = noio_scope(|| shared_group::groups_of(&self.dev));

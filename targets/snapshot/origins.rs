@@ -8,13 +8,14 @@
 use super::exceptions::{SnapCore, Waiter};
 use super::merge_target::SnapshotMerge;
 use super::origin::Origin;
-use super::store::{Exception, ExceptionStore, Scope, WaiterKind};
+use super::store::{until_known, Exception, ExceptionStore, Published, Scope, WaiterKind};
 use super::throttle::ThrottledBio;
 use crate::dm::engine_alloc::PVec;
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::{DevKey, Registered, Registry};
-use crate::dm::sync::{new_mutex, Mutex};
+use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::{BioList, DmDev, HeldBio};
+use crate::persistent_data::{Error as PdError, Result as PdResult};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::new_condvar;
 use kernel::prelude::*;
@@ -29,7 +30,7 @@ pub(crate) struct OriginEntry {
     /// whenever it changes, so that a write takes a reference instead of
     /// copying the list.
     #[pin]
-    view: Mutex<View>,
+    view: Mutex<Published<Arc<SnapView>>>,
     /// Copies to this origin's snapshots that settled (committed,
     /// abandoned, or handed over), counted while a merge waits for them
     /// (upstream's `_pending_exceptions_done_count`, per origin).
@@ -79,41 +80,35 @@ impl SnapView {
     }
 }
 
-/// An origin's published [`SnapView`].
-enum View {
-    /// No snapshots.
-    Empty,
-    /// The current list.
-    Ready(Arc<SnapView>),
-    /// Rebuilding it ran out of memory: the next write builds it.
-    Stale,
-}
-
 impl OriginEntry {
-    /// Publishes `list` (the `snapshots` it holds locked) as the view.
-    fn publish(&self, list: &[Arc<SnapCore>]) {
-        let next = match noio_scope(|| SnapView::of(list)) {
-            Ok(Some(v)) => View::Ready(v),
-            Ok(None) => View::Empty,
-            Err(_) => View::Stale,
-        };
+    /// Publishes `list` (the `snapshots` it holds locked) as the view, and
+    /// returns it; `NoMem` if it could not be built (it is then rebuilt by
+    /// the next write).
+    fn publish(&self, list: &[Arc<SnapCore>]) -> PdResult<Option<Arc<SnapView>>> {
+        let built = noio_scope(|| SnapView::of(list)).map_err(|_| PdError::NoMem);
+        let mut view = self.view.lock();
+        let old = core::mem::replace(&mut *view, Published::Stale);
+        let seen = view.publish(built);
         // The old view is dropped after the lock is released.
-        let _old = core::mem::replace(&mut *self.view.lock(), next);
+        drop(view);
+        drop(old);
+        seen
     }
 
-    /// The snapshots, if there are any.
-    pub(crate) fn snapshots(&self) -> Option<Arc<SnapView>> {
-        match &*self.view.lock() {
-            View::Ready(v) => return Some(v.clone()),
-            View::Empty => return None,
-            View::Stale => {}
+    /// The snapshots: `Ok(None)` if there are none, `NoMem` if there was
+    /// no memory to tell (never to be taken for "none").
+    fn try_snapshots(&self) -> PdResult<Option<Arc<SnapView>>> {
+        if let Some(known) = self.view.lock().known() {
+            return Ok(known);
         }
         let list = self.snapshots.lock();
-        self.publish(&list);
-        match &*self.view.lock() {
-            View::Ready(v) => Some(v.clone()),
-            _ => None,
-        }
+        self.publish(&list)
+    }
+
+    /// The snapshots, if there are any; sleeps until there is memory to
+    /// tell (an origin write must not pass snapshots it could not see).
+    pub(crate) fn snapshots(&self) -> Option<Arc<SnapView>> {
+        until_known(|| self.try_snapshots(), sleep_ms)
     }
 }
 
@@ -137,7 +132,8 @@ impl Drop for Registration {
         if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, &self.core)) {
             let _ = list.remove(i);
         }
-        self.entry.publish(&list);
+        // On failure the next write rebuilds it.
+        let _ = self.entry.publish(&list);
     }
 }
 
@@ -252,7 +248,8 @@ pub(crate) fn register(
         // Appended: a handover source always comes before its destination
         // in the list, which the handover relies on.
         list.try_push(core.clone()).map_err(|_| Refusal::NoMem)?;
-        entry.publish(&list);
+        // On failure the next write rebuilds it.
+        let _ = entry.publish(&list);
     }
     Ok(Registration {
         core: core.clone(),
@@ -272,7 +269,7 @@ pub(crate) fn entry_for(origin: &DmDev) -> Result<Registered<DevKey, OriginEntry
         let fresh = Arc::pin_init(
             pin_init!(OriginEntry {
                 snapshots <- new_mutex!(PVec::new(), "snapshot_origin_list"),
-                view <- new_mutex!(View::Empty, "snapshot_origin_view"),
+                view <- new_mutex!(Published::Empty, "snapshot_origin_view"),
                 settled <- new_mutex!(0, "snapshot_origin_settled"),
                 settled_grew <- new_condvar!("snapshot_origin_settled_grew"),
             }),
@@ -286,7 +283,8 @@ pub(crate) fn entry_for(origin: &DmDev) -> Result<Registered<DevKey, OriginEntry
     }
 }
 
-/// The snapshots of `origin`, if it has any.
+/// The snapshots of `origin`, if it has any; may sleep, until there is
+/// memory to tell.
 pub(crate) fn snapshots_of(origin: &DmDev) -> Option<Arc<SnapView>> {
     ORIGINS.lookup(DevKey::of(origin))?.snapshots()
 }

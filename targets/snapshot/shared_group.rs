@@ -24,8 +24,8 @@ use super::origins::{self, OriginBio, OriginBios};
 use super::snap::Snapshot;
 use super::store::exception_store::Usage;
 use super::store::{
-    Chunk, ChunkSize, CowCopy, IdMask, SharedException, SharedSpec, SharedStore, SharedTable,
-    SnapId, SnapshotWrite,
+    until_known, Chunk, ChunkSize, CowCopy, IdMask, SharedException, SharedSpec, SharedStore,
+    SharedTable, SnapId, SnapshotWrite,
 };
 use crate::dm::bufio::BufioClient;
 use crate::dm::engine_alloc::PVec;
@@ -36,7 +36,7 @@ use crate::dm::registry::{DevKey, Registered, Registry};
 use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BlkStatus, DmDev, HeldBio};
-use crate::persistent_data::Error as PdError;
+use crate::persistent_data::{Error as PdError, Result as PdResult};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::c_str;
 use kernel::new_condvar;
@@ -485,17 +485,29 @@ impl SharedGroup {
         }
     }
 
-    /// Queues `r` for the worker; gives it back if the group is closing,
-    /// broken or out of memory.
+    /// Queues `r` for the worker; gives it back if the group is closing or
+    /// broken. Sleeps while there is no memory to queue it: an origin
+    /// write given back would pass the copy it needs (upstream's writes
+    /// sleep in `mempool_alloc` too).
     fn enqueue(self: &Arc<Self>, r: Request) -> core::result::Result<(), Request> {
-        let start = {
-            let mut st = self.state.lock();
-            if st.closed || st.broken || st.queue.try_reserve(1).is_err() {
-                return Err(r);
-            }
-            // Room was reserved: this push does not fail.
-            let _ = st.queue.try_push(r);
-            !core::mem::replace(&mut st.draining, true)
+        let mut r = Some(r);
+        let queued = until_known(
+            || {
+                let mut st = self.state.lock();
+                if st.closed || st.broken {
+                    return Ok(None);
+                }
+                st.queue.try_reserve(1).map_err(|_| PdError::NoMem)?;
+                if let Some(r) = r.take() {
+                    // Room was reserved: this push does not fail.
+                    let _ = st.queue.try_push(r);
+                }
+                Ok(Some(!core::mem::replace(&mut st.draining, true)))
+            },
+            sleep_ms,
+        );
+        let Some(start) = queued else {
+            return r.map_or(Ok(()), Err);
         };
         if start {
             let g = self.clone();
@@ -670,12 +682,21 @@ struct CopyWait {
 }
 
 /// The shared groups an origin write must go through, deduplicated, and
-/// their smallest chunk size; `None` if there are none.
+/// their smallest chunk size; `None` if there are none. May sleep, until
+/// there is memory to tell (an origin write must not pass groups it could
+/// not see).
 pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)> {
+    until_known(|| try_groups_of(origin), sleep_ms)
+}
+
+/// As [`groups_of`], but `NoMem` if there is no memory to tell now.
+fn try_groups_of(origin: &DmDev) -> PdResult<Option<(PVec<Arc<SharedGroup>>, u32)>> {
     if LISTED.load(Ordering::Acquire) == 0 {
-        return None;
+        return Ok(None);
     }
-    let entry = ORIGIN_GROUPS.lookup(DevKey::of(origin))?;
+    let Some(entry) = ORIGIN_GROUPS.lookup(DevKey::of(origin)) else {
+        return Ok(None);
+    };
     let list = entry.list.lock();
     let mut out: PVec<Arc<SharedGroup>> = PVec::new();
     let mut min = u32::MAX;
@@ -684,9 +705,9 @@ pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)>
             continue;
         }
         min = min.min(g.chunk.sectors());
-        out.try_push(g.clone()).ok()?;
+        out.try_push(g.clone()).map_err(|_| PdError::NoMem)?;
     }
-    (!out.is_empty()).then_some((out, min))
+    Ok((!out.is_empty()).then_some((out, min)))
 }
 
 /// An origin write through every shared group: `Some(bio)` once none

@@ -220,6 +220,69 @@ fn a_failed_copy_invalidates_and_fails_its_batch() {
 }
 
 #[test]
+fn an_abandoned_chunk_lets_its_batch_complete_failed() {
+    // Two copies in flight: the first commits, the second is abandoned
+    // (its copy could not be issued). The batch must not wait for a
+    // commit that never comes.
+    let io = MemCow::new(1024);
+    let (mut s, _, _) = open_persistent(&io, 8).unwrap();
+    let a = ExceptionStore::<u64>::prepare_exception(&mut s, 1, Scope::Origin).unwrap();
+    let _b = ExceptionStore::<u64>::prepare_exception(&mut s, 2, Scope::Origin).unwrap();
+    let c = ExceptionStore::<u64>::prepare_exception(&mut s, 3, Scope::Origin).unwrap();
+    let before = io.ops_len();
+    assert!(commit(&mut s, Exception { old: 1, new: a }, 1).is_empty());
+    let mut done = Vec::new();
+    ExceptionStore::<u64>::abandon_exception(&mut s, &mut |t, ok| done.push((t, ok)));
+    assert_eq!(
+        done,
+        [(1, false)],
+        "the batch fails: the snapshot is invalid"
+    );
+    assert!(!s.is_valid());
+    // The copy still in flight completes too, failed, as the last pending.
+    assert_eq!(
+        commit(&mut s, Exception { old: 3, new: c }, 3),
+        [(3, false)]
+    );
+    assert_eq!(io.ops_len(), before, "an invalid store writes no area");
+    // The same through the table's store type.
+    let io = MemCow::new(1024);
+    let (ps, _, _) = open_persistent(&io, 8).unwrap();
+    let mut s: Store<MemCow, u64> = Store::Persistent(ps);
+    let a = ExceptionStore::<u64>::prepare_exception(&mut s, 1, Scope::Origin).unwrap();
+    let _b = ExceptionStore::<u64>::prepare_exception(&mut s, 2, Scope::Origin).unwrap();
+    let mut done = Vec::new();
+    s.commit_exception(Exception { old: 1, new: a }, true, 1, &mut |t, ok| {
+        done.push((t, ok))
+    });
+    assert!(done.is_empty());
+    ExceptionStore::<u64>::abandon_exception(&mut s, &mut |t, ok| done.push((t, ok)));
+    assert_eq!(done, [(1, false)]);
+}
+
+#[test]
+fn a_pending_exception_allocates_its_chunk_only_once_it_is_tracked() {
+    let mut p: PendingExceptions<u64> = PendingExceptions::new();
+    assert_eq!(p.insert_with(7, || Ok(20)), Ok(Ok(20)));
+    assert_eq!(p.get(7).map(|e| e.new_chunk()), Some(20));
+    // Already pending: refused before anything is allocated.
+    let mut allocated = false;
+    let r = p.insert_with(7, || {
+        allocated = true;
+        Ok(21)
+    });
+    assert_eq!(r, Err(Error::Exists));
+    assert!(!allocated);
+    // The allocation's own failure comes back as it is, nothing recorded.
+    assert_eq!(
+        p.insert_with(8, || Err(Error::NoSpace)),
+        Ok(Err(Error::NoSpace))
+    );
+    assert!(p.get(8).is_none());
+    assert_eq!(p.len(), 1);
+}
+
+#[test]
 fn cow_full_is_no_space_until_the_device_grows() {
     // Header, area 0 and 3 data chunks.
     let io = MemCow::new(5 * 8);

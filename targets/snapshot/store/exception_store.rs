@@ -409,6 +409,15 @@ pub trait ExceptionStore<C> {
         }
     }
 
+    /// Gives back a chunk [`Self::prepare_exception`] handed out that will
+    /// never be committed (its copy could not even be tried), so that the
+    /// store stops waiting for it. The snapshot goes invalid: the store
+    /// writes nothing more, and `done(token, false)` is called for the
+    /// commits batched so far (those of a write already out fail in
+    /// [`Self::commit_written`]), as upstream fails an invalid snapshot's
+    /// pending writes.
+    fn abandon_exception(&mut self, _done: &mut dyn FnMut(C, bool)) {}
+
     /// Answers a lookup itself, for stores that index their exceptions.
     fn lookup(&self, _old: Chunk, _scope: Scope) -> StoreLookup {
         StoreLookup::InCoreTable
@@ -580,6 +589,10 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for Store<Io, C> {
         done: &mut dyn FnMut(C, bool),
     ) {
         delegate!(self, s => s.commit_written(w, written, done))
+    }
+
+    fn abandon_exception(&mut self, done: &mut dyn FnMut(C, bool)) {
+        delegate!(self, s => ExceptionStore::<C>::abandon_exception(s, done))
     }
 
     fn lookup(&self, old: Chunk, scope: Scope) -> StoreLookup {

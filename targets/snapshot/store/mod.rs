@@ -13,15 +13,17 @@
 //!   `Validity::Invalid` loads the snapshot invalid.
 //! * a write needing a copy (to the snapshot, or to the origin for each
 //!   snapshot without an exception for the chunk):
+//!   [`PendingExceptions::insert_with`] a chunk from
 //!   [`ExceptionStore::prepare_exception`] (`NoSpace`: [`Health::cow_full`]),
-//!   [`PendingExceptions::insert`], queue the bio with
-//!   [`PendingExceptions::add_waiter`], [`PendingExceptions::start`] and
-//!   issue the kcopyd copy.
+//!   queue the bio with [`PendingExceptions::add_waiter`],
+//!   [`PendingExceptions::start`] and issue the kcopyd copy.
 //! * copy done: [`PendingExceptions::copied`], then while
 //!   [`PendingExceptions::next_ready`] gives one,
 //!   [`ExceptionStore::commit_exception`] it (on a thread that may sleep:
 //!   the store's I/O is synchronous). Every chunk handed out must be
-//!   committed, valid or not, or later batches wait for it. On `done`:
+//!   committed, valid or not, or given back with
+//!   [`ExceptionStore::abandon_exception`] if its copy cannot be tried,
+//!   or later batches wait for it. On `done`:
 //!   [`ExceptionTable::insert`], [`PendingExceptions::remove`], release the
 //!   waiters (origin writes are retried through the origin path).
 //! * merge: [`ExceptionStore::prepare_merge`], copy the run back to the
@@ -35,6 +37,8 @@
 //!   [`CopyThrottle::end`] when it finishes (mapping again the writes it
 //!   hands back); a write that could start a copy first asks
 //!   [`CopyThrottle::park`] whether it must wait.
+//! * an origin write: the origin's snapshots as [`Published`]; if there
+//!   is no memory to tell which they are, it waits ([`until_known`]).
 //! * status: [`Health::fmt_info`] with [`ExceptionStore::usage`];
 //!   table: [`exception_store::fmt_table`].
 //!
@@ -60,6 +64,7 @@ pub mod exception_table;
 pub mod health;
 pub mod pending;
 pub mod persistent;
+pub mod published;
 pub mod shared;
 pub mod shared_area;
 pub mod shared_index;
@@ -81,6 +86,7 @@ pub use exception_table::{Exception, ExceptionTable, Run};
 pub use health::{Health, OnFull};
 pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind, Waiters};
 pub use persistent::{AreaWrite, PersistentStore};
+pub use published::{until_known, Published};
 pub use shared::{SharedStore, SnapshotWrite};
 pub use shared_index::{IdMask, SharedException, SnapId};
 pub use shared_spec::SharedSpec;

@@ -203,6 +203,30 @@ impl<W> PendingExceptions<W> {
         Ok(())
     }
 
+    /// Records a new pending exception for `old` with the COW chunk that
+    /// `alloc` hands out, calling `alloc` only once nothing can keep the
+    /// entry from being recorded: a chunk allocated and then not tracked
+    /// would never be committed, and the store would wait for it. The
+    /// outer `Err` (`Exists`, or `NoMem`) comes before `alloc` runs; the
+    /// inner result is `alloc`'s.
+    pub fn insert_with(
+        &mut self,
+        old: Chunk,
+        alloc: impl FnOnce() -> Result<Chunk>,
+    ) -> Result<Result<Chunk>> {
+        if self.get(old).is_some() {
+            return Err(Error::Exists);
+        }
+        self.entries.try_reserve(1)?;
+        let new = match alloc() {
+            Ok(new) => new,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Cannot fail: `old` has no entry and room was reserved.
+        self.insert(old, new)?;
+        Ok(Ok(new))
+    }
+
     /// Queues `w` on chunk `old`'s pending exception. On failure (no such
     /// exception, or no memory) `w` comes back with the error, for the
     /// caller to fail it.

@@ -492,6 +492,17 @@ impl<Io: ChunkIo, C> ExceptionStore<C> for PersistentStore<Io, C> {
         self.spare = Some(w.bufs);
     }
 
+    fn abandon_exception(&mut self, done: &mut dyn FnMut(C, bool)) {
+        self.valid = false;
+        self.pending = self.pending.saturating_sub(1);
+        // No area is written from now on: the batch fails at once rather
+        // than wait for a commit that may never come.
+        self.callbacks.reverse();
+        while let Some(t) = self.callbacks.pop() {
+            done(t, false);
+        }
+    }
+
     fn supports_merge(&self) -> bool {
         true
     }
