@@ -245,6 +245,9 @@ fn pending_exceptions_hold_waiters_and_commit_in_allocation_order() {
     assert_eq!(p.get(10).map(|e| e.state()), Some(CopyState::Committing));
     let (snap, origin) = p.remove(10).unwrap().into_waiters();
     let (snap, origin): (Vec<_>, Vec<_>) = (snap.iter().collect(), origin.iter().collect());
-    assert_eq!((&snap[..], &origin[..]), (&[&"s1"][..], &[&"o1", &"o2"][..]));
+    assert_eq!(
+        (&snap[..], &origin[..]),
+        (&[&"s1"][..], &[&"o1", &"o2"][..])
+    );
     assert_eq!(p.len(), 2);
 }
