@@ -323,12 +323,38 @@ pub(crate) fn find_or_create(
 }
 
 impl PoolOwner {
+    // Each step is its own frame (`inline(never)`): inlined into the pool
+    // target's constructor they made one frame of about 2 KiB, live while
+    // opening the metadata goes down into bufio and dm-io.
+    #[inline(never)]
     fn new(
         d: &PoolDevices<'_>,
         bound: Bound,
         metadata_claim: Registered<DevKey, MetadataUser>,
     ) -> core::result::Result<Self, (Error, &'static CStr)> {
         let md = open_metadata(d)?;
+        let pool = Pool::new(d, bound, md)?;
+        let wq = pool.wq.clone();
+        let timer = new_delayed_work!(wq, CommitTimer { pool: pool.clone() }, "thin-pool commit")
+            .map_err(|e| (e, c_str!("Out of memory")))?;
+        timer.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));
+        Ok(PoolOwner {
+            pool,
+            timer: Some(timer),
+            _metadata_claim: metadata_claim,
+        })
+    }
+}
+
+impl Pool {
+    /// The pool around the opened metadata `md`: its worker's queue,
+    /// kcopyd client and state, and the gate.
+    #[inline(never)]
+    fn new(
+        d: &PoolDevices<'_>,
+        bound: Bound,
+        md: Metadata,
+    ) -> core::result::Result<Arc<Self>, (Error, &'static CStr)> {
         let wq = WorkQueue::new(c_str!("dm-thin"), Concurrency::Ordered)
             .map_err(|e| (e, c_str!("Error creating pool's workqueue")))?;
         let wq = Arc::new(wq, GFP_KERNEL).map_err(|e| (e.into(), c_str!("Out of memory")))?;
@@ -337,15 +363,14 @@ impl PoolOwner {
         let ws = WorkerState::new();
         let gate = Gate::try_new(MAX_CELLS, MAX_WAITING)
             .map_err(|e| (kerr(e), c_str!("Error creating pool's bio prison")))?;
-        let pool_wq = wq.clone();
-        let pool = Arc::pin_init(
+        Arc::pin_init(
             pin_init!(Pool {
                 md <- new_rwsem!(md, "thin-pool metadata"),
                 data_dev: d.data_dev.clone(),
                 metadata_key: DevKey::of(d.metadata_dev),
                 data_key: DevKey::of(d.data_dev),
                 block_size: d.block_size,
-                wq: pool_wq,
+                wq,
                 work <- new_work!("thin-pool worker"),
                 thins <- new_mutex!(PVec::new(), "thin-pool thins"),
                 worker <- new_mutex!(ws, "thin-pool worker state"),
@@ -359,18 +384,11 @@ impl PoolOwner {
             }),
             GFP_KERNEL,
         )
-        .map_err(|e| (e, c_str!("Error creating metadata object")))?;
-        let timer = new_delayed_work!(wq, CommitTimer { pool: pool.clone() }, "thin-pool commit")
-            .map_err(|e| (e, c_str!("Out of memory")))?;
-        timer.queue(msecs_to_jiffies(COMMIT_PERIOD_MS));
-        Ok(PoolOwner {
-            pool,
-            timer: Some(timer),
-            _metadata_claim: metadata_claim,
-        })
+        .map_err(|e| (e, c_str!("Error creating metadata object")))
     }
 }
 
+#[inline(never)]
 fn open_metadata(d: &PoolDevices<'_>) -> core::result::Result<Metadata, (Error, &'static CStr)> {
     const ERR: &CStr = c_str!("Error creating metadata object");
     let client = BufioClient::new(d.metadata_dev, 4096).map_err(|e| (e, ERR))?;

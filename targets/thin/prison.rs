@@ -17,7 +17,7 @@
 //! should only move the items on (to a list), not issue I/O.
 
 use crate::persistent_data::error::Result;
-use crate::persistent_data::shim::PVec;
+use crate::persistent_data::shim::{PBox, PVec};
 
 /// No slot (end of a list).
 const NIL: u32 = u32::MAX;
@@ -501,7 +501,9 @@ struct Generation {
 /// work added waits until every generation up to the current one (when it
 /// was added) has no I/O left.
 pub struct DeferredSet<W> {
-    generations: [Generation; DEFERRED_SET_SIZE],
+    // On the heap: inline, the two sets made the pool's gate 1.7 KiB, and
+    // building it took that several times over on the kernel stack.
+    generations: PBox<[Generation; DEFERRED_SET_SIZE]>,
     current: usize,
     sweeper: usize,
     // Work no longer waiting, kept until [`Self::pop_ready`] takes it.
@@ -517,10 +519,10 @@ impl<W> DeferredSet<W> {
     /// A set that can hold up to `max_work` waiting work items.
     pub fn try_new(max_work: u32) -> Result<Self> {
         Ok(Self {
-            generations: [Generation {
+            generations: PBox::try_new_array(Generation {
                 count: 0,
                 work: Queue::EMPTY,
-            }; DEFERRED_SET_SIZE],
+            })?,
             current: 0,
             sweeper: 0,
             ready: Queue::EMPTY,
