@@ -54,11 +54,69 @@ impl CopyResult {
     }
 }
 
-/// A job's heap part: the closure and the regions it keeps open.
+/// What a job runs when it completes: a closure, or a type of the caller's
+/// that hands itself back intact when the job cannot be submitted.
+pub(crate) trait CopyDone: Send + 'static {
+    /// Called once, with how the job ended.
+    fn done(self, r: CopyResult);
+}
+
+impl<F: FnOnce(CopyResult) + Send + 'static> CopyDone for F {
+    fn done(self, r: CopyResult) {
+        self(r)
+    }
+}
+
+/// A job's heap part: the completion and the regions it keeps open.
 struct Job<F> {
     done: F,
     from: Option<Region>,
-    to: [Option<Region>; MAX_DESTS],
+    to: Dests,
+}
+
+/// The destinations of one job: 1 to [`MAX_DESTS`] regions of one length,
+/// owned (the job keeps their devices open).
+///
+/// # Invariants
+///
+/// `regions[..len]` are `Some` and as long as each other; the rest `None`.
+#[derive(Default)]
+pub(crate) struct Dests {
+    regions: [Option<Region>; MAX_DESTS],
+    len: usize,
+}
+
+impl Dests {
+    /// No destination yet.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `r` as the next destination; handed back if there are already
+    /// [`MAX_DESTS`] or it is not as long as the first.
+    pub(crate) fn push(&mut self, r: Region) -> Result<(), Region> {
+        if self.first().is_some_and(|f| f.count() != r.count()) {
+            return Err(r);
+        }
+        match self.regions.get_mut(self.len) {
+            Some(slot) => {
+                // INVARIANT: the next slot, of the same length as the others.
+                *slot = Some(r);
+                self.len += 1;
+                Ok(())
+            }
+            None => Err(r),
+        }
+    }
+
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn first(&self) -> Option<&Region> {
+        self.regions.first().and_then(Option::as_ref)
+    }
 }
 
 /// A kcopyd client; waits for its jobs on drop.
@@ -116,7 +174,19 @@ impl KcopydClient {
     /// is handed back.
     pub(crate) fn copy<F>(&self, from: &Region, to: &[Region], done: F) -> Result<(), (Error, F)>
     where
-        F: FnOnce(CopyResult) + Send + 'static,
+        F: CopyDone,
+    {
+        match Self::dests(to) {
+            Some(to) => self.copy_to(from.clone(), to, done),
+            None => Err((EINVAL, done)),
+        }
+    }
+
+    /// As [`Self::copy`], with the regions handed over (no clones): bit `i`
+    /// of the result's `write_err` is `to`'s `i`-th region.
+    pub(crate) fn copy_to<F>(&self, from: Region, to: Dests, done: F) -> Result<(), (Error, F)>
+    where
+        F: CopyDone,
     {
         self.submit(Some(from), to, done)
     }
@@ -125,44 +195,54 @@ impl KcopydClient {
     /// `done`. On error nothing was submitted and `done` is handed back.
     pub(crate) fn zero<F>(&self, to: &[Region], done: F) -> Result<(), (Error, F)>
     where
-        F: FnOnce(CopyResult) + Send + 'static,
+        F: CopyDone,
     {
-        self.submit(None, to, done)
+        match Self::dests(to) {
+            Some(to) => self.submit(None, to, done),
+            None => Err((EINVAL, done)),
+        }
     }
 
-    fn submit<F>(&self, from: Option<&Region>, to: &[Region], done: F) -> Result<(), (Error, F)>
+    /// `to` as owned destinations; `None` if there are too many or their
+    /// lengths differ.
+    fn dests(to: &[Region]) -> Option<Dests> {
+        let mut d = Dests::new();
+        for r in to {
+            d.push(r.clone()).ok()?;
+        }
+        Some(d)
+    }
+
+    fn submit<F>(&self, from: Option<Region>, to: Dests, done: F) -> Result<(), (Error, F)>
     where
-        F: FnOnce(CopyResult) + Send + 'static,
+        F: CopyDone,
     {
         let Some(first) = to.first() else {
             return Err((EINVAL, done));
         };
-        let count = from.map_or(first.count(), Region::count);
-        if to.len() > MAX_DESTS || to.iter().any(|r| r.count() != count) {
+        if from.as_ref().is_some_and(|f| f.count() != first.count()) {
             return Err((EINVAL, done));
         }
         let Ok(slot) = KBox::<Job<F>>::new_uninit(GFP_KERNEL) else {
             return Err((ENOMEM, done));
         };
-        let kept: [Option<Region>; MAX_DESTS] = core::array::from_fn(|i| to.get(i).cloned());
-        let mut dests: [bindings::dm_io_region; MAX_DESTS] =
-            core::array::from_fn(|i| to.get(i).map_or_else(Default::default, Region::as_raw));
-        let mut source = from.map(Region::as_raw);
-        let job = KBox::write(
-            slot,
-            Job {
-                done,
-                from: from.cloned(),
-                to: kept,
-            },
-        );
+        let mut dests: [bindings::dm_io_region; MAX_DESTS] = core::array::from_fn(|i| {
+            to.regions
+                .get(i)
+                .and_then(Option::as_ref)
+                .map_or_else(Default::default, Region::as_raw)
+        });
+        let mut source = from.as_ref().map(Region::as_raw);
+        let n = to.len() as u32;
+        let job = KBox::write(slot, Job { done, from, to });
         let context = KBox::into_raw(job).cast::<c_void>();
         let kc = self.kc.as_ptr();
-        let n = to.len() as u32;
         // SAFETY: the client is live (type invariant); kcopyd copies the
-        // region arrays before returning; `context` is a leaked `Job<F>` that
-        // `notify::<F>` takes back, which kcopyd calls exactly once; the
-        // regions' devices stay open in the job until then.
+        // region arrays before returning; `n` regions of `dests` are set
+        // (`Dests` invariant, at least one as checked above); `context` is
+        // a leaked `Job<F>` that `notify::<F>` takes back, which kcopyd
+        // calls exactly once; the regions' devices stay open in the job
+        // until then.
         unsafe {
             match source.as_mut() {
                 Some(src) => bindings::dm_kcopyd_copy(
@@ -201,7 +281,7 @@ impl Drop for KcopydClient {
 ///
 /// Called by kcopyd once per job with the `context` given at submission, a
 /// leaked `KBox<Job<F>>`.
-unsafe extern "C" fn notify<F: FnOnce(CopyResult)>(
+unsafe extern "C" fn notify<F: CopyDone>(
     read_err: c_int,
     write_err: c_ulong,
     context: *mut c_void,
@@ -210,7 +290,7 @@ unsafe extern "C" fn notify<F: FnOnce(CopyResult)>(
     // hands it back exactly once (function contract).
     let job = unsafe { KBox::from_raw(context.cast::<Job<F>>()) };
     let Job { done, from, to } = KBox::into_inner(job);
-    done(CopyResult {
+    done.done(CopyResult {
         read_err: read_err != 0,
         write_err: write_err as u64,
     });

@@ -31,7 +31,7 @@ use super::store::{
 };
 use super::throttle::Throttled;
 use crate::dm::dm_io::DmIoClient;
-use crate::dm::kcopyd::{CopyResult, KcopydClient};
+use crate::dm::kcopyd::{CopyDone, CopyResult, Dests, KcopydClient};
 use crate::dm::noio::noio_scope;
 use crate::dm::region::Region;
 use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
@@ -39,7 +39,7 @@ use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, IrqSpinLock, TargetHandle};
 use crate::new_irq_spinlock;
 use crate::persistent_data::Error as PdError;
-use core::sync::atomic::AtomicUsize;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::c_str;
 use kernel::new_condvar;
 use kernel::prelude::*;
@@ -297,6 +297,10 @@ pub(crate) struct SnapCore {
     /// by the snapshot target's destructor.
     #[pin]
     workers: Mutex<Option<Workers>>,
+    /// Copies of this snapshot's running in another snapshot's kcopyd job
+    /// (`chunk_copy.rs`): joined while `workers` is there, waited for by
+    /// the destructor.
+    joined: AtomicUsize,
     /// Serialises commits (taken before `state`): the store's metadata
     /// writes are done under it alone, through this handle on the COW
     /// device.
@@ -341,6 +345,7 @@ impl SnapCore {
                 throttle <- new_mutex!(CopyThrottle::new(), "snapshot_copy_throttle"),
                 copies_hint: AtomicUsize::new(0),
                 workers <- new_mutex!(Some(workers), "snapshot_workers"),
+                joined: AtomicUsize::new(0),
                 commit_io <- new_mutex!(commit_io, "snapshot_commit"),
             }),
             GFP_KERNEL,
@@ -353,6 +358,12 @@ impl SnapCore {
     /// origin's list.
     pub(crate) fn stop(&self) {
         let workers = self.workers.lock().take();
+        // No copy joins another's job any more; those joined are over once
+        // their completion is (upstream waits for pending exceptions the
+        // same way).
+        while self.joined.load(Ordering::Acquire) != 0 {
+            sleep_ms(1);
+        }
         if let Some(w) = workers {
             // The copies first: their completions may queue work.
             drop(w.kcopyd);
@@ -417,18 +428,35 @@ impl SnapCore {
     /// is being destroyed, or no memory).
     pub(super) fn copy<F>(
         &self,
-        from: &Region,
-        to: Region,
+        from: Region,
+        to: Dests,
         done: F,
     ) -> core::result::Result<(), (Error, F)>
     where
-        F: FnOnce(CopyResult) + Send + 'static,
+        F: CopyDone,
     {
         let workers = self.workers.lock();
         match &*workers {
-            Some(w) => noio_scope(|| w.kcopyd.copy(from, &[to], done)),
+            Some(w) => noio_scope(|| w.kcopyd.copy_to(from, to, done)),
             None => Err((EIO, done)),
         }
+    }
+
+    /// Counts a copy of this snapshot's that runs in another snapshot's
+    /// kcopyd job; false (nothing counted) once the destructor started.
+    pub(super) fn join_copy(&self) -> bool {
+        let workers = self.workers.lock();
+        if workers.is_none() {
+            return false;
+        }
+        self.joined.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// A copy counted by [`Self::join_copy`] is over (its completion ran,
+    /// or it was never submitted).
+    pub(super) fn leave_copy(&self) {
+        self.joined.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Zeroes the whole COW chunk starting at `sector` for a discard that
@@ -541,11 +569,21 @@ impl SnapCore {
     pub(crate) fn start_copy(self: &Arc<Self>, old: Chunk, new: Chunk) {
         // Ended in `copy_done` or `abandon`.
         self.copy_started();
-        let regions = self.copy_regions(old, new);
+        self.submit_copy(old, new);
+    }
+
+    /// [`Self::start_copy`] for a copy already counted as started.
+    pub(super) fn submit_copy(self: &Arc<Self>, old: Chunk, new: Chunk) {
         let core = self.clone();
         let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
+        let regions = self.copy_source(old).and_then(|from| {
+            let mut to = Dests::new();
+            to.push(self.copy_dest(new, from.count())?)
+                .map_err(|_| EINVAL)?;
+            Ok((from, to))
+        });
         let failed = match regions {
-            Ok((from, to)) => self.copy(&from, to, done).err(),
+            Ok((from, to)) => self.copy(from, to, done).err(),
             Err(e) => Some((e, done)),
         };
         let Some((_, done)) = failed else {
@@ -604,22 +642,24 @@ impl SnapCore {
         self.copy_ended();
     }
 
-    /// The source and destination of a chunk copy; the origin's last chunk
-    /// may be short.
-    fn copy_regions(&self, old: Chunk, new: Chunk) -> Result<(Region, Region)> {
+    /// The source of the copy of origin chunk `old`; the origin's last
+    /// chunk may be short.
+    pub(super) fn copy_source(&self, old: Chunk) -> Result<Region> {
         let from = self.chunk.to_sector(old).ok_or(EINVAL)?;
-        let to = self.chunk.to_sector(new).ok_or(EINVAL)?;
         let left = self.origin.nr_sectors().checked_sub(from).ok_or(EINVAL)?;
         let count = left.min(self.chunk.sectors().into());
-        Ok((
-            Region::new(self.origin.clone(), from, count)?,
-            Region::new(self.cow.clone(), to, count)?,
-        ))
+        Region::new(self.origin.clone(), from, count)
+    }
+
+    /// The destination of a copy of `count` sectors to COW chunk `new`.
+    pub(super) fn copy_dest(&self, new: Chunk, count: u64) -> Result<Region> {
+        let to = self.chunk.to_sector(new).ok_or(EINVAL)?;
+        Region::new(self.cow.clone(), to, count)
     }
 
     /// A copy finished: commit every exception whose turn has come, then
     /// release the bios that waited on them.
-    fn copy_done(self: &Arc<Self>, old: Chunk, ok: bool) {
+    pub(super) fn copy_done(self: &Arc<Self>, old: Chunk, ok: bool) {
         // kcopyd's completion, a reclaim path: the commit's allocations
         // must not recurse into I/O.
         noio_scope(|| self.copy_done_noio(old, ok))

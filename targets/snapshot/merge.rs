@@ -19,7 +19,7 @@ use super::exceptions::SnapCore;
 use super::merge_target::SnapshotMerge;
 use super::origins;
 use super::store::{Chunk, Exception, ExceptionStore, MergeRun};
-use crate::dm::kcopyd::CopyResult;
+use crate::dm::kcopyd::{CopyResult, Dests};
 use crate::dm::region::Region;
 use crate::dm::{BioList, BlkStatus};
 use kernel::prelude::*;
@@ -153,8 +153,13 @@ impl SnapCore {
         for c in run.chunks_last_first() {
             self.wait_for_tracked(c);
         }
-        let regions = Region::new(self.cow.clone(), from, count)
-            .and_then(|f| Ok((f, Region::new(self.origin.clone(), to, count)?)));
+        let regions = Region::new(self.cow.clone(), from, count).and_then(|f| {
+            let mut dests = Dests::new();
+            dests
+                .push(Region::new(self.origin.clone(), to, count)?)
+                .map_err(|_| EINVAL)?;
+            Ok((f, dests))
+        });
         let Ok((from, to)) = regions else {
             pr_err!("Out of memory: shutting down merge\n");
             return self.merge_stop(Stop::Failed);
@@ -166,7 +171,7 @@ impl SnapCore {
                 core.merge_stop(Stop::Failed);
             }
         };
-        if self.copy(&from, to, done).is_err() {
+        if self.copy(from, to, done).is_err() {
             pr_err!("Could not copy a merge run: shutting down merge\n");
             self.merge_stop(Stop::Failed);
         }

@@ -2,6 +2,7 @@
 
 //! The snapshot family: `snapshot-origin`, `snapshot` and `snapshot-merge`.
 
+mod chunk_copy;
 mod cow_io;
 mod exceptions;
 // Also built by the host test crate, which needs its API public.

@@ -5,6 +5,7 @@
 //! is constructed, and every write to that origin first has the chunk it
 //! touches copied to each registered snapshot that has no exception for it.
 
+use super::chunk_copy::ChunkCopies;
 use super::exceptions::{SnapCore, Waiter};
 use super::merge_target::SnapshotMerge;
 use super::origin::Origin;
@@ -361,11 +362,13 @@ impl Iterator for OriginBios {
 /// `__origin_write`): starts the copy of its chunk to each snapshot without
 /// an exception for it, and parks `bio` (if given) on one of those copies
 /// (it comes back through [`retry`] once that copy is committed, and is
-/// checked again). The copy the bio parks on is started last, so the others
-/// are usually committed by the time it comes back, and one retry finds
-/// nothing left to wait for. Returns the bio if it may be submitted now, and whether
-/// some copy of the chunk is in flight. The bio lies within one chunk of
-/// every snapshot. Merging snapshots get no new exceptions.
+/// checked again). Snapshots of one chunk size get their copies from one
+/// kcopyd job, which reads the chunk once ([`ChunkCopies`]); the copy the
+/// bio parks on is started last, so the others are usually committed by
+/// the time it comes back, and one retry finds nothing left to wait for.
+/// Returns the bio if it may be submitted now, and whether some copy of
+/// the chunk is in flight. The bio lies within one chunk of every
+/// snapshot. Merging snapshots get no new exceptions.
 pub(crate) fn origin_write(
     snapshots: &[Arc<SnapCore>],
     sector: u64,
@@ -375,6 +378,7 @@ pub(crate) fn origin_write(
     let mut in_flight = false;
     let mut refused = None;
     let mut start_last = None;
+    let mut shared = ChunkCopies::default();
     for s in snapshots {
         if sector >= s.len || s.merging {
             continue;
@@ -416,10 +420,12 @@ pub(crate) fn origin_write(
                 }
             }
         }
-        match copy {
-            Some(new) if parked => start_last = Some((s, chunk, new)),
-            Some(new) => s.start_copy(chunk, new),
-            None => {}
+        if let Some(new) = copy {
+            match shared.add(s, chunk, new) {
+                Ok(()) => {}
+                Err(new) if parked => start_last = Some((s, chunk, new)),
+                Err(new) => s.start_copy(chunk, new),
+            }
         }
         if refused.as_ref().is_some_and(|r| Arc::ptr_eq(r, s)) {
             invalidated |= s.state.lock().invalidate();
@@ -428,6 +434,7 @@ pub(crate) fn origin_write(
             s.record_invalid();
         }
     }
+    shared.start();
     if let Some((s, chunk, new)) = start_last {
         s.start_copy(chunk, new);
     }

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One origin chunk copied to several snapshots at once: a single kcopyd job
+//! reads the chunk once and writes it to every snapshot's COW device
+//! (kcopyd takes up to eight destinations). Upstream starts one copy per
+//! snapshot, reading the same origin chunk once for each.
+//!
+//! The job runs on one snapshot's kcopyd client (its owner); every other
+//! snapshot in it joins it ([`SnapCore::join_copy`]) and its destructor
+//! waits for the copies it joined ([`SnapCore::stop`]), so each snapshot's
+//! commits are over before it is gone, as with its own client's jobs. Only
+//! snapshots of one chunk size share a job (the source region is then the
+//! same); the others copy on their own.
+
+use super::exceptions::SnapCore;
+use super::store::Chunk;
+use crate::dm::kcopyd::{CopyDone, CopyResult, Dests, MAX_DESTS};
+use kernel::sync::Arc;
+
+/// One snapshot's part: the origin chunk goes to its COW chunk `new`.
+struct Part {
+    core: Arc<SnapCore>,
+    new: Chunk,
+}
+
+/// Up to [`MAX_DESTS`] parts, the first `len` set.
+#[derive(Default)]
+struct Parts {
+    parts: [Option<Part>; MAX_DESTS],
+    len: usize,
+}
+
+impl Parts {
+    /// Adds `p`; handed back when full.
+    fn push(&mut self, p: Part) -> Result<(), Part> {
+        match self.parts.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(p);
+                self.len += 1;
+                Ok(())
+            }
+            None => Err(p),
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = Part> {
+        self.parts.into_iter().flatten()
+    }
+}
+
+/// The copies of one origin chunk, gathered while an origin write checks
+/// each snapshot and started together by [`ChunkCopies::start`].
+#[derive(Default)]
+pub(crate) struct ChunkCopies {
+    old: Chunk,
+    parts: Parts,
+}
+
+impl ChunkCopies {
+    /// Adds the copy of origin chunk `old` to COW chunk `new` for `core`
+    /// (its pending exception is started); handed back if it cannot share
+    /// this job (another chunk size, or the job is full), for the caller
+    /// to start on its own.
+    pub(crate) fn add(
+        &mut self,
+        core: &Arc<SnapCore>,
+        old: Chunk,
+        new: Chunk,
+    ) -> core::result::Result<(), Chunk> {
+        if let Some(first) = self.parts.parts.first().and_then(Option::as_ref) {
+            if first.core.chunk.sectors() != core.chunk.sectors() || self.old != old {
+                return Err(new);
+            }
+        }
+        self.old = old;
+        self.parts
+            .push(Part {
+                core: core.clone(),
+                new,
+            })
+            .map_err(|p| p.new)
+    }
+
+    /// Starts the copies: one kcopyd job for all of them, or each on its
+    /// own snapshot's client (one part, or no job could be made). The
+    /// results arrive in each snapshot's copy completion.
+    // Out of line: its arrays stay off the caller's (`map`'s) frame.
+    #[inline(never)]
+    pub(crate) fn start(self) {
+        let ChunkCopies { old, parts } = self;
+        if parts.len < 2 {
+            for p in parts.into_iter() {
+                p.core.start_copy(old, p.new);
+            }
+            return;
+        }
+        let mut job = SharedCopy {
+            old,
+            parts: Parts::default(),
+        };
+        let mut to = Dests::new();
+        let mut from = None;
+        for p in parts.into_iter() {
+            // Ended by the copy's completion, whichever job it is in.
+            p.core.copy_started();
+            let placed = match &from {
+                // The owner: the job runs on its client.
+                None => p
+                    .core
+                    .copy_source(old)
+                    .and_then(|f| Ok((p.core.copy_dest(p.new, f.count())?, f)))
+                    .ok()
+                    .and_then(|(d, f)| {
+                        to.push(d).ok()?;
+                        from = Some(f);
+                        Some(())
+                    })
+                    .is_some(),
+                // The others join it.
+                Some(f) => match p.core.copy_dest(p.new, f.count()) {
+                    Ok(d) if p.core.join_copy() => {
+                        let pushed = to.push(d).is_ok();
+                        if !pushed {
+                            p.core.leave_copy();
+                        }
+                        pushed
+                    }
+                    _ => false,
+                },
+            };
+            // `job` has room for every part given.
+            let alone = if placed {
+                job.parts.push(p).err()
+            } else {
+                Some(p)
+            };
+            if let Some(p) = alone {
+                p.core.submit_copy(old, p.new);
+            }
+        }
+        let (Some(from), Some(owner)) = (from, job.owner()) else {
+            return;
+        };
+        if job.parts.len < 2 {
+            // Nobody joined: the owner copies alone.
+            return job.not_submitted();
+        }
+        if let Err((_, job)) = owner.copy(from, to, job) {
+            job.not_submitted();
+        }
+    }
+}
+
+/// A submitted shared copy: the owner's part first, then the parts that
+/// joined it, in the order of the job's destinations.
+struct SharedCopy {
+    old: Chunk,
+    parts: Parts,
+}
+
+impl SharedCopy {
+    fn owner(&self) -> Option<Arc<SnapCore>> {
+        let first = self.parts.parts.first().and_then(Option::as_ref)?;
+        Some(first.core.clone())
+    }
+
+    /// The job was not run: each part copies on its own (already counted
+    /// as started; joins undone).
+    fn not_submitted(self) {
+        let old = self.old;
+        for (i, p) in self.parts.into_iter().enumerate() {
+            if i > 0 {
+                p.core.leave_copy();
+            }
+            p.core.submit_copy(old, p.new);
+        }
+    }
+}
+
+impl CopyDone for SharedCopy {
+    /// Each snapshot commits its exception with its own destination's
+    /// result: the others on their own workqueues, so their commit writes
+    /// are in flight together (as upstream's per-snapshot kcopyd
+    /// completions are), the owner's here.
+    fn done(self, r: CopyResult) {
+        let old = self.old;
+        let mut owner = None;
+        for (i, p) in self.parts.into_iter().enumerate() {
+            let ok = !r.read_err && (r.write_err >> i) & 1 == 0;
+            if i == 0 {
+                owner = Some(p);
+                continue;
+            }
+            let core = p.core.clone();
+            let queued = p.core.spawn(move || {
+                core.copy_done(old, ok);
+                core.leave_copy();
+            });
+            if !queued {
+                // Never ran (the snapshot is going, or no memory): here.
+                p.core.copy_done(old, ok);
+                p.core.leave_copy();
+            }
+        }
+        if let Some(p) = owner {
+            p.core.copy_done(old, !r.read_err && r.write_err & 1 == 0);
+        }
+    }
+}
