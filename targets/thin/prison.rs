@@ -146,6 +146,16 @@ pub struct CellKey {
 }
 
 impl CellKey {
+    /// A key for blocks `begin..end`.
+    pub fn span(virt: bool, dev: u64, begin: u64, end: u64) -> Self {
+        Self {
+            virt,
+            dev,
+            begin,
+            end,
+        }
+    }
+
     /// A key for one block.
     pub fn block(virt: bool, dev: u64, block: u64) -> Self {
         Self {

@@ -56,6 +56,10 @@ pub(crate) struct ThinPerBio {
 /// (`struct dm_thin_endio_hook`) gives the clone upstream's slab size.
 const _: () = assert!(core::mem::size_of::<ThinPerBio>() == 64);
 
+/// Most blocks `map` looks up for one bio before cutting it at its first
+/// block boundary (a 1 MiB bio over 64 KiB blocks is 16).
+const MAX_SPAN_BLOCKS: u64 = 64;
+
 /// Bios a thin hands to the worker.
 #[derive(Default)]
 pub(crate) struct ThinLists {
@@ -109,6 +113,13 @@ impl ThinState {
         sector.saturating_sub(self.begin)
     }
 
+    /// Sectors from `sector` to the end of its block (at least 1).
+    pub(crate) fn room(&self, sector: u64) -> u32 {
+        let (_, within) = self.locate(sector);
+        let left = u64::from(self.pool.block_size).saturating_sub(within);
+        u32::try_from(left).unwrap_or(u32::MAX).max(1)
+    }
+
     /// The virtual block and the offset in it of a bio at `sector`.
     pub(crate) fn locate(&self, sector: u64) -> (u64, u64) {
         let offset = self.virt(sector);
@@ -138,6 +149,47 @@ pub(crate) struct ThinTarget {
 }
 
 impl ThinTarget {
+    /// The fast path for a read or write over several blocks: counted and
+    /// remapped as one bio (the counts and the destination) when every
+    /// block it touches is mapped, the data blocks are consecutive, no
+    /// cell locks any of them and (for a write) none is shared. Nothing
+    /// sleeps; `None` sends the bio the block-by-block way.
+    fn map_span(&self, bio: &MapBio<'_, Self>, op: BioOp) -> Option<(IoEntries, u64)> {
+        let st = &*self.state;
+        let (first, within) = st.locate(bio.sector());
+        let bs = u64::from(st.pool.block_size);
+        let end = within.checked_add(bio.sectors().into())?;
+        let blocks = end.div_ceil(bs);
+        if blocks > MAX_SPAN_BLOCKS {
+            return None;
+        }
+        let td = st.td().ok()?;
+        let md = st.pool.md.try_read()?;
+        let mut shared = false;
+        let mut data = 0;
+        for i in 0..blocks {
+            let m = noio_scope(|| md.find_block(td, first + i, false)).ok()?;
+            if m.shared && op == BioOp::Write {
+                return None;
+            }
+            shared |= m.shared;
+            if i == 0 {
+                data = m.block;
+            } else if Some(m.block) != data.checked_add(i) {
+                return None;
+            }
+        }
+        // Counted under the metadata read lock, as a single block is.
+        let key = CellKey::span(true, st.id, first, first.checked_add(blocks)?);
+        if !key.is_valid() {
+            // Crosses a prison range unit: one key cannot cover it.
+            return None;
+        }
+        let io = st.pool.gate.with(|g| g.enter_mapped(&key, shared))?;
+        drop(md);
+        Some((io, data.saturating_mul(bs).saturating_add(within)))
+    }
+
     /// Hands `bio` to the pool's worker.
     fn defer(&self, bio: MapBio<'_, Self>) -> MapResult {
         let (held, result) = bio.hold();
@@ -181,8 +233,8 @@ impl Target for ThinTarget {
             c_str!("Couldn't find pool object"),
         ))?;
         let pool = owner.pool.clone();
-        ti.set_max_io_len(u64::from(pool.block_size))
-            .map_err(|e| TargetError::new(e, c_str!("Invalid block size")))?;
+        // No max_io_len: `map` cuts bios at block boundaries itself, unless
+        // their blocks are consecutive on the data device.
         ti.set_num_flush_bios(1);
         ti.set_flush_supported(true);
         if pool.features().discard_enabled {
@@ -262,6 +314,25 @@ impl Target for ThinTarget {
             return bio.kill();
         }
         let op = bio.op();
+        let data = matches!(op, BioOp::Read | BioOp::Write) && bio.sectors() > 0;
+        if data {
+            // dm core does not split at block boundaries (no max_io_len):
+            // a bio over several blocks goes through in one piece when they
+            // are mapped to consecutive data blocks, else it is cut at the
+            // first boundary and dm core maps the rest again.
+            let room = st.room(bio.sector());
+            if bio.sectors() > room {
+                if !bio.is_preflush() && !bio.is_fua() {
+                    if let Some((io, dest)) = self.map_span(&bio, op) {
+                        bio.per_bio_mut().io = io;
+                        return bio.remap(&st.pool_dev, dest);
+                    }
+                }
+                if bio.accept_partial(room).is_err() {
+                    return bio.kill();
+                }
+            }
+        }
         if bio.is_preflush() || bio.is_fua() || !matches!(op, BioOp::Read | BioOp::Write) {
             return self.defer(bio);
         }
