@@ -84,9 +84,17 @@ impl ChunkCopies {
     /// Starts the copies: one kcopyd job for all of them, or each on its
     /// own snapshot's client (one part, or no job could be made). The
     /// results arrive in each snapshot's copy completion.
+    #[inline]
+    pub(crate) fn start(self) {
+        // Most origin writes copy nothing.
+        if self.parts.len != 0 {
+            self.start_some();
+        }
+    }
+
     // Out of line: its arrays stay off the caller's (`map`'s) frame.
     #[inline(never)]
-    pub(crate) fn start(self) {
+    fn start_some(self) {
         let ChunkCopies { old, parts } = self;
         if parts.len < 2 {
             for p in parts.into_iter() {

@@ -86,7 +86,9 @@ impl SnapCore {
     /// possibly stale (that only lets a write by, or has
     /// [`Self::throttle`] take the lock for nothing).
     pub(crate) fn over_limit(&self) -> bool {
-        self.copies_hint.load(Ordering::Relaxed) > threshold()
+        // No copy in flight (most writes): no need to read the parameter.
+        let copies = self.copies_hint.load(Ordering::Relaxed);
+        copies != 0 && copies > threshold()
     }
 
     /// Parks `bio` (made a [`ThrottledBio`] by `into`) if the snapshot has
