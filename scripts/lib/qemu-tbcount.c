@@ -6,7 +6,8 @@
  * passes the kernel's ksys_sync, so `sync` in the guest ends a phase), and
  * once more at exit. scripts/lib/insn-report.py turns two phases into
  * instructions per symbol. Exact instruction counts, unlike sampling under
- * TCG; user space is counted too, but not symbolised.
+ * TCG; user space is counted too, but not symbolised. The counters are
+ * not atomic: vm-run runs such a guest on one vCPU.
  *
  * Built against the plugin API of QEMU 7.2 (version 1), declared here: the
  * distribution ships no qemu-plugin.h.
@@ -78,6 +79,10 @@ static void trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 			break;
 	if (!e) {
 		e = calloc(1, sizeof(*e));
+		if (!e) {
+			pthread_mutex_unlock(&lock);
+			return;
+		}
 		e->vaddr = va;
 		e->n = n;
 		e->next = tab[h];
@@ -103,6 +108,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
 			snprintf(prefix, sizeof(prefix), "%s", argv[i] + 4);
 	}
 	tab = calloc(NB, sizeof(*tab));
+	if (!tab)
+		return -1;
 	qemu_plugin_register_vcpu_tb_trans_cb(id, trans);
 	qemu_plugin_register_atexit_cb(id, at_exit, NULL);
 	return 0;

@@ -43,7 +43,7 @@ impl Parts {
         }
     }
 
-    fn into_iter(self) -> impl Iterator<Item = Part> {
+    fn into_each(self) -> impl Iterator<Item = Part> {
         self.parts.into_iter().flatten()
     }
 }
@@ -97,7 +97,7 @@ impl ChunkCopies {
     fn start_some(self) {
         let ChunkCopies { old, parts } = self;
         if parts.len < 2 {
-            for p in parts.into_iter() {
+            for p in parts.into_each() {
                 p.core.start_copy(old, p.new);
             }
             return;
@@ -108,7 +108,7 @@ impl ChunkCopies {
         };
         let mut to = Dests::new();
         let mut from = None;
-        for p in parts.into_iter() {
+        for p in parts.into_each() {
             // Ended by the copy's completion, whichever job it is in.
             p.core.copy_started();
             let placed = match &from {
@@ -176,11 +176,13 @@ impl SharedCopy {
     /// as started; joins undone).
     fn not_submitted(self) {
         let old = self.old;
-        for (i, p) in self.parts.into_iter().enumerate() {
+        for (i, p) in self.parts.into_each().enumerate() {
+            p.core.submit_copy(old, p.new);
             if i > 0 {
+                // After the copy is on its own way: the destructor waits
+                // until then.
                 p.core.leave_copy();
             }
-            p.core.submit_copy(old, p.new);
         }
     }
 }

@@ -361,8 +361,13 @@ impl SnapCore {
         // No copy joins another's job any more; those joined are over once
         // their completion is (upstream waits for pending exceptions the
         // same way).
+        let mut waited = 0u32;
         while self.joined.load(Ordering::Acquire) != 0 {
             sleep_ms(1);
+            waited = waited.saturating_add(1);
+            if waited == 10_000 {
+                pr_warn!("snapshot: still waiting for copies in other snapshots' jobs\n");
+            }
         }
         if let Some(w) = workers {
             // The copies first: their completions may queue work.

@@ -14,7 +14,7 @@ use super::metadata::ThinDevice;
 use super::mode::PoolMode;
 use super::pool::{Pool, PoolOwner, POOLS};
 use super::pool_target::ctr_error;
-use super::prison::CellKey;
+use super::prison::{CellKey, MAX_KEY_RANGE};
 use super::status::{emit_status_error, emit_thin_fail, emit_thin_status, EmitDevice, StatusSink};
 use super::thin_table::{emit_thin_table, ThinTable};
 use crate::dm::noio::noio_scope;
@@ -56,9 +56,17 @@ pub(crate) struct ThinPerBio {
 /// (`struct dm_thin_endio_hook`) gives the clone upstream's slab size.
 const _: () = assert!(core::mem::size_of::<ThinPerBio>() == 64);
 
-/// Most blocks `map` looks up for one bio before cutting it at its first
-/// block boundary (a 1 MiB bio over 64 KiB blocks is 16).
+/// Most blocks `map` looks up for one bio before cutting it (a 1 MiB bio
+/// over 64 KiB blocks is 16).
 const MAX_SPAN_BLOCKS: u64 = 64;
+
+/// What [`ThinTarget::map_span`] mapped: the first `sectors` of the bio go
+/// to `dest`, counted in `io`.
+struct Span {
+    io: IoEntries,
+    dest: u64,
+    sectors: u32,
+}
 
 /// Bios a thin hands to the worker.
 #[derive(Default)]
@@ -149,45 +157,57 @@ pub(crate) struct ThinTarget {
 }
 
 impl ThinTarget {
-    /// The fast path for a read or write over several blocks: counted and
-    /// remapped as one bio (the counts and the destination) when every
-    /// block it touches is mapped, the data blocks are consecutive, no
-    /// cell locks any of them and (for a write) none is shared. Nothing
-    /// sleeps; `None` sends the bio the block-by-block way.
-    fn map_span(&self, bio: &MapBio<'_, Self>, op: BioOp) -> Option<(IoEntries, u64)> {
+    /// The fast path for a read or write over several blocks: the longest
+    /// run of them, from the first, that is mapped to consecutive data
+    /// blocks, locked by no cell and (for a write) unshared, counted as one
+    /// bio, if it is at least two blocks long (else `None`: the bio goes
+    /// the block-by-block way). Nothing sleeps.
+    fn map_span(&self, bio: &MapBio<'_, Self>, op: BioOp) -> Option<Span> {
         let st = &*self.state;
         let (first, within) = st.locate(bio.sector());
         let bs = u64::from(st.pool.block_size);
         let end = within.checked_add(bio.sectors().into())?;
-        let blocks = end.div_ceil(bs);
-        if blocks > MAX_SPAN_BLOCKS {
+        // One cell key covers the run: it stays in one range unit.
+        let unit_left = MAX_KEY_RANGE - first % MAX_KEY_RANGE;
+        let blocks = end.div_ceil(bs).min(MAX_SPAN_BLOCKS).min(unit_left);
+        if blocks < 2 {
             return None;
         }
         let td = st.td().ok()?;
         let md = st.pool.md.try_read()?;
-        let mut shared = false;
-        let mut data = 0;
-        for i in 0..blocks {
-            let m = noio_scope(|| md.find_block(td, first + i, false)).ok()?;
-            if m.shared && op == BioOp::Write {
-                return None;
+        let (mut n, mut data, mut shared) = (0, 0, false);
+        noio_scope(|| {
+            for i in 0..blocks {
+                let Ok(m) = md.find_block(td, first + i, false) else {
+                    break;
+                };
+                if m.shared && op == BioOp::Write {
+                    break;
+                }
+                if i == 0 {
+                    data = m.block;
+                } else if Some(m.block) != data.checked_add(i) {
+                    break;
+                }
+                shared |= m.shared;
+                n = i + 1;
             }
-            shared |= m.shared;
-            if i == 0 {
-                data = m.block;
-            } else if Some(m.block) != data.checked_add(i) {
-                return None;
-            }
-        }
-        // Counted under the metadata read lock, as a single block is.
-        let key = CellKey::span(true, st.id, first, first.checked_add(blocks)?);
-        if !key.is_valid() {
-            // Crosses a prison range unit: one key cannot cover it.
+        });
+        if n < 2 {
             return None;
         }
+        // Counted under the metadata read lock, as a single block is.
+        let key = CellKey::span(true, st.id, first, first + n);
         let io = st.pool.gate.with(|g| g.enter_mapped(&key, shared))?;
         drop(md);
-        Some((io, data.saturating_mul(bs).saturating_add(within)))
+        let covered = n.saturating_mul(bs).saturating_sub(within);
+        Some(Span {
+            io,
+            dest: data.saturating_mul(bs).saturating_add(within),
+            sectors: u32::try_from(covered)
+                .unwrap_or(u32::MAX)
+                .min(bio.sectors()),
+        })
     }
 
     /// Hands `bio` to the pool's worker.
@@ -323,9 +343,15 @@ impl Target for ThinTarget {
             let room = st.room(bio.sector());
             if bio.sectors() > room {
                 if !bio.is_preflush() && !bio.is_fua() {
-                    if let Some((io, dest)) = self.map_span(&bio, op) {
+                    if let Some(span) = self.map_span(&bio, op) {
+                        let mut io = span.io;
+                        if span.sectors < bio.sectors() && bio.accept_partial(span.sectors).is_err()
+                        {
+                            Pool::exit_io(&st.pool, &mut io);
+                            return bio.kill();
+                        }
                         bio.per_bio_mut().io = io;
-                        return bio.remap(&st.pool_dev, dest);
+                        return bio.remap(&st.pool_dev, span.dest);
                     }
                 }
                 if bio.accept_partial(room).is_err() {

@@ -84,6 +84,7 @@ done
 writer &
 wpid=$!
 sleep 1
+check "the origin writes are still running" kill -0 $wpid
 check "snapshot 2 is removed during origin writes" dmsetup remove rs-snap2
 check "snapshot 4 is removed during origin writes" dmsetup remove rs-snap4
 wait $wpid
