@@ -29,21 +29,12 @@ const NAME_LEN: usize = 16;
 ///
 /// # Invariants
 ///
-/// `file` is a reference on an open block device file that this value owns
-/// (taken with `get_file`, released with `fput` exactly once, on drop), and
-/// `bdev` is that file's block device. `name` is NUL-terminated.
+/// `name` is NUL-terminated.
+#[derive(Clone)]
 pub(crate) struct DmDev {
-    file: *mut kernel::bindings::file,
-    bdev: *mut kernel::bindings::block_device,
+    dev: DevRef,
     name: [u8; NAME_LEN],
 }
-
-// SAFETY: a file reference may be taken, used and released on any thread, and
-// the block device it pins is usable from any thread.
-unsafe impl Send for DmDev {}
-// SAFETY: `&DmDev` only reads immutable fields and passes the block device to
-// thread-safe block layer calls.
-unsafe impl Sync for DmDev {}
 
 impl DmDev {
     /// Takes a reference on the open file of `dev`.
@@ -51,7 +42,7 @@ impl DmDev {
     /// # Safety
     ///
     /// `dev` must be a valid `dm_dev` got with `dm_get_device` and not yet put.
-    pub(super) unsafe fn from_dm_dev(dev: *mut bindings::dm_dev) -> Self {
+    pub(super) unsafe fn from_dm_dev(dev: *mut bindings::dm_dev) -> Result<Self> {
         let mut name = [0u8; NAME_LEN];
         // SAFETY: `dev` is valid (function contract); dm core wrote `name` as
         // a NUL-terminated string of at most 16 bytes.
@@ -59,14 +50,21 @@ impl DmDev {
             for (dst, src) in name.iter_mut().zip((*dev).name.iter()) {
                 *dst = *src;
             }
+            if (*dev).bdev_file.is_null() {
+                return Err(ENODEV);
+            }
             (bindings::dmrs_get_file((*dev).bdev_file), (*dev).bdev)
         };
+        // `get_file` returns its (non-null) argument.
+        let file = core::ptr::NonNull::new(file).ok_or(ENODEV)?;
         if let Some(last) = name.last_mut() {
             *last = 0;
         }
         // INVARIANT: `get_file` gave us our own reference on the device's open
-        // file; `bdev` is its block device; `name` ends in NUL.
-        Self { file, bdev, name }
+        // file; `bdev` is its block device.
+        let dev = DevRef { file, bdev };
+        // INVARIANT: `name` ends in NUL.
+        Ok(Self { dev, name })
     }
 
     /// The device as `major:minor`, as status and table lines print it.
@@ -77,7 +75,7 @@ impl DmDev {
 
     /// The block device, for bio remapping inside `rust/`.
     pub(super) fn bdev(&self) -> *mut kernel::bindings::block_device {
-        self.bdev
+        self.dev.bdev
     }
 
     /// Discards `count` sectors at `sector` and waits (`blkdev_issue_discard`);
@@ -92,7 +90,7 @@ impl DmDev {
         unsafe { bindings::dmrs_might_sleep() };
         // SAFETY: the file reference we own keeps the block device valid,
         // and the range lies inside it (checked above).
-        let r = unsafe { bindings::dmrs_bdev_discard(self.bdev, sector, count) };
+        let r = unsafe { bindings::dmrs_bdev_discard(self.dev.bdev, sector, count) };
         if r < 0 {
             return Err(Error::from_errno(r));
         }
@@ -102,28 +100,65 @@ impl DmDev {
     /// Size of the device in 512-byte sectors.
     pub(crate) fn nr_sectors(&self) -> u64 {
         // SAFETY: the file reference we own keeps the block device valid.
-        unsafe { bindings::dmrs_bdev_nr_sectors(self.bdev) }
+        unsafe { bindings::dmrs_bdev_nr_sectors(self.dev.bdev) }
     }
 }
 
-impl Clone for DmDev {
+/// A counted reference on a device's open file, without its name: what a
+/// [`DmDev`] holds, and all an in-flight copy or I/O keeps (a
+/// [`Region`](super::region::Region)): half the size of a [`DmDev`] and
+/// never null, so that jobs holding up to eight of them stay small to
+/// build and move.
+///
+/// # Invariants
+///
+/// `file` is a reference on an open block device file that this value owns
+/// (released with `fput` exactly once, on drop), and `bdev` is that file's
+/// block device.
+pub(crate) struct DevRef {
+    file: core::ptr::NonNull<kernel::bindings::file>,
+    bdev: *mut kernel::bindings::block_device,
+}
+
+// SAFETY: a file reference may be taken, used and released on any thread, and
+// the block device it pins is usable from any thread.
+unsafe impl Send for DevRef {}
+// SAFETY: `&DevRef` only reads immutable fields and hands the block device to
+// thread-safe block layer calls.
+unsafe impl Sync for DevRef {}
+
+impl DevRef {
+    /// The block device, for I/O addressed inside `rust/`.
+    pub(super) fn bdev(&self) -> *mut kernel::bindings::block_device {
+        self.bdev
+    }
+}
+
+impl From<DmDev> for DevRef {
+    /// Keeps `dev`'s file reference, without taking another.
+    fn from(dev: DmDev) -> Self {
+        dev.dev
+    }
+}
+
+impl Clone for DevRef {
     fn clone(&self) -> Self {
-        // SAFETY: `file` is a live reference we own (type invariant), so the
-        // file is valid and taking another reference is allowed.
-        let file = unsafe { bindings::dmrs_get_file(self.file) };
-        // INVARIANT: the new value owns the reference just taken.
+        // SAFETY: `file` is a live reference we own (type invariant), so
+        // taking another reference is allowed.
+        unsafe { bindings::dmrs_get_file(self.file.as_ptr()) };
+        // INVARIANT: the new value owns the reference just taken (on the
+        // same file: `get_file` returns its argument).
         Self {
-            file,
+            file: self.file,
             bdev: self.bdev,
-            name: self.name,
         }
     }
 }
 
-impl Drop for DmDev {
+impl Drop for DevRef {
     fn drop(&mut self) {
         // SAFETY: we own one reference on `file` and release it once, here.
-        unsafe { bindings::dmrs_fput(self.file) };
+        unsafe { bindings::dmrs_fput(self.file.as_ptr()) };
     }
 }
 
@@ -167,7 +202,7 @@ impl TableDevices {
         // Cannot fail: room was reserved above.
         self.devs.push(dev, GFP_KERNEL)?;
         // SAFETY: `dev` was just got and is recorded, so it is put only later.
-        Ok(unsafe { DmDev::from_dm_dev(dev) })
+        unsafe { DmDev::from_dm_dev(dev) }
     }
 
     /// The recorded `dm_dev` for `dev`'s block device, if it is one of ours.

@@ -13,7 +13,7 @@
 #![allow(unreachable_pub)]
 
 use crate::persistent_data::error::{Error, Result};
-use core::mem::MaybeUninit;
+use core::mem::{ManuallyDrop, MaybeUninit};
 use core::ops::{Deref, DerefMut};
 use kernel::alloc::{flags::GFP_KERNEL, Flags, KBox, KVVec};
 
@@ -26,7 +26,26 @@ const GFP: Flags = GFP_KERNEL;
 /// A growable vector whose allocations are fallible, over `kvmalloc`: small
 /// vectors come from the slab, large ones (a transaction's shadow set can
 /// pass 4 MiB) fall back to `vmalloc` instead of failing.
-pub struct PVec<T>(KVVec<T>);
+///
+/// # Invariants
+///
+/// The inner vector is dropped only by `PVec`'s own `drop`, once.
+pub struct PVec<T>(ManuallyDrop<KVVec<T>>);
+
+impl<T> Drop for PVec<T> {
+    fn drop(&mut self) {
+        // The kernel's `Vec` frees even when it never allocated: a
+        // `kvrealloc(NULL, 0)` round trip (~100 instructions) on every
+        // drop of an empty vector, which the I/O paths do for each bio.
+        // With no capacity there is no memory and no element to drop.
+        if self.0.capacity() == 0 {
+            return;
+        }
+        // SAFETY: dropped once, here (type invariant); `self.0` is not
+        // used again.
+        unsafe { ManuallyDrop::drop(&mut self.0) };
+    }
+}
 
 impl<T> Default for PVec<T> {
     fn default() -> Self {
@@ -37,13 +56,13 @@ impl<T> Default for PVec<T> {
 impl<T> PVec<T> {
     /// An empty vector; does not allocate.
     pub const fn new() -> Self {
-        PVec(KVVec::new())
+        PVec(ManuallyDrop::new(KVVec::new()))
     }
 
     /// An empty vector with room for `n` elements.
     pub fn try_with_capacity(n: usize) -> Result<Self> {
         KVVec::with_capacity(n, GFP)
-            .map(PVec)
+            .map(|v| PVec(ManuallyDrop::new(v)))
             .map_err(|_| Error::NoMem)
     }
 

@@ -67,11 +67,15 @@ impl<F: FnOnce(CopyResult) + Send + 'static> CopyDone for F {
     }
 }
 
-/// A job's heap part: the completion and the regions it keeps open.
+/// A job's heap part: the completion (taken when it runs) and the regions
+/// it keeps open. Built in place and never moved out: the regions are
+/// dropped where they lie once the completion has run.
 struct Job<F> {
-    done: F,
-    from: Option<Region>,
-    to: Dests,
+    done: Option<F>,
+    /// Held only to keep the devices open.
+    _from: Option<Region>,
+    /// Held only to keep the devices open.
+    _to: Dests,
 }
 
 /// The destinations of one job: 1 to [`MAX_DESTS`] regions of one length,
@@ -116,6 +120,50 @@ impl Dests {
 
     fn first(&self) -> Option<&Region> {
         self.regions.first().and_then(Option::as_ref)
+    }
+}
+
+mod sealed {
+    /// Only this file's types may be destinations (`submit` relies on what
+    /// their `first_count` promises).
+    pub(crate) trait Sealed {}
+}
+
+impl sealed::Sealed for Dests {}
+impl sealed::Sealed for Region {}
+
+/// What a job's destinations are given as: one [`Region`] (cheap to hand
+/// over), or [`Dests`]. Sealed: `first_count` is `Some` exactly when
+/// `into_dests` gives at least one region, all of that length.
+pub(crate) trait IntoDests: sealed::Sealed {
+    /// The length of the first destination; `None` if there is none.
+    fn first_count(&self) -> Option<u64>;
+    /// As destinations.
+    fn into_dests(self) -> Dests;
+}
+
+impl IntoDests for Dests {
+    fn first_count(&self) -> Option<u64> {
+        self.first().map(Region::count)
+    }
+
+    fn into_dests(self) -> Dests {
+        self
+    }
+}
+
+impl IntoDests for Region {
+    fn first_count(&self) -> Option<u64> {
+        Some(self.count())
+    }
+
+    fn into_dests(self) -> Dests {
+        let mut regions: [Option<Region>; MAX_DESTS] = Default::default();
+        if let Some(slot) = regions.first_mut() {
+            *slot = Some(self);
+        }
+        // INVARIANT: one region, then none.
+        Dests { regions, len: 1 }
     }
 }
 
@@ -184,9 +232,10 @@ impl KcopydClient {
 
     /// As [`Self::copy`], with the regions handed over (no clones): bit `i`
     /// of the result's `write_err` is `to`'s `i`-th region.
-    pub(crate) fn copy_to<F>(&self, from: Region, to: Dests, done: F) -> Result<(), (Error, F)>
+    pub(crate) fn copy_to<F, D>(&self, from: Region, to: D, done: F) -> Result<(), (Error, F)>
     where
         F: CopyDone,
+        D: IntoDests,
     {
         self.submit(Some(from), to, done)
     }
@@ -203,6 +252,15 @@ impl KcopydClient {
         }
     }
 
+    /// As [`Self::zero`], with the regions handed over (no clones).
+    pub(crate) fn zero_to<F, D>(&self, to: D, done: F) -> Result<(), (Error, F)>
+    where
+        F: CopyDone,
+        D: IntoDests,
+    {
+        self.submit(None, to, done)
+    }
+
     /// `to` as owned destinations; `None` if there are too many or their
     /// lengths differ.
     fn dests(to: &[Region]) -> Option<Dests> {
@@ -213,33 +271,44 @@ impl KcopydClient {
         Some(d)
     }
 
-    fn submit<F>(&self, from: Option<Region>, to: Dests, done: F) -> Result<(), (Error, F)>
+    fn submit<F, D>(&self, from: Option<Region>, to: D, done: F) -> Result<(), (Error, F)>
     where
         F: CopyDone,
+        D: IntoDests,
     {
-        let Some(first) = to.first() else {
+        let Some(first) = to.first_count() else {
             return Err((EINVAL, done));
         };
-        if from.as_ref().is_some_and(|f| f.count() != first.count()) {
+        if from.as_ref().is_some_and(|f| f.count() != first) {
             return Err((EINVAL, done));
         }
         let Ok(slot) = KBox::<Job<F>>::new_uninit(GFP_KERNEL) else {
             return Err((ENOMEM, done));
         };
+        // Built where it stays: the destinations are not moved again.
+        let job = KBox::write(
+            slot,
+            Job {
+                done: Some(done),
+                _from: from,
+                _to: to.into_dests(),
+            },
+        );
         let mut dests: [bindings::dm_io_region; MAX_DESTS] = core::array::from_fn(|i| {
-            to.regions
+            job._to
+                .regions
                 .get(i)
                 .and_then(Option::as_ref)
                 .map_or_else(Default::default, Region::as_raw)
         });
-        let mut source = from.as_ref().map(Region::as_raw);
-        let n = to.len() as u32;
-        let job = KBox::write(slot, Job { done, from, to });
+        let mut source = job._from.as_ref().map(Region::as_raw);
+        let n = job._to.len() as u32;
         let context = KBox::into_raw(job).cast::<c_void>();
         let kc = self.kc.as_ptr();
         // SAFETY: the client is live (type invariant); kcopyd copies the
         // region arrays before returning; `n` regions of `dests` are set
-        // (`Dests` invariant, at least one as checked above); `context` is
+        // (`Dests` invariant), at least one and each as long as the source
+        // (`first_count` checked above; `IntoDests` is sealed); `context` is
         // a leaked `Job<F>` that `notify::<F>` takes back, which kcopyd
         // calls exactly once; the regions' devices stay open in the job
         // until then.
@@ -288,12 +357,13 @@ unsafe extern "C" fn notify<F: CopyDone>(
 ) {
     // SAFETY: `context` came from `KBox::into_raw` in `submit` and kcopyd
     // hands it back exactly once (function contract).
-    let job = unsafe { KBox::from_raw(context.cast::<Job<F>>()) };
-    let Job { done, from, to } = KBox::into_inner(job);
-    done.done(CopyResult {
-        read_err: read_err != 0,
-        write_err: write_err as u64,
-    });
+    let mut job = unsafe { KBox::from_raw(context.cast::<Job<F>>()) };
+    if let Some(done) = job.done.take() {
+        done.done(CopyResult {
+            read_err: read_err != 0,
+            write_err: write_err as u64,
+        });
+    }
     // The regions, and so the devices, are released only now.
-    drop((from, to));
+    drop(job);
 }

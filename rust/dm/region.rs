@@ -5,14 +5,15 @@
 //!
 //! # Ownership
 //!
-//! A [`Region`] holds its own [`DmDev`] clone, so a copy or I/O built from
+//! A [`Region`] holds its own reference on its device's open file (the
+//! [`DmDev`] it was built from), so a copy or I/O built from
 //! regions keeps every device it touches open until it completes, even if the
 //! table that opened the device is destroyed first.
 //!
 //! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
 
 use super::bindings;
-use super::device::DmDev;
+use super::device::{DevRef, DmDev};
 use kernel::error::{code::EINVAL, Result};
 
 /// `count` sectors of `dev` starting at `sector`.
@@ -22,7 +23,7 @@ use kernel::error::{code::EINVAL, Result};
 /// `count > 0` and the range ended inside the device when it was built.
 #[derive(Clone)]
 pub(crate) struct Region {
-    dev: DmDev,
+    dev: DevRef,
     sector: u64,
     count: u64,
 }
@@ -36,7 +37,11 @@ impl Region {
             return Err(EINVAL);
         }
         // INVARIANT: checked above.
-        Ok(Region { dev, sector, count })
+        Ok(Region {
+            dev: dev.into(),
+            sector,
+            count,
+        })
     }
 
     /// Length in sectors (never zero).

@@ -85,10 +85,17 @@ impl ChunkCopies {
     /// own snapshot's client (one part, or no job could be made). The
     /// results arrive in each snapshot's copy completion.
     #[inline]
-    pub(crate) fn start(self) {
-        // Most origin writes copy nothing.
-        if self.parts.len != 0 {
-            self.start_some();
+    pub(crate) fn start(mut self) {
+        match self.parts.len {
+            // Most origin writes copy nothing.
+            0 => {}
+            // One snapshot to copy to: its own job, no array moved.
+            1 => {
+                if let Some(p) = self.parts.parts.first_mut().and_then(Option::take) {
+                    p.core.start_copy(self.old, p.new);
+                }
+            }
+            _ => self.start_some(),
         }
     }
 

@@ -23,7 +23,7 @@
 
 use super::cow_io::CowIo;
 use super::merge::MergeState;
-use super::origins::{self, OriginBio, OriginBios};
+use super::origins::{self, OriginBio, OriginBios, OriginEntry};
 use super::snap::Snapshot;
 use super::store::{
     Chunk, ChunkSize, CopyThrottle, Exception, ExceptionStore, ExceptionTable, Health, OnFull,
@@ -31,9 +31,10 @@ use super::store::{
 };
 use super::throttle::Throttled;
 use crate::dm::dm_io::DmIoClient;
-use crate::dm::kcopyd::{CopyDone, CopyResult, Dests, KcopydClient};
+use crate::dm::kcopyd::{CopyDone, CopyResult, IntoDests, KcopydClient};
 use crate::dm::noio::noio_scope;
 use crate::dm::region::Region;
+use crate::dm::registry::{DevKey, Registered};
 use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, IrqSpinLock, TargetHandle};
@@ -267,6 +268,11 @@ struct Workers {
 #[pin_data]
 pub(crate) struct SnapCore {
     pub(crate) origin: DmDev,
+    /// The origin's snapshot list, held so that an origin write retried
+    /// after a commit needs no lookup (the list holds this core only
+    /// while its target lives, so the two references make no cycle past
+    /// the destructor).
+    pub(crate) origin_entry: Registered<DevKey, OriginEntry>,
     pub(crate) cow: DmDev,
     pub(crate) chunk: ChunkSize,
     /// Sectors of the origin the snapshot covers (its table length).
@@ -330,9 +336,11 @@ impl SnapCore {
             wq: WorkQueue::new(c_str!("dmrs_snapshot"), Concurrency::Ordered)?,
         };
         let commit_io = CowIo::new(cow.clone())?;
+        let origin_entry = origins::entry_for(&origin)?;
         Arc::pin_init(
             pin_init!(SnapCore {
                 origin,
+                origin_entry,
                 cow,
                 chunk,
                 len,
@@ -425,20 +433,21 @@ impl SnapCore {
         }
         // A merge found the handover in its way.
         origins::copy_settled(&src.origin);
-        origins::retry(&self.origin, held);
+        origins::retry_on(&self.origin_entry, &self.origin, held);
     }
 
     /// Copies `from` to `to` with the snapshot's kcopyd client; `done`
     /// comes back with the error if nothing was submitted (the snapshot
     /// is being destroyed, or no memory).
-    pub(super) fn copy<F>(
+    pub(super) fn copy<F, D>(
         &self,
         from: Region,
-        to: Dests,
+        to: D,
         done: F,
     ) -> core::result::Result<(), (Error, F)>
     where
         F: CopyDone,
+        D: IntoDests,
     {
         let workers = self.workers.lock();
         match &*workers {
@@ -487,7 +496,7 @@ impl SnapCore {
         };
         let workers = self.workers.lock();
         let submitted = match &*workers {
-            Some(w) => noio_scope(|| w.kcopyd.zero(&[to], done)),
+            Some(w) => noio_scope(|| w.kcopyd.zero_to(to, done)),
             None => Err((EIO, done)),
         };
         drop(workers);
@@ -581,12 +590,10 @@ impl SnapCore {
     pub(super) fn submit_copy(self: &Arc<Self>, old: Chunk, new: Chunk) {
         let core = self.clone();
         let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
-        let regions = self.copy_source(old).and_then(|from| {
-            let mut to = Dests::new();
-            to.push(self.copy_dest(new, from.count())?)
-                .map_err(|_| EINVAL)?;
-            Ok((from, to))
-        });
+        let regions = self
+            .copy_source(old)
+            .and_then(|from| Ok((self.copy_dest(new, from.count())?, from)))
+            .map(|(to, from)| (from, to));
         let failed = match regions {
             Ok((from, to)) => self.copy(from, to, done).err(),
             Err(e) => Some((e, done)),
@@ -680,8 +687,9 @@ impl SnapCore {
         // handed on once the commit lock is dropped too.
         let mut first = true;
         loop {
-            let mut staged = Settled::default();
-            let mut written = Settled::default();
+            // What this round settles, staged or written, released
+            // together once the locks are dropped.
+            let mut out = Settled::default();
             let more = {
                 let mut commit_io = self.commit_io.lock();
                 let write = {
@@ -699,7 +707,7 @@ impl SnapCore {
                             old: r.old,
                             new: r.new,
                         };
-                        let (store, mut settle) = st.settler(self, &mut staged);
+                        let (store, mut settle) = st.settler(self, &mut out);
                         write = store.stage_commit(e, r.valid, e, &mut settle);
                     }
                     write
@@ -708,15 +716,21 @@ impl SnapCore {
                     Some(w) => {
                         let result = w.write_to(&mut *commit_io);
                         let mut guard = self.state.lock();
-                        let (store, mut settle) = guard.settler(self, &mut written);
-                        store.commit_written(w, result, &mut settle);
-                        true
+                        let st = &mut *guard;
+                        {
+                            let (store, mut settle) = st.settler(self, &mut out);
+                            store.commit_written(w, result, &mut settle);
+                        }
+                        // Another round only if a copy that completed
+                        // meanwhile is next in line: every completion
+                        // marks its copy under `commit_io` and runs its
+                        // own round after, so nothing is left behind.
+                        st.pending.has_ready()
                     }
                     None => false,
                 }
             };
-            self.release(staged);
-            self.release(written);
+            self.release(out);
             if !more {
                 break;
             }
@@ -740,6 +754,6 @@ impl SnapCore {
         if out.settled {
             origins::copy_settled(&self.origin);
         }
-        origins::retry(&self.origin, out.retry);
+        origins::retry_on(&self.origin_entry, &self.origin, out.retry);
     }
 }

@@ -60,16 +60,34 @@ impl Target for Origin {
         .map_err(|_| no_mem())
     }
 
-    fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
+    fn map(&self, bio: MapBio<'_, Self>) -> MapResult {
         let sector = bio.sector();
         if !bio.is_write() || bio.is_empty_flush() {
             return bio.remap(&self.dev, sector);
         }
+        // Nothing a write does here may recurse into I/O when it allocates.
+        noio_scope(|| self.map_write(bio, sector))
+    }
+
+    fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
+        if ty == StatusType::Table {
+            out.push_bytes(self.dev.name().as_bytes());
+        }
+    }
+
+    fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
+        visitor.visit(&self.dev, 0, self.len)
+    }
+}
+
+impl Origin {
+    /// A write: through the shared groups, then the classic snapshots.
+    fn map_write(&self, mut bio: MapBio<'_, Self>, sector: u64) -> MapResult {
         // Both lists wait for memory to be built rather than pass the
         // write on unprotected (upstream sleeps in `mempool_alloc` here).
-        let classic = noio_scope(|| self.snapshots.snapshots());
+        let classic = self.snapshots.snapshots();
         // Snapshots in shared exception stores, one group per store.
-        let shared = noio_scope(|| shared_group::groups_of(&self.dev));
+        let shared = shared_group::groups_of(&self.dev);
         let min_chunk = match (&classic, &shared) {
             (None, None) => return bio.remap(&self.dev, sector),
             (Some(a), Some((_, b))) => a.min_chunk.min(*b),
@@ -89,7 +107,7 @@ impl Target for Origin {
         // limit parks below has passed the groups: no snapshot can join a
         // group while it is in flight, as that needs the origin suspended.)
         let held = match &shared {
-            Some((groups, _)) => noio_scope(|| shared_group::origin_write(groups, sector, held)),
+            Some((groups, _)) => shared_group::origin_write(groups, sector, held),
             None => Some(held),
         };
         let Some(b) = held else {
@@ -97,26 +115,14 @@ impl Target for Origin {
         };
         let b = match (&classic, b) {
             (Some(snapshots), origins::OriginBio::Origin(h)) => {
-                noio_scope(|| origins::origin_write_limited(snapshots, sector, h))
+                origins::origin_write_limited(snapshots, sector, h)
             }
-            (Some(snapshots), b) => {
-                noio_scope(|| origins::origin_write(snapshots, sector, Some(b))).0
-            }
+            (Some(snapshots), b) => origins::origin_write(snapshots, sector, Some(b)).0,
             (None, b) => Some(b),
         };
         if let Some(b) = b {
             b.submit_to(&self.dev, sector);
         }
         result
-    }
-
-    fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
-        if ty == StatusType::Table {
-            out.push_bytes(self.dev.name().as_bytes());
-        }
-    }
-
-    fn iterate_devices(&self, visitor: &mut DeviceVisitor<'_>) -> c_int {
-        visitor.visit(&self.dev, 0, self.len)
     }
 }

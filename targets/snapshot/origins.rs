@@ -378,7 +378,8 @@ pub(crate) fn origin_write(
     let mut in_flight = false;
     let mut refused = None;
     let mut start_last = None;
-    let mut shared = ChunkCopies::default();
+    // Made on the first copy: most origin writes copy nothing.
+    let mut shared: Option<ChunkCopies> = None;
     for s in snapshots {
         if sector >= s.len || s.merging {
             continue;
@@ -421,7 +422,10 @@ pub(crate) fn origin_write(
             }
         }
         if let Some(new) = copy {
-            match shared.add(s, chunk, new) {
+            match shared
+                .get_or_insert_with(ChunkCopies::default)
+                .add(s, chunk, new)
+            {
                 Ok(()) => {}
                 Err(new) if parked => start_last = Some((s, chunk, new)),
                 Err(new) => s.start_copy(chunk, new),
@@ -434,7 +438,9 @@ pub(crate) fn origin_write(
             s.record_invalid();
         }
     }
-    shared.start();
+    if let Some(shared) = shared {
+        shared.start();
+    }
     if let Some((s, chunk, new)) = start_last {
         s.start_copy(chunk, new);
     }
@@ -481,8 +487,19 @@ pub(crate) fn retry(origin: &DmDev, bios: OriginBios) {
     noio_scope(|| retry_noio(origin, bios))
 }
 
+/// As [`retry`], with the origin's snapshot list at hand.
+pub(crate) fn retry_on(entry: &OriginEntry, origin: &DmDev, bios: OriginBios) {
+    if bios.is_empty() {
+        return;
+    }
+    noio_scope(|| retry_with(entry.snapshots(), origin, bios))
+}
+
 fn retry_noio(origin: &DmDev, bios: OriginBios) {
-    let snapshots = snapshots_of(origin);
+    retry_with(snapshots_of(origin), origin, bios)
+}
+
+fn retry_with(snapshots: Option<Arc<SnapView>>, origin: &DmDev, bios: OriginBios) {
     for b in bios {
         let sector = b.sector();
         let b = match &snapshots {

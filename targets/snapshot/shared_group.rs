@@ -685,7 +685,12 @@ struct CopyWait {
 /// their smallest chunk size; `None` if there are none. May sleep, until
 /// there is memory to tell (an origin write must not pass groups it could
 /// not see).
+#[inline]
 pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)> {
+    // No shared store anywhere (most systems): no lookup, no call.
+    if LISTED.load(Ordering::Acquire) == 0 {
+        return None;
+    }
     until_known(|| try_groups_of(origin), sleep_ms)
 }
 

@@ -161,14 +161,14 @@ impl Cell {
         // Nothing may be in flight when the bio is handed back: only the
         // first job's failure does that; a later one counts as failed.
         let mut started = false;
-        if let Some((from, to)) = &copy {
-            if kc.copy(from, core::slice::from_ref(to), done()).is_err() {
+        if let Some((from, to)) = copy {
+            if kc.copy_to(from, to, done()).is_err() {
                 return Err((holder, handle));
             }
             started = true;
         }
-        if let Some(to) = &zero {
-            if kc.zero(core::slice::from_ref(to), done()).is_err() {
+        if let Some(to) = zero {
+            if kc.zero_to(to, done()).is_err() {
                 if !started {
                     return Err((holder, handle));
                 }

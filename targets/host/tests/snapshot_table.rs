@@ -220,8 +220,11 @@ fn pending_exceptions_hold_waiters_and_commit_in_allocation_order() {
     p.copied(10, false).unwrap();
     p.copied(30, true).unwrap();
     assert_eq!(p.next_ready(), None);
+    assert!(!p.has_ready(), "the oldest copy (50) is still running");
     p.copied(50, false).unwrap();
+    assert!(p.has_ready());
     let ready: Vec<_> = std::iter::from_fn(|| p.next_ready()).collect();
+    assert!(!p.has_ready(), "every copy handed out");
     assert_eq!(
         ready,
         [

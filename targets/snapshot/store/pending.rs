@@ -301,6 +301,15 @@ impl<W> PendingExceptions<W> {
         })
     }
 
+    /// Whether [`Self::next_ready`] would hand out an exception now.
+    pub fn has_ready(&self) -> bool {
+        self.entries
+            .iter()
+            .filter(|p| p.state != CopyState::Committing)
+            .min_by_key(|p| p.sequence)
+            .is_some_and(|p| matches!(p.state, CopyState::Copied { .. }))
+    }
+
     /// Removes the pending exception of `old` (its commit completed, or it
     /// is abandoned), handing back its waiters.
     pub fn remove(&mut self, old: Chunk) -> Option<Pending<W>> {
