@@ -7,8 +7,9 @@
 //! # Ownership
 //!
 //! - A submitted job owns its completion closure and a [`Region`] (so a
-//!   [`DmDev`](super::DmDev) clone) for every device it touches: the devices
-//!   stay open until the job completes, whatever happens to the table.
+//!   reference on the device's open file) for every device it touches: the
+//!   devices stay open until the job completes, whatever happens to the
+//!   table.
 //! - The closure runs exactly once, on kcopyd's workqueue (process context,
 //!   may sleep), and then the job's devices are released.
 //! - Dropping the [`KcopydClient`] waits for every job it submitted to
@@ -72,10 +73,8 @@ impl<F: FnOnce(CopyResult) + Send + 'static> CopyDone for F {
 /// dropped where they lie once the completion has run.
 struct Job<F> {
     done: Option<F>,
-    /// Held only to keep the devices open.
-    _from: Option<Region>,
-    /// Held only to keep the devices open.
-    _to: Dests,
+    from: Option<Region>,
+    to: Dests,
 }
 
 /// The destinations of one job: 1 to [`MAX_DESTS`] regions of one length,
@@ -290,19 +289,19 @@ impl KcopydClient {
             slot,
             Job {
                 done: Some(done),
-                _from: from,
-                _to: to.into_dests(),
+                from,
+                to: to.into_dests(),
             },
         );
         let mut dests: [bindings::dm_io_region; MAX_DESTS] = core::array::from_fn(|i| {
-            job._to
+            job.to
                 .regions
                 .get(i)
                 .and_then(Option::as_ref)
                 .map_or_else(Default::default, Region::as_raw)
         });
-        let mut source = job._from.as_ref().map(Region::as_raw);
-        let n = job._to.len() as u32;
+        let mut source = job.from.as_ref().map(Region::as_raw);
+        let n = job.to.len() as u32;
         let context = KBox::into_raw(job).cast::<c_void>();
         let kc = self.kc.as_ptr();
         // SAFETY: the client is live (type invariant); kcopyd copies the

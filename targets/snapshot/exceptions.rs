@@ -14,7 +14,10 @@
 //! bios are ended or resubmitted with it released. An origin write takes
 //! the origin's snapshot list first, then one snapshot's state at a time.
 //!
-//! Lifetime: kcopyd completions and work items hold an `Arc` of the core.
+//! Lifetime: kcopyd completions and work items hold an `Arc` of the core,
+//! and the core holds its origin's registry entry (so dropping the last
+//! reference, which may happen in any of those or in `map`, takes the
+//! registry's lock: process context).
 //! The kcopyd client and the workqueue live in the core but are taken out
 //! and destroyed by the snapshot target's destructor (which waits for every
 //! copy and work item), so a completion or work item never drops the last
@@ -627,7 +630,7 @@ impl SnapCore {
             settled: true,
             ..Settled::default()
         };
-        let invalidated = {
+        let (invalidated, ready) = {
             let mut guard = self.state.lock();
             let st = &mut *guard;
             let invalidated = st.invalidate();
@@ -642,9 +645,14 @@ impl SnapCore {
             }
             // The store stops waiting for the chunk: the commits batched
             // behind it fail now instead of never completing.
-            let (store, mut settle) = st.settler(self, &mut out);
-            store.abandon_exception(&mut settle);
-            invalidated
+            {
+                let (store, mut settle) = st.settler(self, &mut out);
+                store.abandon_exception(&mut settle);
+            }
+            // A copy that finished while this one was older waited for it
+            // (commits go in order): it is first in line now, and no
+            // completion is left to commit it.
+            (invalidated, st.pending.has_ready())
         };
         if invalidated {
             pr_err!("Invalidating snapshot: Unable to copy a chunk.\n");
@@ -652,6 +660,11 @@ impl SnapCore {
         }
         self.release(out);
         self.copy_ended();
+        if ready {
+            // The store is invalid now: the round fails those commits
+            // without writing.
+            self.commit_ready(None);
+        }
     }
 
     /// The source of the copy of origin chunk `old`; the origin's last
@@ -681,11 +694,17 @@ impl SnapCore {
         // The copy is over; its commit does not count against the limit
         // (upstream ends the count before the store commits).
         self.copy_ended();
-        // Commits go one at a time, in the order the store stages them;
-        // the metadata write is done with only the commit lock held, so
-        // `map` can start new copies meanwhile. What a round releases is
-        // handed on once the commit lock is dropped too.
-        let mut first = true;
+        self.commit_ready(Some((old, ok)));
+    }
+
+    /// Commits every exception whose turn has come, after marking the copy
+    /// of `copied` (chunk, success) as finished. Commits go one at a time,
+    /// in the order the store stages them; the metadata write is done with
+    /// only the commit lock held, so `map` can start new copies meanwhile.
+    /// What a round releases is handed on once the commit lock is dropped
+    /// too.
+    fn commit_ready(self: &Arc<Self>, copied: Option<(Chunk, bool)>) {
+        let mut copied = copied;
         loop {
             // What this round settles, staged or written, released
             // together once the locks are dropped.
@@ -695,8 +714,10 @@ impl SnapCore {
                 let write = {
                     let mut guard = self.state.lock();
                     let st = &mut *guard;
-                    if core::mem::take(&mut first) && st.pending.copied(old, !ok).is_err() {
-                        pr_warn!("snapshot: completion for chunk {} not in flight\n", old);
+                    if let Some((old, ok)) = copied.take() {
+                        if st.pending.copied(old, !ok).is_err() {
+                            pr_warn!("snapshot: completion for chunk {} not in flight\n", old);
+                        }
                     }
                     let mut write = None;
                     while write.is_none() {
@@ -724,7 +745,9 @@ impl SnapCore {
                         // Another round only if a copy that completed
                         // meanwhile is next in line: every completion
                         // marks its copy under `commit_io` and runs its
-                        // own round after, so nothing is left behind.
+                        // own round after, and an abandoned copy that
+                        // leaves a finished one first in line runs one
+                        // too (`abandon_noio`).
                         st.pending.has_ready()
                     }
                     None => false,

@@ -24,19 +24,13 @@ bigverify() {
 	cmp <(pattern "$2" "$3" "$4") \
 		<(dd if="$1" bs=${5}K skip=$(($3 * 4 / $5)) count=$(($4 * 4 / $5)) iflag=direct status=none)
 }
-# data_reads: reads the data device completed.
-data_reads() {
-	local devt
-	devt=$(dmsetup info -c --noheadings -o major,minor --separator : tdata | tr -d ' ')
-	awk '{ print $1 }' "/sys/dev/block/$devt/stat"
-}
 
 check "2 MiB written with 1 MiB writes (provisioning 32 blocks)" pwrite $T a 0 512 1024
 check "read back with 1 MiB reads" bigverify $T a 0 512 1024
 check "and with 4 KiB reads" pverify $T a 0 512
-before=$(data_reads)
+before=$(dm_reads tdata)
 check "one 1 MiB read of 16 consecutive blocks" bigverify $T a 0 256 1024
-reads=$(($(data_reads) - before))
+reads=$(($(dm_reads tdata) - before))
 if [[ $THIN_IMPL == rs ]]; then
 	check "it reached the data device in fewer than 8 bios (was $reads)" test "$reads" -lt 8
 else

@@ -35,19 +35,13 @@ build() {
 	done
 	reorigin $p
 }
-# Reads completed by P's origin device (field 1 of its stat file).
-base_reads() {
-	local devt
-	devt=$(dmsetup info -c --noheadings -o major,minor --separator : $1base | tr -d ' ')
-	awk '{ print $1 }' "/sys/dev/block/$devt/stat"
-}
 # reads_for_write P: the origin device's reads while a 64 KiB write to P's
 # origin copies its chunks.
 reads_for_write() {
 	local p=$1 before
-	before=$(base_reads $p)
+	before=$(dm_reads ${p}base)
 	put "$work/w1" /dev/mapper/${p}origin 1048576 || return 1
-	echo $(($(base_reads $p) - before))
+	echo $(($(dm_reads ${p}base) - before))
 }
 
 cp "$work/orig" "$work/exp"

@@ -134,6 +134,13 @@ dmesg_since_mark() { dmesg | tail -n +$((${_log_mark:-0} + 1)); }
 # only when a flush reached the disk itself.
 flush_count() { awk '{ print $16 }' "/sys/block/$(basename "$1")/stat"; }
 
+# Reads the device-mapper device NAME has completed (field 1 of its stat file).
+dm_reads() { # NAME
+	local devt
+	devt=$(dmsetup info -c --noheadings -o major,minor --separator : "$1" | tr -d ' ')
+	awk '{ print $1 }' "/sys/dev/block/$devt/stat"
+}
+
 # Devices holding DEV open through a claim (dm tables using it), one a line.
 holders() { ls "/sys/block/$(basename "$1")/holders"; }
 
