@@ -593,10 +593,10 @@ impl SnapCore {
     pub(super) fn submit_copy(self: &Arc<Self>, old: Chunk, new: Chunk) {
         let core = self.clone();
         let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
-        let regions = self
-            .copy_source(old)
-            .and_then(|from| Ok((self.copy_dest(new, from.count())?, from)))
-            .map(|(to, from)| (from, to));
+        let regions = self.copy_source(old).and_then(|from| {
+            let to = self.copy_dest(new, from.count())?;
+            Ok((from, to))
+        });
         let failed = match regions {
             Ok((from, to)) => self.copy(from, to, done).err(),
             Err(e) => Some((e, done)),
