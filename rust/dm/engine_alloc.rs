@@ -68,12 +68,28 @@ impl<T> PVec<T> {
 
     /// Makes room for `n` more elements.
     pub fn try_reserve(&mut self, n: usize) -> Result<()> {
+        // The kernel's `reserve` is an out-of-line call even when there
+        // is room, which the I/O paths nearly always find.
+        if self.0.capacity() - self.0.len() >= n {
+            return Ok(());
+        }
         self.0.reserve(n, GFP).map_err(|_| Error::NoMem)
     }
 
     /// Appends `v`.
     pub fn try_push(&mut self, v: T) -> Result<()> {
-        self.0.push(v, GFP).map_err(|_| Error::NoMem)
+        let len = self.0.len();
+        if len == self.0.capacity() {
+            return self.0.push(v, GFP).map_err(|_| Error::NoMem);
+        }
+        // SAFETY: `len < capacity`, so slot `len` lies inside the
+        // allocation and holds no element; it is written once, and only
+        // then is the length grown to cover it.
+        unsafe {
+            core::ptr::write(self.0.as_mut_ptr().add(len), v);
+            self.0.set_len(len + 1);
+        }
+        Ok(())
     }
 
     /// Removes and returns the last element.
@@ -130,7 +146,10 @@ impl<T> PVec<T> {
         // initialised elements.
         unsafe {
             let p = self.0.as_mut_ptr().add(i);
-            core::ptr::copy(p, p.add(1), len - i);
+            // No call for an empty tail (most inserts append).
+            if i < len {
+                core::ptr::copy(p, p.add(1), len - i);
+            }
             core::ptr::write(p, v);
             self.0.set_len(len + 1);
         }
@@ -149,7 +168,10 @@ impl<T> PVec<T> {
         unsafe {
             let p = self.0.as_mut_ptr().add(i);
             let v = core::ptr::read(p);
-            core::ptr::copy(p.add(1), p, len - i - 1);
+            // No call for an empty tail (most removals take the last).
+            if i + 1 < len {
+                core::ptr::copy(p.add(1), p, len - i - 1);
+            }
             self.0.set_len(len - 1);
             Some(v)
         }

@@ -23,6 +23,8 @@ const NUMBER_MASK: u64 = (1 << CHUNK_NUMBER_BITS) - 1;
 const MAX_EXTRA: u64 = (1 << CONSECUTIVE_BITS) - 1;
 /// Chunks sharing a bucket (and the most a run can hold).
 const GROUP_SHIFT: u32 = CONSECUTIVE_BITS;
+/// Buckets of up to this many runs are scanned rather than bisected.
+const SCAN_RUNS: usize = 4;
 
 /// One exception: origin chunk `old` lives at COW chunk `new`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,13 +45,6 @@ pub struct Run {
     pub new: Chunk,
     /// Number of chunks, 1 to 256.
     pub len: u64,
-}
-
-impl Run {
-    /// The COW chunk of origin chunk `chunk`, which must lie in the run.
-    fn map(&self, chunk: Chunk) -> Chunk {
-        self.new + (chunk - self.old)
-    }
 }
 
 /// A run as stored: the count of extra chunks packed above the COW chunk.
@@ -73,7 +68,13 @@ impl Packed {
     }
 
     fn contains(self, chunk: Chunk) -> bool {
-        chunk >= self.old && chunk <= self.last_old()
+        chunk >= self.old && chunk - self.old <= self.extra()
+    }
+
+    /// The COW chunk of `chunk`, which the run contains.
+    fn map(self, chunk: Chunk) -> Chunk {
+        // Below 2^56 plus at most 255: no overflow.
+        self.new_chunk().wrapping_add(chunk - self.old)
     }
 
     fn unpack(self) -> Run {
@@ -149,16 +150,31 @@ impl ExceptionTable {
 
     /// The run holding origin chunk `chunk`, if any.
     pub fn lookup_run(&self, chunk: Chunk) -> Option<Run> {
-        let b = self.bucket(chunk);
-        // The last run starting at or before `chunk` is the only candidate.
-        let i = b.partition_point(|p| p.old <= chunk);
-        let p = b.get(i.checked_sub(1)?)?;
+        let p = self.find(chunk)?;
         p.contains(chunk).then(|| p.unpack())
     }
 
     /// The COW chunk holding origin chunk `chunk`, if it has an exception.
     pub fn lookup(&self, chunk: Chunk) -> Option<Chunk> {
-        self.lookup_run(chunk).map(|r| r.map(chunk))
+        let p = self.find(chunk)?;
+        p.contains(chunk).then(|| p.map(chunk))
+    }
+
+    /// The only run that may hold `chunk`: the last one of its bucket
+    /// starting at or before it.
+    #[inline]
+    fn find(&self, chunk: Chunk) -> Option<Packed> {
+        let b = self.bucket(chunk);
+        // The last run starting at or before `chunk` is the only candidate.
+        // A bucket mostly holds a run or two (a run covers up to its whole
+        // 256-chunk group): scanning those is cheaper than a binary search,
+        // which every origin write and snapshot read does per snapshot.
+        if b.len() <= SCAN_RUNS {
+            b.iter().rev().find(|p| p.old <= chunk).copied()
+        } else {
+            b.get(b.partition_point(|p| p.old <= chunk).checked_sub(1)?)
+                .copied()
+        }
     }
 
     /// Adds an exception, joining it to an adjacent run where it
