@@ -82,9 +82,10 @@ impl<T> PVec<T> {
         if len == self.0.capacity() {
             return self.0.push(v, GFP).map_err(|_| Error::NoMem);
         }
-        // SAFETY: `len < capacity`, so slot `len` lies inside the
-        // allocation and holds no element; it is written once, and only
-        // then is the length grown to cover it.
+        // SAFETY: `len < capacity`, so `add(len)` stays within the
+        // allocation (moves zero bytes for a zero-sized `T`) and the slot
+        // holds no element; it is written once, and only then does the
+        // length grow, to `len + 1 <= capacity`, covering it.
         unsafe {
             core::ptr::write(self.0.as_mut_ptr().add(len), v);
             self.0.set_len(len + 1);
@@ -139,7 +140,7 @@ impl<T> PVec<T> {
             return Err(Error::Invalid);
         }
         self.try_reserve(1)?;
-        // SAFETY: `reserve` guaranteed capacity for `len + 1` elements, so
+        // SAFETY: `try_reserve(1)` succeeded: capacity >= `len + 1`, so
         // `[i, len]` is inside the allocation. We move the initialised tail
         // `[i, len)` up by one (overlapping copy), write `v` into the hole
         // at `i`, and only then grow the length to cover the `len + 1`

@@ -187,6 +187,32 @@ fn consecutive_exceptions_compress_into_runs_of_a_group() {
     assert_eq!(t.lookup((1 << 56) - 1), Some((1 << 56) - 1));
 }
 
+/// A bucket of up to four runs is scanned, a longer one bisected: every
+/// chunk around runs in one bucket maps the same on both sides of that.
+#[test]
+fn lookups_in_buckets_of_few_and_many_runs() {
+    for runs in 1..=6u64 {
+        let mut t = ExceptionTable::new(1).unwrap();
+        // Runs of two chunks with a gap of one: 10-11, 13-14, ...
+        for r in 0..runs {
+            for c in [10 + 3 * r, 11 + 3 * r] {
+                t.insert(Exception {
+                    old: c,
+                    new: c + 100,
+                })
+                .unwrap();
+            }
+        }
+        assert_eq!(t.runs().count() as u64, runs);
+        for c in 0..(12 + 3 * runs) {
+            let inside = c >= 10 && c < 10 + 3 * runs && (c - 10) % 3 != 2;
+            let want = inside.then_some(c + 100);
+            assert_eq!(t.lookup(c), want, "{runs} runs, chunk {c}");
+            assert_eq!(t.lookup_run(c).is_some(), inside, "{runs} runs, chunk {c}");
+        }
+    }
+}
+
 #[test]
 fn bucket_count_follows_upstreams_rule() {
     assert_eq!(ExceptionTable::buckets_for(0), 64);

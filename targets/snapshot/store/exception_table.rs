@@ -73,8 +73,9 @@ impl Packed {
 
     /// The COW chunk of `chunk`, which the run contains.
     fn map(self, chunk: Chunk) -> Chunk {
-        // Below 2^56 plus at most 255: no overflow.
-        self.new_chunk().wrapping_add(chunk - self.old)
+        // Below 2^56 plus at most 255: no overflow (and no panic, only a
+        // wrong chunk, were it called for a chunk outside the run).
+        self.new_chunk().wrapping_add(chunk.wrapping_sub(self.old))
     }
 
     fn unpack(self) -> Run {
