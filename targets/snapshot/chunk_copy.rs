@@ -15,6 +15,7 @@
 use super::exceptions::SnapCore;
 use super::store::Chunk;
 use crate::dm::kcopyd::{CopyDone, CopyResult, Dests, MAX_DESTS};
+use core::mem::ManuallyDrop;
 use kernel::sync::Arc;
 
 /// One snapshot's part: the origin chunk goes to its COW chunk `new`.
@@ -23,11 +24,25 @@ struct Part {
     new: Chunk,
 }
 
-/// Up to [`MAX_DESTS`] parts, the first `len` set.
+/// Up to [`MAX_DESTS`] parts.
+///
+/// # Invariants
+///
+/// Only the first `len` slots may be set. The array's own drop (which
+/// would look at all eight on every origin write) never runs: `Drop` takes
+/// out the first `len`, and the rest hold nothing.
 #[derive(Default)]
 struct Parts {
-    parts: [Option<Part>; MAX_DESTS],
+    parts: ManuallyDrop<[Option<Part>; MAX_DESTS]>,
     len: usize,
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        for slot in self.parts.iter_mut().take(self.len) {
+            drop(slot.take());
+        }
+    }
 }
 
 impl Parts {
@@ -43,8 +58,13 @@ impl Parts {
         }
     }
 
-    fn into_each(self) -> impl Iterator<Item = Part> {
-        self.parts.into_iter().flatten()
+    /// The parts, in order (emptying `self`).
+    fn take_all(&mut self) -> impl Iterator<Item = Part> {
+        let n = core::mem::take(&mut self.len);
+        core::mem::take(&mut *self.parts)
+            .into_iter()
+            .take(n)
+            .flatten()
     }
 }
 
@@ -102,9 +122,9 @@ impl ChunkCopies {
     // Out of line: its arrays stay off the caller's (`map`'s) frame.
     #[inline(never)]
     fn start_some(self) {
-        let ChunkCopies { old, parts } = self;
+        let ChunkCopies { old, mut parts } = self;
         if parts.len < 2 {
-            for p in parts.into_each() {
+            for p in parts.take_all() {
                 p.core.start_copy(old, p.new);
             }
             return;
@@ -115,7 +135,7 @@ impl ChunkCopies {
         };
         let mut to = Dests::new();
         let mut from = None;
-        for p in parts.into_each() {
+        for p in parts.take_all() {
             // Ended by the copy's completion, whichever job it is in.
             p.core.copy_started();
             let placed = match &from {
@@ -181,9 +201,9 @@ impl SharedCopy {
 
     /// The job was not run: each part copies on its own (already counted
     /// as started; joins undone).
-    fn not_submitted(self) {
+    fn not_submitted(mut self) {
         let old = self.old;
-        for (i, p) in self.parts.into_each().enumerate() {
+        for (i, p) in self.parts.take_all().enumerate() {
             p.core.submit_copy(old, p.new);
             if i > 0 {
                 // After the copy is on its own way: the destructor waits
@@ -201,12 +221,11 @@ impl CopyDone for SharedCopy {
     /// own workers cost more than their commits under the benchmark). The
     /// owner goes last: the origin write parked on its copy then finds
     /// every other copy committed and needs no second retry.
-    fn done(self, r: CopyResult) {
+    fn done(mut self, r: CopyResult) {
         let old = self.old;
         let n = self.parts.len;
-        let mut parts = self.parts.parts;
         for i in (0..n).rev() {
-            let Some(p) = parts.get_mut(i).and_then(Option::take) else {
+            let Some(p) = self.parts.parts.get_mut(i).and_then(Option::take) else {
                 continue;
             };
             let ok = !r.read_err && (r.write_err >> i) & 1 == 0;

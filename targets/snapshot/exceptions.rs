@@ -29,8 +29,8 @@ use super::merge::MergeState;
 use super::origins::{self, OriginBio, OriginBios, OriginEntry};
 use super::snap::Snapshot;
 use super::store::{
-    Chunk, ChunkSize, CopyThrottle, Exception, ExceptionStore, ExceptionTable, Health, OnFull,
-    PendingExceptions, Scope, Store, Tracked, TrackedChunks, TransientStore, WaiterKind,
+    Chunk, ChunkSize, CopyCount, CopyThrottle, Exception, ExceptionStore, ExceptionTable, Health,
+    OnFull, PendingExceptions, Scope, Store, Tracked, TrackedChunks, TransientStore, WaiterKind,
 };
 use super::throttle::Throttled;
 use crate::dm::dm_io::DmIoClient;
@@ -295,13 +295,11 @@ pub(crate) struct SnapCore {
     /// may run in interrupt context; nested inside `state` in `map`).
     #[pin]
     tracked: IrqSpinLock<TrackedChunks>,
-    /// Copies in flight and the writes parked on their limit
-    /// (`throttle.rs`).
+    /// Copies in flight, counted without a lock (`throttle.rs`).
+    pub(super) copies: CopyCount,
+    /// The writes parked on the limit on copies in flight.
     #[pin]
     pub(super) throttle: Mutex<CopyThrottle<Throttled>>,
-    /// The copies in flight as last counted under `throttle`, read without
-    /// it on every write.
-    pub(super) copies_hint: AtomicUsize,
     /// Taken out (and so destroyed, waiting for every copy and work item)
     /// by the snapshot target's destructor.
     #[pin]
@@ -353,8 +351,8 @@ impl SnapCore {
                 state <- new_mutex!(state, "snapshot_state"),
                 merge_stopped <- new_condvar!("snapshot_merge_stopped"),
                 tracked <- new_irq_spinlock!(tracked, "snapshot_tracked_chunks"),
+                copies: CopyCount::new(),
                 throttle <- new_mutex!(CopyThrottle::new(), "snapshot_copy_throttle"),
-                copies_hint: AtomicUsize::new(0),
                 workers <- new_mutex!(Some(workers), "snapshot_workers"),
                 joined: AtomicUsize::new(0),
                 commit_io <- new_mutex!(commit_io, "snapshot_commit"),

@@ -402,10 +402,12 @@ pub(crate) fn origin_write(
             if !st.active || st.health.invalid || st.table.lookup(chunk).is_some() {
                 continue;
             }
-            if st.pending.get(chunk).is_none() {
+            let copying = st.pending.get(chunk).is_some();
+            if !copying {
                 copy = st.new_pending(chunk, Scope::Origin, &mut invalidated);
             }
-            if st.pending.get(chunk).is_some() {
+            // (A copy not made left no pending exception behind.)
+            if copying || copy.is_some() {
                 in_flight = true;
                 if let Some(b) = bio.take() {
                     match SnapCore::park(&mut st, chunk, WaiterKind::Origin, Waiter::Origin(b)) {

@@ -17,7 +17,6 @@ use super::snap::{self, Snapshot};
 use super::store::Parked;
 use crate::dm::noio::noio_scope;
 use crate::dm::{params, BioList, HeldBio};
-use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -59,9 +58,7 @@ fn threshold() -> usize {
 impl SnapCore {
     /// A copy (or chunk zeroing) is being issued.
     pub(super) fn copy_started(&self) {
-        let mut t = self.throttle.lock();
-        t.start();
-        self.copies_hint.store(t.in_progress(), Ordering::Relaxed);
+        self.copies.start();
     }
 
     /// A copy (or zeroing) counted by [`Self::copy_started`] finished: the
@@ -69,31 +66,31 @@ impl SnapCore {
     /// (the copy's completion, a worker: process context, no snapshot lock
     /// held), as the origin writes a committed copy releases are.
     pub(super) fn copy_ended(self: &Arc<Self>) {
-        let released = {
-            let mut t = self.throttle.lock();
-            let r = t.end(threshold());
-            self.copies_hint.store(t.in_progress(), Ordering::Relaxed);
-            r
-        };
-        match released {
-            Ok(Some(parked)) => self.remap_throttled(parked),
-            Ok(None) => {}
+        match self.copies.end(threshold()) {
+            Ok(false) => {}
+            Ok(true) => {
+                let released = self.throttle.lock().release(&self.copies, threshold());
+                if let Some(parked) = released {
+                    self.remap_throttled(parked);
+                }
+            }
             Err(()) => pr_warn!("snapshot: a copy ended that was never counted\n"),
         }
     }
 
-    /// True if writes may have to wait: a lock-free look at the count,
-    /// possibly stale (that only lets a write by, or has
-    /// [`Self::throttle`] take the lock for nothing).
+    /// True if writes may have to wait: a look at the count without the
+    /// lock (a copy ending meanwhile only has [`Self::throttle`] take the
+    /// lock for nothing).
     pub(crate) fn over_limit(&self) -> bool {
         // No copy in flight (most writes): no need to read the parameter.
-        let copies = self.copies_hint.load(Ordering::Relaxed);
+        let copies = self.copies.in_progress();
         copies != 0 && copies > threshold()
     }
 
     /// Parks `bio` (made a [`ThrottledBio`] by `into`) if the snapshot has
     /// too many copies in flight; otherwise hands it back to be mapped now.
     /// Never sleeps on the limit (called from `map`).
+    #[inline]
     pub(crate) fn throttle<B>(
         &self,
         bio: B,
@@ -102,7 +99,9 @@ impl SnapCore {
         if !self.over_limit() {
             return Err(bio);
         }
-        self.throttle.lock().park(bio, threshold(), into)
+        self.throttle
+            .lock()
+            .park(&self.copies, bio, threshold(), into)
     }
 
     /// Maps every bio of `parked` again: each is checked against the limit

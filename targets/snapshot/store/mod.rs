@@ -33,10 +33,11 @@
 //!   `map` (under the state lock), [`TrackedChunks::untrack`] in `end_io`;
 //!   a committed exception waits until its chunk is no longer
 //!   [`TrackedChunks::is_tracked`] before the origin writes it held go on.
-//! * copies in flight: [`CopyThrottle::start`] when one is issued,
-//!   [`CopyThrottle::end`] when it finishes (mapping again the writes it
-//!   hands back); a write that could start a copy first asks
-//!   [`CopyThrottle::park`] whether it must wait.
+//! * copies in flight: [`CopyCount::start`] when one is issued,
+//!   [`CopyCount::end`] when it finishes (then, if it says so,
+//!   [`CopyThrottle::release`] hands back the parked writes to map again);
+//!   a write that could start a copy first asks [`CopyThrottle::park`]
+//!   whether it must wait.
 //! * an origin write: the origin's snapshots as [`Published`]; if there
 //!   is no memory to tell which they are, it waits ([`until_known`]).
 //! * status: [`Health::fmt_info`] with [`ExceptionStore::usage`];
@@ -91,6 +92,6 @@ pub use shared::{SharedStore, SnapshotWrite};
 pub use shared_index::{IdMask, SharedException, SnapId};
 pub use shared_spec::SharedSpec;
 pub use shared_table::{CowCopy, SharedTable};
-pub use throttle::{CopyThrottle, Parked};
+pub use throttle::{CopyCount, CopyThrottle, Parked};
 pub use tracked::{Tracked, TrackedChunks};
 pub use transient::TransientStore;

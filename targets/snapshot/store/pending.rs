@@ -188,6 +188,12 @@ impl<W> PendingExceptions<W> {
             Ok(_) => return Err(Error::Exists),
             Err(i) => i,
         };
+        self.insert_at(i, old, new)
+    }
+
+    /// Records the pending exception of `old` at index `i`, where a search
+    /// found it belongs.
+    fn insert_at(&mut self, i: usize, old: Chunk, new: Chunk) -> Result {
         self.entries.try_insert(
             i,
             Pending {
@@ -214,16 +220,18 @@ impl<W> PendingExceptions<W> {
         old: Chunk,
         alloc: impl FnOnce() -> Result<Chunk>,
     ) -> Result<Result<Chunk>> {
-        if self.get(old).is_some() {
-            return Err(Error::Exists);
-        }
+        let i = match self.position(old) {
+            Ok(_) => return Err(Error::Exists),
+            Err(i) => i,
+        };
         self.entries.try_reserve(1)?;
         let new = match alloc() {
             Ok(new) => new,
             Err(e) => return Ok(Err(e)),
         };
-        // Cannot fail: `old` has no entry and room was reserved.
-        self.insert(old, new)?;
+        // Cannot fail: `i` is where `old` goes (nothing changed since the
+        // search) and room was reserved.
+        self.insert_at(i, old, new)?;
         Ok(Ok(new))
     }
 
