@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A snapshot's limit on chunk copies in flight (upstream's
-//! `snapshot_cow_threshold`; the accounting is [`CopyThrottle`]): writes to
+//! `snapshot_cow_threshold`; the accounting is [`CopyCount`] and
+//! [`CopyThrottle`]): writes to
 //! the snapshot and writes to its origin that arrive while more copies than
 //! the threshold are in flight are held, parked here, and mapped again from
 //! the completion of the copy whose end brings the count back (upstream
