@@ -110,17 +110,23 @@ impl Bio {
         unsafe { (*self.raw()).bi_iter.bi_size }
     }
 
-    /// Remaining size in 512-byte sectors.
+    /// Remaining size in 512-byte sectors (`bio_sectors`).
     pub(crate) fn sectors(&self) -> u32 {
+        self.size() >> 9
+    }
+
+    /// The operation's number (`bio_op`: the low `REQ_OP_BITS` of the
+    /// flags), read in place: every bio asks, and a helper call costs more
+    /// than the mask.
+    fn op_number(&self) -> u32 {
         // SAFETY: the bio is live (type invariant).
-        unsafe { bindings::dmrs_bio_sectors(self.raw()) }
+        let opf = unsafe { (*self.raw()).bi_opf };
+        opf & ((1u32 << kernel::bindings::REQ_OP_BITS) - 1)
     }
 
     /// The operation.
     pub(crate) fn op(&self) -> BioOp {
-        // SAFETY: the bio is live (type invariant).
-        let op = unsafe { bindings::dmrs_bio_op(self.raw()) };
-        match op {
+        match self.op_number() {
             kernel::bindings::req_op_REQ_OP_READ => BioOp::Read,
             kernel::bindings::req_op_REQ_OP_WRITE => BioOp::Write,
             kernel::bindings::req_op_REQ_OP_DISCARD => BioOp::Discard,
@@ -130,10 +136,10 @@ impl Bio {
         }
     }
 
-    /// Whether the operation writes (data direction WRITE).
+    /// Whether the operation writes (data direction WRITE: `op_is_write`,
+    /// the operation number's low bit).
     pub(crate) fn is_write(&self) -> bool {
-        // SAFETY: the bio is live (type invariant).
-        unsafe { bindings::dmrs_bio_is_write(self.raw()) }
+        self.op_number() & 1 != 0
     }
 
     fn has_flag(&self, bit: u32) -> bool {

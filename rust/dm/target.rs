@@ -582,14 +582,17 @@ impl<T: Target> TargetVTable<T> {
         let (Some(t), Some(bio)) = (unsafe { Self::target(ti) }, NonNull::new(bio)) else {
             return bindings::DM_MAPIO_KILL as c_int;
         };
-        // SAFETY: dm core allocated `PER_BIO_SIZE` bytes of per-bio data for
-        // this clone (set in `ctr`), suitably aligned; we initialise it before
-        // anything reads it.
-        unsafe {
-            bindings::dm_per_bio_data(bio.as_ptr(), Self::PER_BIO_SIZE)
-                .cast::<T::PerBio>()
-                .write(T::PerBio::default())
-        };
+        // A zero-sized `PerBio` needs no initialising (and no call to find it).
+        if Self::PER_BIO_SIZE != 0 {
+            // SAFETY: dm core allocated `PER_BIO_SIZE` bytes of per-bio data
+            // for this clone (set in `ctr`), suitably aligned; we initialise
+            // it before anything reads it.
+            unsafe {
+                bindings::dm_per_bio_data(bio.as_ptr(), Self::PER_BIO_SIZE)
+                    .cast::<T::PerBio>()
+                    .write(T::PerBio::default())
+            };
+        }
         // SAFETY: the bio was given to this `map` call for a `T` target, its
         // per-bio data is initialised, and the handle cannot outlive the call
         // except through `MapBio::hold`, which transfers ownership.

@@ -8,21 +8,6 @@ static_assert(BLK_STS_NOSPC == 3);
 static_assert(BLK_STS_IOERR == 10);
 static_assert(BLK_STS_DM_REQUEUE == 11);
 
-unsigned int dmrs_bio_op(const struct bio *bio)
-{
-	return bio_op(bio);
-}
-
-bool dmrs_bio_is_write(const struct bio *bio)
-{
-	return op_is_write(bio_op(bio));
-}
-
-unsigned int dmrs_bio_sectors(const struct bio *bio)
-{
-	return bio_sectors(bio);
-}
-
 void dmrs_bio_set_dev(struct bio *bio, struct block_device *bdev)
 {
 	bio_set_dev(bio, bdev);

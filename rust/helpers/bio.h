@@ -6,9 +6,6 @@
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 
-unsigned int dmrs_bio_op(const struct bio *bio);
-bool dmrs_bio_is_write(const struct bio *bio);
-unsigned int dmrs_bio_sectors(const struct bio *bio);
 void dmrs_bio_set_dev(struct bio *bio, struct block_device *bdev);
 void dmrs_bio_io_error(struct bio *bio);
 void dmrs_zero_fill_bio(struct bio *bio);

@@ -459,6 +459,10 @@ pub(crate) fn origin_write_limited(
 ) -> Option<OriginBio> {
     let mut bio = bio;
     for s in snapshots {
+        // Most writes find no snapshot over its limit: no call.
+        if !s.over_limit() {
+            continue;
+        }
         match s.throttle(bio, ThrottledBio::Origin) {
             Ok(()) => return None,
             Err(b) => bio = b,

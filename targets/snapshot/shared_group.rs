@@ -691,6 +691,13 @@ pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)>
     if LISTED.load(Ordering::Acquire) == 0 {
         return None;
     }
+    groups_of_listed(origin)
+}
+
+/// [`groups_of`] once some shared store exists; out of line, so that the
+/// check above stays in the caller.
+#[inline(never)]
+fn groups_of_listed(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)> {
     until_known(|| try_groups_of(origin), sleep_ms)
 }
 

@@ -82,6 +82,7 @@ impl SnapCore {
     /// True if writes may have to wait: a look at the count without the
     /// lock (a copy ending meanwhile only has [`Self::throttle`] take the
     /// lock for nothing).
+    #[inline]
     pub(crate) fn over_limit(&self) -> bool {
         // No copy in flight (most writes): no need to read the parameter.
         let copies = self.copies.in_progress();
