@@ -97,10 +97,13 @@ impl DmDev {
         Ok(())
     }
 
-    /// Size of the device in 512-byte sectors.
+    /// Size of the device in 512-byte sectors (`bdev_nr_sectors`, read in
+    /// place: each chunk copy asks several times).
     pub(crate) fn nr_sectors(&self) -> u64 {
-        // SAFETY: the file reference we own keeps the block device valid.
-        unsafe { bindings::dmrs_bdev_nr_sectors(self.dev.bdev) }
+        // SAFETY: the file reference we own keeps the block device valid, so
+        // the field is readable; a resize may change it meanwhile, hence a
+        // volatile read (the kernel reads it plainly).
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.dev.bdev).bd_nr_sectors)) }
     }
 }
 

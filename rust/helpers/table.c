@@ -4,11 +4,6 @@
 #include <linux/string.h>
 #include "table.h"
 
-sector_t dmrs_bdev_nr_sectors(struct block_device *bdev)
-{
-	return bdev_nr_sectors(bdev);
-}
-
 blk_mode_t dmrs_table_get_mode(struct dm_target *ti)
 {
 	return dm_table_get_mode(ti->table);

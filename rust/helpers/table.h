@@ -7,7 +7,6 @@
 #include <linux/device-mapper.h>
 #include <linux/fs.h>
 
-sector_t dmrs_bdev_nr_sectors(struct block_device *bdev);
 blk_mode_t dmrs_table_get_mode(struct dm_target *ti);
 /* BLK_OPEN_READ, whose __force cast bindgen cannot evaluate. */
 blk_mode_t dmrs_blk_open_read(void);
