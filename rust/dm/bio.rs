@@ -20,7 +20,8 @@
 //!
 //! A target declares typed per-bio data ([`Target::PerBio`]): dm core
 //! allocates it with every bio; the vtable initialises it to
-//! `PerBio::default()` before `map` sees the bio.
+//! `PerBio::default()` before `map` sees the bio (a zero-sized one, which
+//! has no bytes to initialise, is not constructed).
 //!
 //! C header: [`include/linux/bio.h`](srctree/include/linux/bio.h)
 
