@@ -316,7 +316,8 @@ pub(crate) struct SnapCore {
 }
 
 impl SnapCore {
-    /// A core over `state`.
+    /// A core over `state`; on failure, the error and the constructor's
+    /// message for it (upstream's, where upstream has the step).
     pub(crate) fn new(
         origin: DmDev,
         cow: DmDev,
@@ -324,20 +325,24 @@ impl SnapCore {
         handle: TargetHandle,
         state: State,
         merging: bool,
-    ) -> Result<Arc<Self>> {
+    ) -> core::result::Result<Arc<Self>, (Error, &'static CStr)> {
+        const KCOPYD: &CStr = c_str!("Could not create kcopyd client");
+        const PRIVATE: &CStr = c_str!("Cannot allocate private snapshot structure");
         let dm_io = if merging {
-            Some(DmIoClient::new()?)
+            Some(DmIoClient::new().map_err(|e| (e, KCOPYD))?)
         } else {
             None
         };
         let chunk = ExceptionStore::<Exception>::chunk_size(&state.store);
-        let tracked = TrackedChunks::new(TRACKED_CHUNKS).map_err(|_| ENOMEM)?;
+        let tracked = TrackedChunks::new(TRACKED_CHUNKS).map_err(|_| (ENOMEM, PRIVATE))?;
         let workers = Workers {
-            kcopyd: KcopydClient::new(100)?,
-            wq: WorkQueue::new(c_str!("dmrs_snapshot"), Concurrency::Ordered)?,
+            kcopyd: KcopydClient::new(100).map_err(|e| (e, KCOPYD))?,
+            wq: WorkQueue::new(c_str!("dmrs_snapshot"), Concurrency::Ordered)
+                .map_err(|e| (e, PRIVATE))?,
         };
-        let commit_io = CowIo::new(cow.clone())?;
-        let origin_entry = origins::entry_for(&origin)?;
+        let commit_io = CowIo::new(cow.clone()).map_err(|e| (e, PRIVATE))?;
+        let origin_entry = origins::entry_for(&origin)
+            .map_err(|e| (e, c_str!("Snapshot origin struct allocation failed")))?;
         Arc::pin_init(
             pin_init!(SnapCore {
                 origin,
@@ -359,6 +364,7 @@ impl SnapCore {
             }),
             GFP_KERNEL,
         )
+        .map_err(|e| (e, PRIVATE))
     }
 
     /// Destroys the kcopyd client and the workqueue, waiting for every

@@ -188,7 +188,7 @@ impl Snapshot {
         ti.set_num_flush_bios(if merging { 2 } else { 1 });
         ti.set_num_discard_bios(features.discard_bios());
         let core = SnapCore::new(origin, cow, ti.len(), ti.handle(), state, merging)
-            .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
+            .map_err(|(e, msg)| err(e, msg))?;
         let registration = origins::register(&core, src.as_ref()).map_err(refusal)?;
         Ok(Snapshot {
             core,
@@ -237,7 +237,7 @@ impl Snapshot {
             state,
             false,
         )
-        .map_err(|_| err(ENOMEM, c_str!("Could not create kcopyd client")))?;
+        .map_err(|(e, msg)| err(e, msg))?;
         let shared = SharedSnap::new(spec, &origin, &cow, ti.md_dev_key(), &core).map_err(|e| {
             let msg = match e {
                 CtrError::NoMem => c_str!("Cannot allocate shared exception store"),
