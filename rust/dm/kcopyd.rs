@@ -69,13 +69,87 @@ impl<F: FnOnce(CopyResult) + Send + 'static> CopyDone for F {
 }
 
 /// A job's heap part: the completion (taken when it runs) and the regions
-/// it keeps open. Built in place and never moved out: the regions are
-/// dropped where they lie once the completion has run.
-struct Job<F> {
-    done: Option<F>,
+/// it keeps open, in a kmalloc'd slot of its own ([`JobSlot`]).
+struct Job<F, D> {
+    done: F,
     from: Option<Region>,
-    to: Dests,
+    to: D,
 }
+
+/// A job's allocation: made and freed on every copy, so it goes to kmalloc
+/// and kfree directly rather than through the `KBox` allocator (whose
+/// `krealloc` path costs twice as much, for both).
+///
+/// # Invariants
+///
+/// `ptr` came from `__kmalloc_noprof` with room for a `T`, suitably aligned,
+/// and holds an initialised `T` that this slot owns.
+struct JobSlot<T> {
+    ptr: NonNull<T>,
+}
+
+impl<T> JobSlot<T> {
+    /// kmalloc's alignment (`ARCH_SLAB_MINALIGN`, or an object's size
+    /// rounded to a power of two, whichever is larger).
+    const ALIGNED: () = assert!(
+        core::mem::align_of::<T>() <= kernel::bindings::ARCH_SLAB_MINALIGN as usize
+            && core::mem::size_of::<T>() != 0
+    );
+
+    /// `value` on the heap; handed back if there is no memory.
+    fn new(value: T) -> Result<Self, T> {
+        let () = Self::ALIGNED;
+        // SAFETY: a plain allocation of a non-zero size (checked above).
+        let raw = unsafe {
+            kernel::bindings::__kmalloc_noprof(core::mem::size_of::<T>(), kernel::bindings::GFP_KERNEL)
+        };
+        let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
+            return Err(value);
+        };
+        // SAFETY: `ptr` is fresh, large enough and aligned for a `T` (kmalloc
+        // aligns to `ARCH_SLAB_MINALIGN`, at least `T`'s alignment).
+        unsafe { ptr.as_ptr().write(value) };
+        // INVARIANT: allocated and initialised above.
+        Ok(JobSlot { ptr })
+    }
+
+    /// Gives up ownership, for kcopyd's `context`.
+    fn into_raw(self) -> *mut c_void {
+        let p = self.ptr.as_ptr().cast();
+        core::mem::forget(self);
+        p
+    }
+
+    /// Takes the value out and frees the slot.
+    ///
+    /// # Safety
+    ///
+    /// `p` came from [`Self::into_raw`] of a `JobSlot<T>`, and is used once.
+    unsafe fn take(p: *mut c_void) -> T {
+        // SAFETY: `p` holds an initialised `T` owned by the slot (type
+        // invariant, function contract); it is read once, then the memory
+        // is freed without dropping it again.
+        unsafe {
+            let value = p.cast::<T>().read();
+            kernel::bindings::kfree(p);
+            value
+        }
+    }
+}
+
+impl<T> Drop for JobSlot<T> {
+    fn drop(&mut self) {
+        // SAFETY: the slot owns an initialised `T` in kmalloc'd memory (type
+        // invariant); it is dropped once and the memory freed after.
+        unsafe {
+            core::ptr::drop_in_place(self.ptr.as_ptr());
+            kernel::bindings::kfree(self.ptr.as_ptr().cast());
+        }
+    }
+}
+
+// SAFETY: a slot owns its `T` as a box does.
+unsafe impl<T: Send> Send for JobSlot<T> {}
 
 /// The destinations of one job: 1 to [`MAX_DESTS`] regions of one length,
 /// owned (the job keeps their devices open).
@@ -112,11 +186,6 @@ impl Dests {
         }
     }
 
-    /// How many.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     fn first(&self) -> Option<&Region> {
         self.regions.first().and_then(Option::as_ref)
     }
@@ -133,12 +202,13 @@ impl sealed::Sealed for Region {}
 
 /// What a job's destinations are given as: one [`Region`] (cheap to hand
 /// over), or [`Dests`]. Sealed: `first_count` is `Some` exactly when
-/// `into_dests` gives at least one region, all of that length.
-pub(crate) trait IntoDests: sealed::Sealed {
+/// `raw` fills at least one region, all of that length.
+pub(crate) trait IntoDests: sealed::Sealed + Send + 'static {
     /// The length of the first destination; `None` if there is none.
     fn first_count(&self) -> Option<u64>;
-    /// As destinations.
-    fn into_dests(self) -> Dests;
+    /// Fills the first regions of `out` with the C forms (valid while
+    /// `self` is alive); returns how many.
+    fn raw(&self, out: &mut [bindings::dm_io_region; MAX_DESTS]) -> u32;
 }
 
 impl IntoDests for Dests {
@@ -146,8 +216,14 @@ impl IntoDests for Dests {
         self.first().map(Region::count)
     }
 
-    fn into_dests(self) -> Dests {
-        self
+    fn raw(&self, out: &mut [bindings::dm_io_region; MAX_DESTS]) -> u32 {
+        for (o, r) in out.iter_mut().zip(self.regions.iter().take(self.len)) {
+            if let Some(r) = r {
+                *o = r.as_raw();
+            }
+        }
+        // At most `MAX_DESTS` (type invariant).
+        self.len as u32
     }
 }
 
@@ -156,13 +232,14 @@ impl IntoDests for Region {
         Some(self.count())
     }
 
-    fn into_dests(self) -> Dests {
-        let mut regions: [Option<Region>; MAX_DESTS] = Default::default();
-        if let Some(slot) = regions.first_mut() {
-            *slot = Some(self);
+    fn raw(&self, out: &mut [bindings::dm_io_region; MAX_DESTS]) -> u32 {
+        match out.first_mut() {
+            Some(o) => {
+                *o = self.as_raw();
+                1
+            }
+            None => 0,
         }
-        // INVARIANT: one region, then none.
-        Dests { regions, len: 1 }
     }
 }
 
@@ -281,36 +358,26 @@ impl KcopydClient {
         if from.as_ref().is_some_and(|f| f.count() != first) {
             return Err((EINVAL, done));
         }
-        let Ok(slot) = KBox::<Job<F>>::new_uninit(GFP_KERNEL) else {
-            return Err((ENOMEM, done));
+        let job = match JobSlot::new(Job { done, from, to }) {
+            Ok(job) => job,
+            Err(job) => return Err((ENOMEM, job.done)),
         };
-        // Built where it stays: the destinations are not moved again.
-        let job = KBox::write(
-            slot,
-            Job {
-                done: Some(done),
-                from,
-                to: to.into_dests(),
-            },
-        );
-        let mut dests: [bindings::dm_io_region; MAX_DESTS] = core::array::from_fn(|i| {
-            job.to
-                .regions
-                .get(i)
-                .and_then(Option::as_ref)
-                .map_or_else(Default::default, Region::as_raw)
-        });
-        let mut source = job.from.as_ref().map(Region::as_raw);
-        let n = job.to.len() as u32;
-        let context = KBox::into_raw(job).cast::<c_void>();
+        // SAFETY: read only: the slot holds an initialised job (type
+        // invariant), which nothing else touches until kcopyd is told.
+        let j = unsafe { job.ptr.as_ref() };
+        let mut dests: [bindings::dm_io_region; MAX_DESTS] =
+            core::array::from_fn(|_| Default::default());
+        let n = j.to.raw(&mut dests);
+        let mut source = j.from.as_ref().map(Region::as_raw);
+        let context = job.into_raw();
         let kc = self.kc.as_ptr();
         // SAFETY: the client is live (type invariant); kcopyd copies the
-        // region arrays before returning; `n` regions of `dests` are set
-        // (`Dests` invariant), at least one and each as long as the source
-        // (`first_count` checked above; `IntoDests` is sealed); `context` is
-        // a leaked `Job<F>` that `notify::<F>` takes back, which kcopyd
-        // calls exactly once; the regions' devices stay open in the job
-        // until then.
+        // region arrays before returning; `n` regions of `dests` are set,
+        // at least one and each as long as the source (`first_count`
+        // checked above; `IntoDests` is sealed); `context` is a leaked
+        // `JobSlot<Job<F, D>>` that `notify::<F, D>` takes back, which
+        // kcopyd calls exactly once; the regions' devices stay open in the
+        // job until then.
         unsafe {
             match source.as_mut() {
                 Some(src) => bindings::dm_kcopyd_copy(
@@ -319,7 +386,7 @@ impl KcopydClient {
                     n,
                     dests.as_mut_ptr(),
                     0,
-                    Some(notify::<F>),
+                    Some(notify::<F, D>),
                     context,
                 ),
                 None => bindings::dm_kcopyd_zero(
@@ -327,7 +394,7 @@ impl KcopydClient {
                     n,
                     dests.as_mut_ptr(),
                     0,
-                    Some(notify::<F>),
+                    Some(notify::<F, D>),
                     context,
                 ),
             }
@@ -348,21 +415,21 @@ impl Drop for KcopydClient {
 /// # Safety
 ///
 /// Called by kcopyd once per job with the `context` given at submission, a
-/// leaked `KBox<Job<F>>`.
-unsafe extern "C" fn notify<F: CopyDone>(
+/// leaked `JobSlot<Job<F, D>>`.
+unsafe extern "C" fn notify<F: CopyDone, D: IntoDests>(
     read_err: c_int,
     write_err: c_ulong,
     context: *mut c_void,
 ) {
-    // SAFETY: `context` came from `KBox::into_raw` in `submit` and kcopyd
+    // SAFETY: `context` came from `JobSlot::into_raw` in `submit` and kcopyd
     // hands it back exactly once (function contract).
-    let mut job = unsafe { KBox::from_raw(context.cast::<Job<F>>()) };
-    if let Some(done) = job.done.take() {
-        done.done(CopyResult {
-            read_err: read_err != 0,
-            write_err: write_err as u64,
-        });
-    }
+    let job = unsafe { JobSlot::<Job<F, D>>::take(context) };
+    let Job { done, from, to } = job;
+    done.done(CopyResult {
+        read_err: read_err != 0,
+        write_err: write_err as u64,
+    });
     // The regions, and so the devices, are released only now.
-    drop(job);
+    drop(from);
+    drop(to);
 }

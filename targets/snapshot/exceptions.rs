@@ -43,7 +43,7 @@ use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, IrqSpinLock, TargetHandle};
 use crate::new_irq_spinlock;
 use crate::persistent_data::Error as PdError;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use kernel::c_str;
 use kernel::new_condvar;
 use kernel::prelude::*;
@@ -193,6 +193,9 @@ struct Settled {
     failed: BioList<Snapshot>,
     /// Origin writes to check again.
     retry: OriginBios,
+    /// Origin writes whose only copy just committed, to submit as they
+    /// are (see [`SnapCore::alone`]).
+    pass: OriginBios,
     /// The snapshot became invalid.
     invalidated: bool,
     /// Some pending exception is gone.
@@ -249,6 +252,9 @@ impl State {
                             None => out.failed.push(b),
                         }
                     }
+                    // The only snapshot of the origin now has the chunk:
+                    // checking the write again would find exactly that.
+                    Waiter::Origin(b) if success && core.is_alone() => out.pass.push(b),
                     Waiter::Origin(b) => out.retry.push(b),
                 }
             }
@@ -297,6 +303,14 @@ pub(crate) struct SnapCore {
     tracked: IrqSpinLock<TrackedChunks>,
     /// Copies in flight, counted without a lock (`throttle.rs`).
     pub(super) copies: CopyCount,
+    /// The only snapshot on its origin's list, as last published there
+    /// (`origins.rs`): an origin write parked on a copy of this snapshot's
+    /// that commits is then submitted without being checked again (the
+    /// check would find just that exception). A snapshot that joins the
+    /// list after the commit read this is as one that joined after the
+    /// write was resubmitted: upstream's retry has the same window (and
+    /// lvm2 adds snapshots with the origin suspended).
+    alone: AtomicBool,
     /// The writes parked on the limit on copies in flight.
     #[pin]
     pub(super) throttle: Mutex<CopyThrottle<Throttled>>,
@@ -357,6 +371,7 @@ impl SnapCore {
                 merge_stopped <- new_condvar!("snapshot_merge_stopped"),
                 tracked <- new_irq_spinlock!(tracked, "snapshot_tracked_chunks"),
                 copies: CopyCount::new(),
+                alone: AtomicBool::new(false),
                 throttle <- new_mutex!(CopyThrottle::new(), "snapshot_copy_throttle"),
                 workers <- new_mutex!(Some(workers), "snapshot_workers"),
                 joined: AtomicUsize::new(0),
@@ -461,6 +476,18 @@ impl SnapCore {
             Some(w) => noio_scope(|| w.kcopyd.copy_to(from, to, done)),
             None => Err((EIO, done)),
         }
+    }
+
+    /// Whether it is the only snapshot of its origin (see
+    /// [`SnapCore::alone`]).
+    pub(crate) fn is_alone(&self) -> bool {
+        self.alone.load(Ordering::Acquire)
+    }
+
+    /// Records whether it is the only snapshot of its origin; called
+    /// under the origin's list lock whenever the list changes.
+    pub(crate) fn set_alone(&self, alone: bool) {
+        self.alone.store(alone, Ordering::Release);
     }
 
     /// Counts a copy of this snapshot's that runs in another snapshot's
@@ -777,6 +804,10 @@ impl SnapCore {
         }
         for b in out.failed {
             b.end(BlkStatus::IO_ERROR);
+        }
+        for b in out.pass {
+            let s = b.sector();
+            b.submit_to(&self.origin, s);
         }
         if out.settled {
             origins::copy_settled(&self.origin);

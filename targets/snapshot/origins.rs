@@ -86,6 +86,10 @@ impl OriginEntry {
     /// returns it; `NoMem` if it could not be built (it is then rebuilt by
     /// the next write).
     fn publish(&self, list: &[Arc<SnapCore>]) -> PdResult<Option<Arc<SnapView>>> {
+        let alone = list.len() == 1;
+        for s in list {
+            s.set_alone(alone);
+        }
         let built = noio_scope(|| SnapView::of(list)).map_err(|_| PdError::NoMem);
         let mut view = self.view.lock();
         let old = core::mem::replace(&mut *view, Published::Stale);
@@ -133,6 +137,7 @@ impl Drop for Registration {
         if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, &self.core)) {
             let _ = list.remove(i);
         }
+        self.core.set_alone(false);
         // On failure the next write rebuilds it.
         let _ = self.entry.publish(&list);
     }
