@@ -24,7 +24,7 @@
 use super::bindings;
 use super::device::DmDev;
 use super::module_ref::ModuleRef;
-use super::region::Region;
+use super::region::{Region, RegionDev};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::alloc::VVec;
@@ -225,7 +225,7 @@ impl DmIoClient {
     }
 
     /// Reads `region` into `buf` (exactly as long as the region) and waits.
-    pub(crate) fn read(&self, region: &Region, buf: &mut IoBuffer) -> Result {
+    pub(crate) fn read(&self, region: &Region<impl RegionDev>, buf: &mut IoBuffer) -> Result {
         if buf.len() != region.bytes() {
             return Err(EINVAL);
         }
@@ -233,7 +233,12 @@ impl DmIoClient {
     }
 
     /// Writes `buf` (exactly as long as the region) to `region` and waits.
-    pub(crate) fn write(&self, region: &Region, buf: &IoBuffer, op: IoOp) -> Result {
+    pub(crate) fn write(
+        &self,
+        region: &Region<impl RegionDev>,
+        buf: &IoBuffer,
+        op: IoOp,
+    ) -> Result {
         if op == IoOp::Read || buf.len() != region.bytes() {
             return Err(EINVAL);
         }

@@ -9,7 +9,8 @@
 //! - A submitted job owns its completion closure and a [`Region`] (so a
 //!   reference on the device's open file) for every device it touches: the
 //!   devices stay open until the job completes, whatever happens to the
-//!   table.
+//!   table. A [`KcopydClient::copy_within`] job owns instead one `Arc` of
+//!   the value whose devices it borrows, handed to the completion.
 //! - The closure runs exactly once, on kcopyd's workqueue (process context,
 //!   may sleep), and then the job's devices are released.
 //! - Dropping the [`KcopydClient`] waits for every job it submitted to
@@ -26,6 +27,7 @@
 
 use super::bindings;
 use super::module_ref::ModuleRef;
+use super::device::DmDev;
 use super::region::Region;
 use core::ptr::NonNull;
 use kernel::error::{
@@ -34,6 +36,7 @@ use kernel::error::{
 };
 use kernel::ffi::{c_int, c_ulong, c_void};
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::types::Opaque;
 
 /// Most destinations one copy can write (`DM_KCOPYD_MAX_REGIONS`).
@@ -74,6 +77,13 @@ struct Job<F, D> {
     done: F,
     from: Option<Region>,
     to: D,
+}
+
+/// A [`KcopydClient::copy_within`] job: the devices' owner and the
+/// completion.
+struct OwnedJob<O: Send + Sync, F> {
+    owner: Arc<O>,
+    done: F,
 }
 
 /// A job's allocation: made and freed on every copy, so it goes to kmalloc
@@ -316,6 +326,54 @@ impl KcopydClient {
         self.submit(Some(from), to, done)
     }
 
+    /// Copies between devices that `owner` keeps open: `regions` picks the
+    /// source and the destination (as long as each other) from it, and the
+    /// job holds `owner` (one reference, instead of one per device) until
+    /// `done` gets it back with the result. On error nothing was submitted
+    /// and `owner` and `done` are handed back.
+    pub(crate) fn copy_within<O, R, F>(
+        &self,
+        owner: Arc<O>,
+        regions: R,
+        done: F,
+    ) -> Result<(), (Error, Arc<O>, F)>
+    where
+        O: Send + Sync + 'static,
+        R: for<'a> FnOnce(&'a O) -> Result<(Region<&'a DmDev>, Region<&'a DmDev>)>,
+        F: FnOnce(Arc<O>, CopyResult) + Send + 'static,
+    {
+        let (mut from, mut to) = match regions(&owner) {
+            Ok((f, t)) if f.count() == t.count() => (f.as_raw(), t.as_raw()),
+            Ok(_) => return Err((EINVAL, owner, done)),
+            Err(e) => return Err((e, owner, done)),
+        };
+        let job = match JobSlot::new(OwnedJob { owner, done }) {
+            Ok(job) => job,
+            Err(job) => return Err((ENOMEM, job.owner, job.done)),
+        };
+        let context = job.into_raw();
+        // SAFETY: the client is live (type invariant); kcopyd copies the
+        // regions before returning; one source and one destination of the
+        // same non-zero length (`Region` invariant, checked above); their
+        // devices are `DmDev`s borrowed from `*owner`, which the job keeps
+        // alive (and, shared behind an `Arc`, never mutably reachable)
+        // until `notify_within::<O, F>` takes the job back, which kcopyd
+        // calls exactly once with `context`, a leaked
+        // `JobSlot<OwnedJob<O, F>>`.
+        unsafe {
+            bindings::dm_kcopyd_copy(
+                self.kc.as_ptr(),
+                &mut from,
+                1,
+                &mut to,
+                0,
+                Some(notify_within::<O, F>),
+                context,
+            )
+        };
+        Ok(())
+    }
+
     /// Zeroes every region of `to` (1..=8 regions of equal length), then calls
     /// `done`. On error nothing was submitted and `done` is handed back.
     pub(crate) fn zero<F>(&self, to: &[Region], done: F) -> Result<(), (Error, F)>
@@ -432,4 +490,26 @@ unsafe extern "C" fn notify<F: CopyDone, D: IntoDests>(
     // The regions, and so the devices, are released only now.
     drop(from);
     drop(to);
+}
+
+/// # Safety
+///
+/// Called by kcopyd once per job with the `context` given at submission, a
+/// leaked `JobSlot<OwnedJob<O, F>>`.
+unsafe extern "C" fn notify_within<O, F>(read_err: c_int, write_err: c_ulong, context: *mut c_void)
+where
+    O: Send + Sync + 'static,
+    F: FnOnce(Arc<O>, CopyResult) + Send + 'static,
+{
+    // SAFETY: `context` came from `JobSlot::into_raw` in `copy_within` and
+    // kcopyd hands it back exactly once (function contract).
+    let job = unsafe { JobSlot::<OwnedJob<O, F>>::take(context) };
+    // The owner, and so the devices, go with the completion.
+    (job.done)(
+        job.owner,
+        CopyResult {
+            read_err: read_err != 0,
+            write_err: write_err as u64,
+        },
+    );
 }

@@ -27,12 +27,12 @@ impl CowIo {
     }
 
     /// The region of `dev` that `len` bytes at `sector` cover.
-    fn region(&self, sector: u64, len: usize) -> Result<Region> {
+    fn region(&self, sector: u64, len: usize) -> Result<Region<&DmDev>> {
         if len == 0 || len % (1 << SECTOR_SHIFT) != 0 {
             return Err(Error::Invalid);
         }
         let count = u32::try_from(len >> SECTOR_SHIFT).map_err(|_| Error::Invalid)?;
-        Region::new(self.dev.clone(), sector, count.into()).map_err(|_| Error::Io)
+        Region::of(&self.dev, sector, count.into()).map_err(|_| Error::Io)
     }
 }
 

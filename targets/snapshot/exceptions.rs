@@ -622,17 +622,28 @@ impl SnapCore {
 
     /// [`Self::start_copy`] for a copy already counted as started.
     pub(super) fn submit_copy(self: &Arc<Self>, old: Chunk, new: Chunk) {
-        let core = self.clone();
-        let done = move |r: CopyResult| core.copy_done(old, r.is_ok());
-        let regions = self.copy_source(old).and_then(|from| {
-            let to = self.copy_dest(new, from.count())?;
-            Ok((from, to))
-        });
-        let failed = match regions {
-            Ok((from, to)) => self.copy(from, to, done).err(),
-            Err(e) => Some((e, done)),
+        let done = move |core: Arc<SnapCore>, r: CopyResult| core.copy_done(old, r.is_ok());
+        let failed = {
+            let workers = self.workers.lock();
+            match &*workers {
+                // The job holds the core, so the origin and COW device with
+                // it.
+                Some(w) => noio_scope(|| {
+                    w.kcopyd.copy_within(
+                        self.clone(),
+                        |core| {
+                            let from = core.source_of(old)?;
+                            let to = core.dest_of(new, from.count())?;
+                            Ok((from, to))
+                        },
+                        done,
+                    )
+                })
+                .err(),
+                None => Some((EIO, self.clone(), done)),
+            }
         };
-        let Some((_, done)) = failed else {
+        let Some((_, core, done)) = failed else {
             return;
         };
         // Commit the exception as failed, but not from here: this may be
@@ -641,8 +652,9 @@ impl SnapCore {
             read_err: true,
             write_err: 0,
         };
-        if !self.spawn(move || done(failure)) {
-            self.abandon(old);
+        let owner = core.clone();
+        if !self.spawn(move || done(owner, failure)) {
+            core.abandon(old);
         }
     }
 
@@ -700,17 +712,27 @@ impl SnapCore {
 
     /// The source of the copy of origin chunk `old`; the origin's last
     /// chunk may be short.
-    pub(super) fn copy_source(&self, old: Chunk) -> Result<Region> {
+    fn source_of(&self, old: Chunk) -> Result<Region<&DmDev>> {
         let from = self.chunk.to_sector(old).ok_or(EINVAL)?;
         let left = self.origin.nr_sectors().checked_sub(from).ok_or(EINVAL)?;
         let count = left.min(self.chunk.sectors().into());
-        Region::new(self.origin.clone(), from, count)
+        Region::of(&self.origin, from, count)
     }
 
     /// The destination of a copy of `count` sectors to COW chunk `new`.
-    pub(super) fn copy_dest(&self, new: Chunk, count: u64) -> Result<Region> {
+    fn dest_of(&self, new: Chunk, count: u64) -> Result<Region<&DmDev>> {
         let to = self.chunk.to_sector(new).ok_or(EINVAL)?;
-        Region::new(self.cow.clone(), to, count)
+        Region::of(&self.cow, to, count)
+    }
+
+    /// [`Self::source_of`], holding its own reference on the origin.
+    pub(super) fn copy_source(&self, old: Chunk) -> Result<Region> {
+        Ok(self.source_of(old)?.to_owned())
+    }
+
+    /// [`Self::dest_of`], holding its own reference on the COW device.
+    pub(super) fn copy_dest(&self, new: Chunk, count: u64) -> Result<Region> {
+        Ok(self.dest_of(new, count)?.to_owned())
     }
 
     /// A copy finished: commit every exception whose turn has come, then
