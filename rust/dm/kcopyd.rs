@@ -19,9 +19,8 @@
 //!   itself (a deadlock).
 //! - The client holds a [`ModuleRef`], so a leaked client with jobs in flight
 //!   keeps dm-rs loaded.
-//! - Submitting may sleep (kcopyd allocates with `GFP_NOIO` from a mempool) and
-//!   allocates the job with `GFP_KERNEL`: call it from a worker, under a
-//!   [`noio_scope`](super::noio::noio_scope) when on the I/O path.
+//! - Submitting may sleep (kcopyd allocates with `GFP_NOIO` from a mempool,
+//!   and so is the job's own slot): call it where sleeping is allowed.
 //!
 //! C header: [`include/linux/dm-kcopyd.h`](srctree/include/linux/dm-kcopyd.h)
 
@@ -88,7 +87,8 @@ struct OwnedJob<O: Send + Sync, F> {
 
 /// A job's allocation: made and freed on every copy, so it goes to kmalloc
 /// and kfree directly rather than through the `KBox` allocator (whose
-/// `krealloc` path costs twice as much, for both).
+/// `krealloc` path costs twice as much, for both). `GFP_NOIO`, as kcopyd's
+/// own: copies are made on the I/O path.
 ///
 /// # Invariants
 ///
@@ -111,7 +111,7 @@ impl<T> JobSlot<T> {
         let () = Self::ALIGNED;
         // SAFETY: a plain allocation of a non-zero size (checked above).
         let raw = unsafe {
-            kernel::bindings::__kmalloc_noprof(core::mem::size_of::<T>(), kernel::bindings::GFP_KERNEL)
+            kernel::bindings::__kmalloc_noprof(core::mem::size_of::<T>(), bindings::DMRS_GFP_NOIO)
         };
         let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
             return Err(value);

@@ -3,6 +3,11 @@
 #ifndef DMRS_HELPERS_MM_H
 #define DMRS_HELPERS_MM_H
 
+#include <linux/gfp_types.h>
+
+/* The kernel crate's bindings have no GFP_NOIO. */
+static const gfp_t DMRS_GFP_NOIO = GFP_NOIO;
+
 unsigned int dmrs_memalloc_noio_save(void);
 void dmrs_memalloc_noio_restore(unsigned int flags);
 

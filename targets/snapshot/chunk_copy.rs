@@ -69,31 +69,40 @@ impl Parts {
 }
 
 /// The copies of one origin chunk, gathered while an origin write checks
-/// each snapshot and started together by [`ChunkCopies::start`].
+/// each snapshot and started together by [`ChunkCopies::start`]. The first
+/// is borrowed from the caller's snapshot list: a chunk copied to one
+/// snapshot (the common case) takes no reference for it.
 #[derive(Default)]
-pub(crate) struct ChunkCopies {
+pub(crate) struct ChunkCopies<'a> {
     old: Chunk,
-    parts: Parts,
+    first: Option<(&'a Arc<SnapCore>, Chunk)>,
+    /// The copies after the first, at most `MAX_DESTS - 1`.
+    rest: Parts,
 }
 
-impl ChunkCopies {
+impl<'a> ChunkCopies<'a> {
     /// Adds the copy of origin chunk `old` to COW chunk `new` for `core`
     /// (its pending exception is started); handed back if it cannot share
     /// this job (another chunk size, or the job is full), for the caller
     /// to start on its own.
     pub(crate) fn add(
         &mut self,
-        core: &Arc<SnapCore>,
+        core: &'a Arc<SnapCore>,
         old: Chunk,
         new: Chunk,
     ) -> core::result::Result<(), Chunk> {
-        if let Some(first) = self.parts.parts.first().and_then(Option::as_ref) {
-            if first.core.chunk.sectors() != core.chunk.sectors() || self.old != old {
-                return Err(new);
-            }
+        let Some((first, _)) = self.first else {
+            self.old = old;
+            self.first = Some((core, new));
+            return Ok(());
+        };
+        if first.chunk.sectors() != core.chunk.sectors()
+            || self.old != old
+            || self.rest.len >= MAX_DESTS - 1
+        {
+            return Err(new);
         }
-        self.old = old;
-        self.parts
+        self.rest
             .push(Part {
                 core: core.clone(),
                 new,
@@ -105,24 +114,34 @@ impl ChunkCopies {
     /// own snapshot's client (one part, or no job could be made). The
     /// results arrive in each snapshot's copy completion.
     #[inline]
-    pub(crate) fn start(mut self) {
-        match self.parts.len {
+    pub(crate) fn start(self) {
+        match self.first {
             // Most origin writes copy nothing.
-            0 => {}
-            // One snapshot to copy to: its own job, no array moved.
-            1 => {
-                if let Some(p) = self.parts.parts.first_mut().and_then(Option::take) {
-                    p.core.start_copy(self.old, p.new);
-                }
-            }
-            _ => self.start_some(),
+            None => {}
+            // One snapshot to copy to: its own job, no array built.
+            Some((core, new)) if self.rest.len == 0 => core.start_copy(self.old, new),
+            Some(_) => self.start_some(),
         }
     }
 
     // Out of line: its arrays stay off the caller's (`map`'s) frame.
     #[inline(never)]
     fn start_some(self) {
-        let ChunkCopies { old, mut parts } = self;
+        let ChunkCopies { old, first, rest } = self;
+        let mut parts = Parts::default();
+        if let Some((core, new)) = first {
+            let _ = parts.push(Part {
+                core: core.clone(),
+                new,
+            });
+        }
+        // `rest` holds at most `MAX_DESTS - 1`: they all fit.
+        let mut rest = rest;
+        for p in rest.take_all() {
+            if let Err(p) = parts.push(p) {
+                p.core.start_copy(old, p.new);
+            }
+        }
         if parts.len < 2 {
             for p in parts.take_all() {
                 p.core.start_copy(old, p.new);

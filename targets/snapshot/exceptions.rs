@@ -628,8 +628,10 @@ impl SnapCore {
             match &*workers {
                 // The job holds the core, so the origin and COW device with
                 // it.
-                Some(w) => noio_scope(|| {
-                    w.kcopyd.copy_within(
+                // (Its allocations are `GFP_NOIO`: no scope needed.)
+                Some(w) => w
+                    .kcopyd
+                    .copy_within(
                         self.clone(),
                         |core| {
                             let from = core.source_of(old)?;
@@ -638,8 +640,7 @@ impl SnapCore {
                         },
                         done,
                     )
-                })
-                .err(),
+                    .err(),
                 None => Some((EIO, self.clone(), done)),
             }
         };

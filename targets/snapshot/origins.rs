@@ -384,7 +384,7 @@ pub(crate) fn origin_write(
     let mut refused = None;
     let mut start_last = None;
     // Made on the first copy: most origin writes copy nothing.
-    let mut shared: Option<ChunkCopies> = None;
+    let mut shared: Option<ChunkCopies<'_>> = None;
     for s in snapshots {
         if sector >= s.len || s.merging {
             continue;
