@@ -25,8 +25,8 @@
 //! C header: [`include/linux/dm-kcopyd.h`](srctree/include/linux/dm-kcopyd.h)
 
 use super::bindings;
-use super::module_ref::ModuleRef;
 use super::device::DmDev;
+use super::module_ref::ModuleRef;
 use super::region::Region;
 use core::ptr::NonNull;
 use kernel::error::{
@@ -70,8 +70,8 @@ impl<F: FnOnce(CopyResult) + Send + 'static> CopyDone for F {
     }
 }
 
-/// A job's heap part: the completion (taken when it runs) and the regions
-/// it keeps open, in a kmalloc'd slot of its own ([`JobSlot`]).
+/// A job's heap part: the completion and the regions it keeps open, in a
+/// kmalloc'd slot of its own ([`JobSlot`]).
 struct Job<F, D> {
     done: F,
     from: Option<Region>,
@@ -99,10 +99,9 @@ struct JobSlot<T> {
 }
 
 impl<T> JobSlot<T> {
-    /// kmalloc's alignment (`ARCH_SLAB_MINALIGN`, or an object's size
-    /// rounded to a power of two, whichever is larger).
+    /// kmalloc aligns every object to at least `ARCH_SLAB_MINALIGN`.
     const ALIGNED: () = assert!(
-        core::mem::align_of::<T>() <= kernel::bindings::ARCH_SLAB_MINALIGN as usize
+        core::mem::align_of::<T>() <= kernel::bindings::ARCH_SLAB_MINALIGN
             && core::mem::size_of::<T>() != 0
     );
 
@@ -157,9 +156,6 @@ impl<T> Drop for JobSlot<T> {
         }
     }
 }
-
-// SAFETY: a slot owns its `T` as a box does.
-unsafe impl<T: Send> Send for JobSlot<T> {}
 
 /// The destinations of one job: 1 to [`MAX_DESTS`] regions of one length,
 /// owned (the job keeps their devices open).
@@ -227,13 +223,14 @@ impl IntoDests for Dests {
     }
 
     fn raw(&self, out: &mut [bindings::dm_io_region; MAX_DESTS]) -> u32 {
-        for (o, r) in out.iter_mut().zip(self.regions.iter().take(self.len)) {
-            if let Some(r) = r {
-                *o = r.as_raw();
-            }
+        let mut n = 0;
+        // The set slots come first (type invariant): counting them counts
+        // the regions filled in.
+        for (o, r) in out.iter_mut().zip(self.regions.iter().flatten()) {
+            *o = r.as_raw();
+            n += 1;
         }
-        // At most `MAX_DESTS` (type invariant).
-        self.len as u32
+        n
     }
 }
 
@@ -330,7 +327,9 @@ impl KcopydClient {
     /// source and the destination (as long as each other) from it, and the
     /// job holds `owner` (one reference, instead of one per device) until
     /// `done` gets it back with the result. On error nothing was submitted
-    /// and `owner` and `done` are handed back.
+    /// and `owner` and `done` are handed back. If `O` owns this client,
+    /// `done` must not drop the last `Arc<O>` (the client's drop would wait
+    /// for the job running it).
     pub(crate) fn copy_within<O, R, F>(
         &self,
         owner: Arc<O>,

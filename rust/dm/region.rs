@@ -93,7 +93,7 @@ impl<'a> Region<&'a DmDev> {
     }
 
     /// The same region, holding its own reference on the device.
-    pub(crate) fn to_owned(&self) -> Region {
+    pub(crate) fn to_counted(&self) -> Region {
         // INVARIANT: the same checked range.
         Region {
             dev: self.dev.clone().into(),

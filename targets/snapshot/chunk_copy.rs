@@ -130,10 +130,13 @@ impl<'a> ChunkCopies<'a> {
         let ChunkCopies { old, first, rest } = self;
         let mut parts = Parts::default();
         if let Some((core, new)) = first {
-            let _ = parts.push(Part {
+            let first = Part {
                 core: core.clone(),
                 new,
-            });
+            };
+            if let Err(p) = parts.push(first) {
+                p.core.start_copy(old, p.new);
+            }
         }
         // `rest` holds at most `MAX_DESTS - 1`: they all fit.
         let mut rest = rest;

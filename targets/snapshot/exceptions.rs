@@ -307,9 +307,11 @@ pub(crate) struct SnapCore {
     /// (`origins.rs`): an origin write parked on a copy of this snapshot's
     /// that commits is then submitted without being checked again (the
     /// check would find just that exception). A snapshot that joins the
-    /// list after the commit read this is as one that joined after the
-    /// write was resubmitted: upstream's retry has the same window (and
-    /// lvm2 adds snapshots with the origin suspended).
+    /// list after the commit read this (until the write is resubmitted,
+    /// once the commit round ends) is as one that joined after the write
+    /// was resubmitted: upstream's retry has such a window too, and a new
+    /// snapshot copies nothing before its resume, for which the origin is
+    /// suspended (which waits for the held write).
     alone: AtomicBool,
     /// The writes parked on the limit on copies in flight.
     #[pin]
@@ -478,16 +480,16 @@ impl SnapCore {
         }
     }
 
-    /// Whether it is the only snapshot of its origin (see
-    /// [`SnapCore::alone`]).
+    /// Whether it is the only snapshot of its origin (see the `alone`
+    /// field).
     pub(crate) fn is_alone(&self) -> bool {
-        self.alone.load(Ordering::Acquire)
+        self.alone.load(Ordering::Relaxed)
     }
 
     /// Records whether it is the only snapshot of its origin; called
     /// under the origin's list lock whenever the list changes.
     pub(crate) fn set_alone(&self, alone: bool) {
-        self.alone.store(alone, Ordering::Release);
+        self.alone.store(alone, Ordering::Relaxed);
     }
 
     /// Counts a copy of this snapshot's that runs in another snapshot's
@@ -653,9 +655,8 @@ impl SnapCore {
             read_err: true,
             write_err: 0,
         };
-        let owner = core.clone();
-        if !self.spawn(move || done(owner, failure)) {
-            core.abandon(old);
+        if !self.spawn(move || done(core, failure)) {
+            self.abandon(old);
         }
     }
 
@@ -728,12 +729,12 @@ impl SnapCore {
 
     /// [`Self::source_of`], holding its own reference on the origin.
     pub(super) fn copy_source(&self, old: Chunk) -> Result<Region> {
-        Ok(self.source_of(old)?.to_owned())
+        Ok(self.source_of(old)?.to_counted())
     }
 
     /// [`Self::dest_of`], holding its own reference on the COW device.
     pub(super) fn copy_dest(&self, new: Chunk, count: u64) -> Result<Region> {
-        Ok(self.dest_of(new, count)?.to_owned())
+        Ok(self.dest_of(new, count)?.to_counted())
     }
 
     /// A copy finished: commit every exception whose turn has come, then
