@@ -416,7 +416,7 @@ impl<'a, T: Target> EndioBio<'a, T> {
         // leak into a later completion.
         unsafe {
             (*bio).bi_status = *self.status;
-            bindings::dmrs_bio_set_next(bio, core::ptr::null_mut());
+            (*bio).bi_next = core::ptr::null_mut();
         }
         // INVARIANT: dm core does nothing more with the bio after
         // DM_ENDIO_INCOMPLETE; ownership moves to the returned handle.
@@ -640,14 +640,13 @@ impl<T: Target> ListedBio<T> for ReturnedBio<T> {
 pub(crate) struct BioList<T: Target, B: ListedBio<T> = HeldBio<T>> {
     head: *mut kernel::bindings::bio,
     tail: *mut kernel::bindings::bio,
-    len: usize,
     _t: PhantomData<(T, B)>,
 }
 
 // SAFETY: the list owns its bios, which are `Send` (see `HeldBio`,
 // `ReturnedBio`).
 unsafe impl<T: Target, B: ListedBio<T>> Send for BioList<T, B> {}
-// SAFETY: `&BioList` exposes only the length.
+// SAFETY: `&BioList` exposes only whether it is empty.
 unsafe impl<T: Target, B: ListedBio<T>> Sync for BioList<T, B> {}
 
 impl<T: Target, B: ListedBio<T>> Default for BioList<T, B> {
@@ -663,8 +662,8 @@ impl<T: Target, B: ListedBio<T>> Default for BioList<T, B> {
 /// The caller owns `bio` (a list member or one being added), which is not
 /// queued in the block layer, so `bi_next` is free for its lists.
 unsafe fn set_next(bio: *mut kernel::bindings::bio, next: *mut kernel::bindings::bio) {
-    // SAFETY: by the function's contract.
-    unsafe { bindings::dmrs_bio_set_next(bio, next) };
+    // SAFETY: by the function's contract (a plain field, written in place).
+    unsafe { (*bio).bi_next = next };
 }
 
 impl<T: Target, B: ListedBio<T>> BioList<T, B> {
@@ -673,14 +672,22 @@ impl<T: Target, B: ListedBio<T>> BioList<T, B> {
         Self {
             head: core::ptr::null_mut(),
             tail: core::ptr::null_mut(),
-            len: 0,
             _t: PhantomData,
         }
     }
 
-    /// Number of bios on the list.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Number of bios on the list, counted along the chain (for status
+    /// lines: the lists on the I/O paths keep no count, to stay small).
+    pub(crate) fn count_bios(&self) -> usize {
+        let mut n = 0;
+        let mut bio = self.head;
+        while !bio.is_null() {
+            n += 1;
+            // SAFETY: `bio` is a member of the chain, which the list owns
+            // (type invariant); only its `bi_next` is read.
+            bio = unsafe { (*bio).bi_next };
+        }
+        n
     }
 
     /// Whether the list is empty.
@@ -705,20 +712,18 @@ impl<T: Target, B: ListedBio<T>> BioList<T, B> {
         }
         // INVARIANT: `raw` joins the chain at the tail, owned by the list.
         self.tail = raw;
-        self.len += 1;
     }
 
     /// Takes the first bio.
     pub(crate) fn pop(&mut self) -> Option<B> {
         let head = NonNull::new(self.head)?;
         // SAFETY: `head` is a bio this list owns (type invariant).
-        self.head = unsafe { bindings::dmrs_bio_next(head.as_ptr()) };
+        self.head = unsafe { (*head.as_ptr()).bi_next };
         if self.head.is_null() {
             self.tail = core::ptr::null_mut();
         }
         // SAFETY: the list owns `head` (type invariant).
         unsafe { set_next(head.as_ptr(), core::ptr::null_mut()) };
-        self.len -= 1;
         // INVARIANT: the list owned `head` as a `B`; ownership moves out.
         // SAFETY: `head` was pushed as a `B` (type invariant).
         Some(unsafe {

@@ -67,12 +67,19 @@ impl<T> PVec<T> {
     }
 
     /// Makes room for `n` more elements.
+    #[inline]
     pub fn try_reserve(&mut self, n: usize) -> Result<()> {
         // The kernel's `reserve` is an out-of-line call even when there
-        // is room, which the I/O paths nearly always find.
+        // is room, which the I/O paths nearly always find: the check is
+        // made in the caller.
         if self.0.capacity() - self.0.len() >= n {
             return Ok(());
         }
+        self.grow(n)
+    }
+
+    #[inline(never)]
+    fn grow(&mut self, n: usize) -> Result<()> {
         self.0.reserve(n, GFP).map_err(|_| Error::NoMem)
     }
 

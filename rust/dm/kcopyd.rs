@@ -105,21 +105,18 @@ impl<T> JobSlot<T> {
             && core::mem::size_of::<T>() != 0
     );
 
-    /// `value` on the heap; handed back if there is no memory.
-    fn new(value: T) -> Result<Self, T> {
+    /// A slot for a `T`, not yet filled (`None` if there is no memory):
+    /// the value is then built in place ([`EmptySlot::fill`]), not on the
+    /// stack and copied (a job with eight regions is ~500 bytes).
+    fn alloc() -> Option<EmptySlot<T>> {
         let () = Self::ALIGNED;
         // SAFETY: a plain allocation of a non-zero size (checked above).
         let raw = unsafe {
             kernel::bindings::__kmalloc_noprof(core::mem::size_of::<T>(), bindings::DMRS_GFP_NOIO)
         };
-        let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
-            return Err(value);
-        };
-        // SAFETY: `ptr` is fresh, large enough and aligned for a `T` (kmalloc
+        // INVARIANT: fresh, large enough and aligned for a `T` (kmalloc
         // aligns to `ARCH_SLAB_MINALIGN`, at least `T`'s alignment).
-        unsafe { ptr.as_ptr().write(value) };
-        // INVARIANT: allocated and initialised above.
-        Ok(JobSlot { ptr })
+        NonNull::new(raw.cast::<T>()).map(|ptr| EmptySlot { ptr })
     }
 
     /// Gives up ownership, for kcopyd's `context`.
@@ -143,6 +140,37 @@ impl<T> JobSlot<T> {
             kernel::bindings::kfree(p);
             value
         }
+    }
+}
+
+/// A [`JobSlot`]'s memory before its value is written.
+///
+/// # Invariants
+///
+/// `ptr` came from `__kmalloc_noprof` with room for a `T`, suitably aligned,
+/// and holds no value yet; this owns the memory.
+struct EmptySlot<T> {
+    ptr: NonNull<T>,
+}
+
+impl<T> EmptySlot<T> {
+    /// Writes `value` into the slot.
+    #[inline(always)]
+    fn fill(self, value: T) -> JobSlot<T> {
+        let ptr = self.ptr;
+        core::mem::forget(self);
+        // SAFETY: the memory is ours, uninitialised, large enough and
+        // aligned for a `T` (type invariant).
+        unsafe { ptr.as_ptr().write(value) };
+        // INVARIANT: allocated by `__kmalloc_noprof` and now initialised.
+        JobSlot { ptr }
+    }
+}
+
+impl<T> Drop for EmptySlot<T> {
+    fn drop(&mut self) {
+        // SAFETY: kmalloc'd memory holding no value (type invariant).
+        unsafe { kernel::bindings::kfree(self.ptr.as_ptr().cast()) };
     }
 }
 
@@ -346,10 +374,10 @@ impl KcopydClient {
             Ok(_) => return Err((EINVAL, owner, done)),
             Err(e) => return Err((e, owner, done)),
         };
-        let job = match JobSlot::new(OwnedJob { owner, done }) {
-            Ok(job) => job,
-            Err(job) => return Err((ENOMEM, job.owner, job.done)),
+        let Some(slot) = JobSlot::<OwnedJob<O, F>>::alloc() else {
+            return Err((ENOMEM, owner, done));
         };
+        let job = slot.fill(OwnedJob { owner, done });
         let context = job.into_raw();
         // SAFETY: the client is live (type invariant); kcopyd copies the
         // regions before returning; one source and one destination of the
@@ -415,10 +443,10 @@ impl KcopydClient {
         if from.as_ref().is_some_and(|f| f.count() != first) {
             return Err((EINVAL, done));
         }
-        let job = match JobSlot::new(Job { done, from, to }) {
-            Ok(job) => job,
-            Err(job) => return Err((ENOMEM, job.done)),
+        let Some(slot) = JobSlot::<Job<F, D>>::alloc() else {
+            return Err((ENOMEM, done));
         };
+        let job = slot.fill(Job { done, from, to });
         // SAFETY: read only: the slot holds an initialised job (type
         // invariant), which nothing else touches until kcopyd is told.
         let j = unsafe { job.ptr.as_ref() };

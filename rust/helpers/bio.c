@@ -29,16 +29,6 @@ void dmrs_bio_endio_status(struct bio *bio, blk_status_t status)
 	bio_endio(bio);
 }
 
-struct bio *dmrs_bio_next(const struct bio *bio)
-{
-	return bio->bi_next;
-}
-
-void dmrs_bio_set_next(struct bio *bio, struct bio *next)
-{
-	bio->bi_next = next;
-}
-
 bool dmrs_bdev_is_zoned(struct block_device *bdev)
 {
 	return bdev_is_zoned(bdev);

@@ -10,8 +10,6 @@ void dmrs_bio_set_dev(struct bio *bio, struct block_device *bdev);
 void dmrs_bio_io_error(struct bio *bio);
 void dmrs_zero_fill_bio(struct bio *bio);
 void dmrs_bio_endio_status(struct bio *bio, blk_status_t status);
-struct bio *dmrs_bio_next(const struct bio *bio);
-void dmrs_bio_set_next(struct bio *bio, struct bio *next);
 bool dmrs_bdev_is_zoned(struct block_device *bdev);
 
 #endif

@@ -337,7 +337,7 @@ impl Target for Defer {
             StatusType::Info => {
                 let (s, pending, returned) = self
                     .state
-                    .with(|st| (st.stats, st.held.len(), st.returned.is_some()));
+                    .with(|st| (st.stats, st.held.count_bios(), st.returned.is_some()));
                 let _ = write!(
                     out,
                     "held={} pending={} mapped={} held_completed={} errors={} partial={} refused={} \

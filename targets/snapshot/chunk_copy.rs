@@ -71,13 +71,14 @@ impl Parts {
 /// The copies of one origin chunk, gathered while an origin write checks
 /// each snapshot and started together by [`ChunkCopies::start`]. The first
 /// is borrowed from the caller's snapshot list: a chunk copied to one
-/// snapshot (the common case) takes no reference for it.
+/// snapshot (the common case) takes no reference for it and builds no
+/// array.
 #[derive(Default)]
 pub(crate) struct ChunkCopies<'a> {
     old: Chunk,
     first: Option<(&'a Arc<SnapCore>, Chunk)>,
     /// The copies after the first, at most `MAX_DESTS - 1`.
-    rest: Parts,
+    rest: Option<Parts>,
 }
 
 impl<'a> ChunkCopies<'a> {
@@ -96,60 +97,49 @@ impl<'a> ChunkCopies<'a> {
             self.first = Some((core, new));
             return Ok(());
         };
+        let rest = self.rest.get_or_insert_with(Parts::default);
         if first.chunk.sectors() != core.chunk.sectors()
             || self.old != old
-            || self.rest.len >= MAX_DESTS - 1
+            || rest.len >= MAX_DESTS - 1
         {
             return Err(new);
         }
-        self.rest
-            .push(Part {
-                core: core.clone(),
-                new,
-            })
-            .map_err(|p| p.new)
+        rest.push(Part {
+            core: core.clone(),
+            new,
+        })
+        .map_err(|p| p.new)
     }
 
-    /// Starts the copies: one kcopyd job for all of them, or each on its
-    /// own snapshot's client (one part, or no job could be made). The
-    /// results arrive in each snapshot's copy completion.
+    /// Starts the copies gathered (and forgets them): one kcopyd job for
+    /// all of them, or each on its own snapshot's client (one part, or no
+    /// job could be made). The results arrive in each snapshot's copy
+    /// completion.
     #[inline]
-    pub(crate) fn start(self) {
-        match self.first {
+    pub(crate) fn start(&mut self) {
+        let Some((core, new)) = self.first.take() else {
             // Most origin writes copy nothing.
-            None => {}
-            // One snapshot to copy to: its own job, no array built.
-            Some((core, new)) if self.rest.len == 0 => core.start_copy(self.old, new),
-            Some(_) => self.start_some(),
+            return;
+        };
+        match self.rest.take() {
+            // One snapshot to copy to: its own job, no array moved.
+            None => core.start_copy(self.old, new),
+            Some(rest) => Self::start_some(
+                self.old,
+                Part {
+                    core: core.clone(),
+                    new,
+                },
+                rest,
+            ),
         }
     }
 
     // Out of line: its arrays stay off the caller's (`map`'s) frame.
     #[inline(never)]
-    fn start_some(self) {
-        let ChunkCopies { old, first, rest } = self;
-        let mut parts = Parts::default();
-        if let Some((core, new)) = first {
-            let first = Part {
-                core: core.clone(),
-                new,
-            };
-            if let Err(p) = parts.push(first) {
-                p.core.start_copy(old, p.new);
-            }
-        }
-        // `rest` holds at most `MAX_DESTS - 1`: they all fit.
-        let mut rest = rest;
-        for p in rest.take_all() {
-            if let Err(p) = parts.push(p) {
-                p.core.start_copy(old, p.new);
-            }
-        }
-        if parts.len < 2 {
-            for p in parts.take_all() {
-                p.core.start_copy(old, p.new);
-            }
-            return;
+    fn start_some(old: Chunk, first: Part, mut rest: Parts) {
+        if rest.len == 0 {
+            return first.core.start_copy(old, first.new);
         }
         let mut job = SharedCopy {
             old,
@@ -157,7 +147,8 @@ impl<'a> ChunkCopies<'a> {
         };
         let mut to = Dests::new();
         let mut from = None;
-        for p in parts.take_all() {
+        // At most `MAX_DESTS` in all (`rest` holds at most one fewer).
+        for p in core::iter::once(first).chain(rest.take_all()) {
             // Ended by the copy's completion, whichever job it is in.
             p.core.copy_started();
             let placed = match &from {

@@ -384,7 +384,7 @@ pub(crate) fn origin_write(
     let mut refused = None;
     let mut start_last = None;
     // Made on the first copy: most origin writes copy nothing.
-    let mut shared: Option<ChunkCopies<'_>> = None;
+    let mut shared = ChunkCopies::default();
     for s in snapshots {
         if sector >= s.len || s.merging {
             continue;
@@ -429,10 +429,7 @@ pub(crate) fn origin_write(
             }
         }
         if let Some(new) = copy {
-            match shared
-                .get_or_insert_with(ChunkCopies::default)
-                .add(s, chunk, new)
-            {
+            match shared.add(s, chunk, new) {
                 Ok(()) => {}
                 Err(new) if parked => start_last = Some((s, chunk, new)),
                 Err(new) => s.start_copy(chunk, new),
@@ -445,9 +442,7 @@ pub(crate) fn origin_write(
             s.record_invalid();
         }
     }
-    if let Some(shared) = shared {
-        shared.start();
-    }
+    shared.start();
     if let Some((s, chunk, new)) = start_last {
         s.start_copy(chunk, new);
     }
