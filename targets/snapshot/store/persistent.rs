@@ -33,7 +33,7 @@ use super::exception_store::{
     StoreKind, Usage, Validity,
 };
 use super::{Chunk, Exception};
-use crate::persistent_data::shim::PVec;
+use crate::persistent_data::shim::{PBox, PVec};
 use crate::persistent_data::{Error, Result};
 use core::mem;
 
@@ -70,7 +70,7 @@ pub struct PersistentStore<Io: ChunkIo, C> {
     /// Completions of the records added since the area was last written.
     callbacks: PVec<C>,
     /// What an [`AreaWrite`] carries; `None` while one is out.
-    spare: Option<WriteBuffers<Io::Buf, C>>,
+    spare: Option<PBox<WriteBuffers<Io::Buf, C>>>,
 }
 
 /// The buffers of an area write, allocated once and lent to each
@@ -91,7 +91,8 @@ struct WriteBuffers<B, C> {
 /// serialises staging, writing and handing back (the kernel does so under
 /// its commit lock), which also keeps the writes in order.
 pub struct AreaWrite<B, C> {
-    bufs: WriteBuffers<B, C>,
+    /// Boxed: the write moves through a commit round by value.
+    bufs: PBox<WriteBuffers<B, C>>,
     /// Where the area goes.
     at: u64,
     /// The next area, zeroed first, when this one is full.
@@ -234,11 +235,11 @@ impl<Io: ChunkIo, C> PersistentStore<Io, C> {
         ps.exceptions_per_area = u32::try_from(ps.chunk.bytes() / EXCEPTION_BYTES)
             .map_err(|_| OpenError::Metadata(Error::Invalid))?;
         ps.callbacks = PVec::try_with_capacity(ps.exceptions_per_area as usize)?;
-        ps.spare = Some(WriteBuffers {
+        ps.spare = Some(PBox::try_new(WriteBuffers {
             area: ps.io.alloc(ps.chunk.bytes())?,
             zeros: ps.io.alloc(ps.chunk.bytes())?,
             tokens: PVec::try_with_capacity(ps.exceptions_per_area as usize)?,
-        });
+        })?);
         if new_snapshot {
             // Upstream writes both plainly, header first: a crash can then
             // leave a valid header before a stale area 0. Zeroing the area
