@@ -240,8 +240,7 @@ impl State {
                 return;
             };
             out.settled = true;
-            let (mut snaps, mut origins) = p.into_waiters();
-            while let Some(w) = snaps.pop().or_else(|| origins.pop()) {
+            p.drain_waiters(|w| {
                 match w {
                     Waiter::Snapshot(mut b) => {
                         match core.cow_sector(e.new, b.sector()).filter(|_| success) {
@@ -257,7 +256,7 @@ impl State {
                     Waiter::Origin(b) if success && core.is_alone() => out.pass.push(b),
                     Waiter::Origin(b) => out.retry.push(b),
                 }
-            }
+            });
         };
         (store, settle)
     }
@@ -680,13 +679,10 @@ impl SnapCore {
             let st = &mut *guard;
             let invalidated = st.invalidate();
             if let Some(p) = st.pending.remove(old) {
-                let (mut snaps, mut origins) = p.into_waiters();
-                while let Some(w) = snaps.pop().or_else(|| origins.pop()) {
-                    match w {
-                        Waiter::Snapshot(b) => out.failed.push(b),
-                        Waiter::Origin(b) => out.retry.push(b),
-                    }
-                }
+                p.drain_waiters(|w| match w {
+                    Waiter::Snapshot(b) => out.failed.push(b),
+                    Waiter::Origin(b) => out.retry.push(b),
+                });
             }
             // The store stops waiting for the chunk: the commits batched
             // behind it fail now instead of never completing.

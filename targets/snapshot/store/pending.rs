@@ -78,6 +78,17 @@ impl<W> Waiters<W> {
     }
 
     /// Takes the last one added.
+    /// Hands every waiter to `f`, the latest first.
+    fn drain(self, f: &mut impl FnMut(W)) {
+        let Waiters { first, mut more } = self;
+        while let Some(w) = more.pop() {
+            f(w);
+        }
+        if let Some(w) = first {
+            f(w);
+        }
+    }
+
     pub fn pop(&mut self) -> Option<W> {
         self.more.pop().or_else(|| self.first.take())
     }
@@ -118,6 +129,19 @@ impl<W> Pending<W> {
     /// order they arrived.
     pub fn into_waiters(self) -> (Waiters<W>, Waiters<W>) {
         (self.snapshot_waiters, self.origin_waiters)
+    }
+
+    /// Hands every waiter to `f`: snapshot writes first, then origin
+    /// writes, each the latest first (as [`Waiters::pop`]). Consumes the
+    /// lists as it goes, so nothing is left for their drops to look at.
+    pub fn drain_waiters(self, mut f: impl FnMut(W)) {
+        let Pending {
+            snapshot_waiters,
+            origin_waiters,
+            ..
+        } = self;
+        snapshot_waiters.drain(&mut f);
+        origin_waiters.drain(&mut f);
     }
 }
 
