@@ -553,6 +553,7 @@ impl SnapCore {
 
     /// Where `sector` (of the origin chunk copied to COW chunk `new`) is
     /// on the COW device.
+    #[inline(always)]
     pub(crate) fn cow_sector(&self, new: Chunk, sector: u64) -> Option<u64> {
         let offset = sector & u64::from(self.chunk.sectors() - 1);
         self.chunk.to_sector(new)?.checked_add(offset)

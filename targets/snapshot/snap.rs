@@ -128,6 +128,80 @@ impl Snapshot {
         &self.core
     }
 
+    /// [`Target::map`]'s work, under a noio scope where it may allocate.
+    fn map_bio(&self, mut bio: MapBio<'_, Self>) -> MapResult {
+        let core = &self.core;
+        let sector = bio.sector();
+        if bio.is_empty_flush() {
+            return bio.remap(&core.cow, sector);
+        }
+        if let Some(sh) = &self.shared {
+            return sh.group().map_snapshot(sh.id, core, bio);
+        }
+        let chunk = core.chunk.to_chunk(sector);
+        let discard = bio.op() == BioOp::Discard;
+        if bio.is_write() && !discard && core.over_limit() {
+            // Too many copies in flight: the write waits (throttle.rs).
+            let (held, r) = bio.hold();
+            write_again(core, held);
+            return r;
+        }
+        let mut needed = CopyNeeded::default();
+        let mut finished = None;
+        let mut zero = None;
+        let result = {
+            let mut st = core.state.lock();
+            if st.health.invalid || (st.health.overflowed && bio.is_write()) {
+                bio.kill()
+            } else if discard && self.features.discard_passdown_origin && bio.target_bio_nr() != 0 {
+                // The origin's copy of the discard: straight to the origin,
+                // copying no chunk (that would use the space the discard
+                // is meant to free).
+                bio.per_bio_mut().tracked = core.track(chunk);
+                bio.remap(&core.origin, sector)
+            } else if let Some(new) = st.table.lookup(chunk) {
+                match core.cow_sector(new, sector) {
+                    // A discard of the whole chunk zeroes its copy; a
+                    // partial one goes to the COW device as a discard.
+                    Some(s)
+                        if discard && u64::from(bio.sectors()) == core.chunk.sectors().into() =>
+                    {
+                        let (held, r) = bio.hold();
+                        zero = Some((s, held));
+                        r
+                    }
+                    Some(s) => bio.remap(&core.cow, s),
+                    None => bio.kill(),
+                }
+            } else if discard {
+                // Nothing to free: done, without copying the chunk.
+                let (held, r) = bio.hold();
+                finished = Some(held);
+                r
+            } else if !bio.is_write() {
+                // Tracked until it completes: a copy of this chunk
+                // finishing meanwhile must not let an origin write
+                // overtake it.
+                bio.per_bio_mut().tracked = core.track(chunk);
+                bio.remap(&core.origin, sector)
+            } else if st.health.overflowed {
+                bio.kill()
+            } else {
+                let (held, r) = bio.hold();
+                needed = CopyNeeded::queue(&mut st, chunk, held);
+                r
+            }
+        };
+        if let Some(b) = finished {
+            b.end(BlkStatus::OK);
+        }
+        if let Some((s, b)) = zero {
+            core.zero_chunk(s, b);
+        }
+        needed.finish(core, chunk);
+        result
+    }
+
     /// Builds a `snapshot` (or, if `merging`, a `snapshot-merge`) from its
     /// table line: the two share it.
     pub(super) fn construct(
@@ -414,84 +488,14 @@ impl Target for Snapshot {
         })
     }
 
-    fn map(&self, mut bio: MapBio<'_, Self>) -> MapResult {
-        // Queuing on a copy allocates: never recursing into I/O from here.
-        noio_scope(move || {
-            let core = &self.core;
-            let sector = bio.sector();
-            if bio.is_empty_flush() {
-                return bio.remap(&core.cow, sector);
-            }
-            if let Some(sh) = &self.shared {
-                return sh.group().map_snapshot(sh.id, core, bio);
-            }
-            let chunk = core.chunk.to_chunk(sector);
-            let discard = bio.op() == BioOp::Discard;
-            if bio.is_write() && !discard && core.over_limit() {
-                // Too many copies in flight: the write waits (throttle.rs).
-                let (held, r) = bio.hold();
-                write_again(core, held);
-                return r;
-            }
-            let mut needed = CopyNeeded::default();
-            let mut finished = None;
-            let mut zero = None;
-            let result = {
-                let mut st = core.state.lock();
-                if st.health.invalid || (st.health.overflowed && bio.is_write()) {
-                    bio.kill()
-                } else if discard
-                    && self.features.discard_passdown_origin
-                    && bio.target_bio_nr() != 0
-                {
-                    // The origin's copy of the discard: straight to the origin,
-                    // copying no chunk (that would use the space the discard
-                    // is meant to free).
-                    bio.per_bio_mut().tracked = core.track(chunk);
-                    bio.remap(&core.origin, sector)
-                } else if let Some(new) = st.table.lookup(chunk) {
-                    match core.cow_sector(new, sector) {
-                        // A discard of the whole chunk zeroes its copy; a
-                        // partial one goes to the COW device as a discard.
-                        Some(s)
-                            if discard
-                                && u64::from(bio.sectors()) == core.chunk.sectors().into() =>
-                        {
-                            let (held, r) = bio.hold();
-                            zero = Some((s, held));
-                            r
-                        }
-                        Some(s) => bio.remap(&core.cow, s),
-                        None => bio.kill(),
-                    }
-                } else if discard {
-                    // Nothing to free: done, without copying the chunk.
-                    let (held, r) = bio.hold();
-                    finished = Some(held);
-                    r
-                } else if !bio.is_write() {
-                    // Tracked until it completes: a copy of this chunk
-                    // finishing meanwhile must not let an origin write
-                    // overtake it.
-                    bio.per_bio_mut().tracked = core.track(chunk);
-                    bio.remap(&core.origin, sector)
-                } else if st.health.overflowed {
-                    bio.kill()
-                } else {
-                    let (held, r) = bio.hold();
-                    needed = CopyNeeded::queue(&mut st, chunk, held);
-                    r
-                }
-            };
-            if let Some(b) = finished {
-                b.end(BlkStatus::OK);
-            }
-            if let Some((s, b)) = zero {
-                core.zero_chunk(s, b);
-            }
-            needed.finish(core, chunk);
-            result
-        })
+    fn map(&self, bio: MapBio<'_, Self>) -> MapResult {
+        // A read of a classic snapshot allocates nothing (it is remapped,
+        // at most tracked); the rest may queue on a copy, which allocates:
+        // never recursing into I/O from here.
+        if !bio.is_write() && self.shared.is_none() {
+            return self.map_bio(bio);
+        }
+        noio_scope(move || self.map_bio(bio))
     }
 
     fn preresume(&self) -> Result {
