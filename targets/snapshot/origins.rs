@@ -383,8 +383,9 @@ pub(crate) fn origin_write(
     let mut in_flight = false;
     let mut refused = None;
     let mut start_last = None;
-    // Made on the first copy: most origin writes copy nothing.
-    let mut shared = ChunkCopies::default();
+    // Made on the first copy: most origin writes copy nothing (and then
+    // have nothing to drop).
+    let mut shared: Option<ChunkCopies<'_>> = None;
     for s in snapshots {
         if sector >= s.len || s.merging {
             continue;
@@ -429,7 +430,10 @@ pub(crate) fn origin_write(
             }
         }
         if let Some(new) = copy {
-            match shared.add(s, chunk, new) {
+            match shared
+                .get_or_insert_with(ChunkCopies::default)
+                .add(s, chunk, new)
+            {
                 Ok(()) => {}
                 Err(new) if parked => start_last = Some((s, chunk, new)),
                 Err(new) => s.start_copy(chunk, new),
@@ -442,7 +446,9 @@ pub(crate) fn origin_write(
             s.record_invalid();
         }
     }
-    shared.start();
+    if let Some(shared) = &mut shared {
+        shared.start();
+    }
     if let Some((s, chunk, new)) = start_last {
         s.start_copy(chunk, new);
     }
