@@ -646,7 +646,8 @@ pub(crate) struct BioList<T: Target, B: ListedBio<T> = HeldBio<T>> {
 // SAFETY: the list owns its bios, which are `Send` (see `HeldBio`,
 // `ReturnedBio`).
 unsafe impl<T: Target, B: ListedBio<T>> Send for BioList<T, B> {}
-// SAFETY: `&BioList` exposes only whether it is empty.
+// SAFETY: `&BioList` exposes only whether it is empty and a read-only walk
+// of `bi_next` along the bios it owns.
 unsafe impl<T: Target, B: ListedBio<T>> Sync for BioList<T, B> {}
 
 impl<T: Target, B: ListedBio<T>> Default for BioList<T, B> {

@@ -97,11 +97,11 @@ impl<'a> ChunkCopies<'a> {
             self.first = Some((core, new));
             return Ok(());
         };
+        if first.chunk.sectors() != core.chunk.sectors() || self.old != old {
+            return Err(new);
+        }
         let rest = self.rest.get_or_insert_with(Parts::default);
-        if first.chunk.sectors() != core.chunk.sectors()
-            || self.old != old
-            || rest.len >= MAX_DESTS - 1
-        {
+        if rest.len >= MAX_DESTS - 1 {
             return Err(new);
         }
         rest.push(Part {

@@ -128,7 +128,8 @@ impl Snapshot {
         &self.core
     }
 
-    /// [`Target::map`]'s work, under a noio scope where it may allocate.
+    /// [`Target::map`]'s work (under a noio scope, except for reads of a
+    /// classic snapshot, which allocate nothing).
     fn map_bio(&self, mut bio: MapBio<'_, Self>) -> MapResult {
         let core = &self.core;
         let sector = bio.sector();

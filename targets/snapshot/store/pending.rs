@@ -77,7 +77,6 @@ impl<W> Waiters<W> {
         Ok(())
     }
 
-    /// Takes the last one added.
     /// Hands every waiter to `f`, the latest first.
     fn drain(self, f: &mut impl FnMut(W)) {
         let Waiters { first, mut more } = self;
@@ -89,6 +88,7 @@ impl<W> Waiters<W> {
         }
     }
 
+    /// Takes the last one added.
     pub fn pop(&mut self) -> Option<W> {
         self.more.pop().or_else(|| self.first.take())
     }
