@@ -65,6 +65,11 @@ impl Target for Origin {
         if !bio.is_write() || bio.is_empty_flush() {
             return bio.remap(&self.dev, sector);
         }
+        // A device without snapshots of either kind: a pass-through, with
+        // no lock taken.
+        if self.snapshots.is_empty() && !shared_group::any_listed() {
+            return bio.remap(&self.dev, sector);
+        }
         // Nothing a write does here may recurse into I/O when it allocates.
         noio_scope(|| self.map_write(bio, sector))
     }

@@ -40,6 +40,9 @@ pub(crate) struct OriginEntry {
     /// Signalled when `settled` grows.
     #[pin]
     settled_grew: CondVar,
+    /// How many snapshots the list holds, as last published: read without
+    /// a lock by writes to an origin that has none.
+    count: AtomicUsize,
 }
 
 /// The snapshots of an origin at one moment, and their smallest chunk
@@ -86,6 +89,7 @@ impl OriginEntry {
     /// returns it; `NoMem` if it could not be built (it is then rebuilt by
     /// the next write).
     fn publish(&self, list: &[Arc<SnapCore>]) -> PdResult<Option<Arc<SnapView>>> {
+        self.count.store(list.len(), Ordering::Release);
         let alone = list.len() == 1;
         for s in list {
             s.set_alone(alone);
@@ -108,6 +112,13 @@ impl OriginEntry {
         }
         let list = self.snapshots.lock();
         self.publish(&list)
+    }
+
+    /// True if the list held no snapshot when last published (a snapshot
+    /// joining right after is as one joining after the caller's write:
+    /// reading the list under its lock has the same window).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
     }
 
     /// The snapshots, if there are any; sleeps until there is memory to
@@ -278,6 +289,7 @@ pub(crate) fn entry_for(origin: &DmDev) -> Result<Registered<DevKey, OriginEntry
                 view <- new_mutex!(Published::Empty, "snapshot_origin_view"),
                 settled <- new_mutex!(0, "snapshot_origin_settled"),
                 settled_grew <- new_condvar!("snapshot_origin_settled_grew"),
+                count: AtomicUsize::new(0),
             }),
             GFP_KERNEL,
         )?;

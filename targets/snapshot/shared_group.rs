@@ -681,6 +681,13 @@ struct CopyWait {
     done: CondVar,
 }
 
+/// True once some shared store exists (a cheap check before
+/// [`groups_of`]).
+#[inline]
+pub(crate) fn any_listed() -> bool {
+    LISTED.load(Ordering::Acquire) != 0
+}
+
 /// The shared groups an origin write must go through, deduplicated, and
 /// their smallest chunk size; `None` if there are none. May sleep, until
 /// there is memory to tell (an origin write must not pass groups it could
