@@ -194,7 +194,7 @@ struct Settled {
     /// Origin writes to check again.
     retry: OriginBios,
     /// Origin writes whose only copy just committed, to submit as they
-    /// are (see [`SnapCore::alone`]).
+    /// are (see `SnapCore::alone`).
     pass: OriginBios,
     /// The snapshot became invalid.
     invalidated: bool,
@@ -629,8 +629,7 @@ impl SnapCore {
             let workers = self.workers.lock();
             match &*workers {
                 // The job holds the core, so the origin and COW device with
-                // it.
-                // (Its allocations are `GFP_NOIO`: no scope needed.)
+                // it; its allocations are `GFP_NOIO` (no noio scope needed).
                 Some(w) => w
                     .kcopyd
                     .copy_within(
