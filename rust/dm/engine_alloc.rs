@@ -33,6 +33,9 @@ const GFP: Flags = GFP_KERNEL;
 pub struct PVec<T>(ManuallyDrop<KVVec<T>>);
 
 impl<T> Drop for PVec<T> {
+    // Inline: the I/O paths drop a few empty vectors per bio, and the
+    // check is cheaper than the call.
+    #[inline(always)]
     fn drop(&mut self) {
         // The kernel's `Vec` frees even when it never allocated: a
         // `kvrealloc(NULL, 0)` round trip (~100 instructions) on every
@@ -41,8 +44,15 @@ impl<T> Drop for PVec<T> {
         if self.0.capacity() == 0 {
             return;
         }
-        // SAFETY: dropped once, here (type invariant); `self.0` is not
-        // used again.
+        self.free();
+    }
+}
+
+impl<T> PVec<T> {
+    #[inline(never)]
+    fn free(&mut self) {
+        // SAFETY: dropped once, here, from `drop` (type invariant);
+        // `self.0` is not used again.
         unsafe { ManuallyDrop::drop(&mut self.0) };
     }
 }

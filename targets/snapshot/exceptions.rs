@@ -30,7 +30,8 @@ use super::origins::{self, OriginBio, OriginBios, OriginEntry};
 use super::snap::Snapshot;
 use super::store::{
     Chunk, ChunkSize, CopyCount, CopyThrottle, Exception, ExceptionStore, ExceptionTable, Health,
-    OnFull, PendingExceptions, Scope, Store, Tracked, TrackedChunks, TransientStore, WaiterKind,
+    Need, OnFull, PendingExceptions, Scope, Store, Tracked, TrackedChunks, TransientStore,
+    WaiterKind,
 };
 use super::throttle::Throttled;
 use crate::dm::dm_io::DmIoClient;
@@ -42,7 +43,6 @@ use crate::dm::sync::{new_mutex, sleep_ms, Mutex};
 use crate::dm::workqueue::{Concurrency, WorkQueue};
 use crate::dm::{BioList, BlkStatus, DmDev, HeldBio, IrqSpinLock, TargetHandle};
 use crate::new_irq_spinlock;
-use crate::persistent_data::Error as PdError;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use kernel::c_str;
 use kernel::new_condvar;
@@ -149,38 +149,60 @@ impl State {
         was
     }
 
-    /// Allocates a COW chunk for origin chunk `old` and records the copy
-    /// as started. `None` if no copy is needed (or possible): the COW
-    /// device is full, or there is no memory; `invalidated` is then set if
-    /// the snapshot became invalid.
-    pub(crate) fn new_pending(
+    /// What a write to origin chunk `old` (which has no exception) needs
+    /// from this snapshot: the copy in flight is joined, or a COW chunk is
+    /// allocated and the copy recorded as started; `waiter`, if given,
+    /// waits on it. A COW device that is full, or no memory to track a
+    /// copy, leaves no copy (see [`CopyNeed::invalidated`]).
+    pub(crate) fn need_copy(
         &mut self,
         old: Chunk,
         scope: Scope,
-        invalidated: &mut bool,
-    ) -> Option<Chunk> {
+        waiter: Option<(WaiterKind, Waiter)>,
+    ) -> CopyNeed {
         let store = &mut self.store;
-        let prepared = self.pending.insert_with(old, || {
+        let need = self.pending.need(old, waiter, || {
             ExceptionStore::<Exception>::prepare_exception(store, old, scope)
         });
-        let new = match prepared {
-            Ok(Ok(new)) => new,
-            Ok(Err(_)) => {
-                *invalidated |= self.cow_full(scope);
-                return None;
+        let mut out = CopyNeed::default();
+        match need {
+            Need::InFlight { refused } => {
+                out.in_flight = true;
+                out.refused = refused;
             }
-            // Already being copied: the caller waits for that copy.
-            Err(PdError::Exists) => return None,
-            Err(_) => {
+            Need::Started(new) => {
+                out.in_flight = true;
+                out.start = Some(new);
+            }
+            Need::NotAllocated(_, w) => {
+                out.invalidated = self.cow_full(scope);
+                out.refused = w;
+            }
+            Need::NotTracked(w) => {
                 // No memory to track a copy, so no write can wait for
                 // one: the snapshot goes invalid.
-                *invalidated |= self.invalidate();
-                return None;
+                out.invalidated = self.invalidate();
+                out.refused = w;
             }
-        };
-        self.pending.start(old);
-        Some(new)
+        }
+        out
     }
+}
+
+/// What [`State::need_copy`] leaves to the caller.
+#[derive(Default)]
+pub(crate) struct CopyNeed {
+    /// A copy recorded just now, to this COW chunk: the caller issues it
+    /// once the state lock is released.
+    pub(crate) start: Option<Chunk>,
+    /// A copy of the chunk is in flight (joined, or just recorded).
+    pub(crate) in_flight: bool,
+    /// The waiter, if it waits on no copy (none could be made, or there
+    /// was no memory to queue it on the one in flight).
+    pub(crate) refused: Option<Waiter>,
+    /// The snapshot became invalid: the caller calls
+    /// [`SnapCore::record_invalid`] once the lock is released.
+    pub(crate) invalidated: bool,
 }
 
 /// What committed (or failed) exceptions released, for
@@ -300,6 +322,9 @@ pub(crate) struct SnapCore {
     /// may run in interrupt context; nested inside `state` in `map`).
     #[pin]
     tracked: IrqSpinLock<TrackedChunks>,
+    /// How many bios `tracked` holds, changed under its lock: a commit
+    /// finding none takes no lock.
+    tracked_out: AtomicUsize,
     /// Copies in flight, counted without a lock (`throttle.rs`).
     pub(super) copies: CopyCount,
     /// The only snapshot on its origin's list, as last published there
@@ -371,6 +396,7 @@ impl SnapCore {
                 state <- new_mutex!(state, "snapshot_state"),
                 merge_stopped <- new_condvar!("snapshot_merge_stopped"),
                 tracked <- new_irq_spinlock!(tracked, "snapshot_tracked_chunks"),
+                tracked_out: AtomicUsize::new(0),
                 copies: CopyCount::new(),
                 alone: AtomicBool::new(false),
                 throttle <- new_mutex!(CopyThrottle::new(), "snapshot_copy_throttle"),
@@ -574,21 +600,36 @@ impl SnapCore {
     /// Records a snapshot read of `chunk` sent to the origin; the result
     /// goes into the bio's per-bio data for [`Self::untrack`].
     pub(crate) fn track(&self, chunk: Chunk) -> Tracked {
-        self.tracked.with(|t| t.track(chunk))
+        self.tracked.with(|t| {
+            let r = t.track(chunk);
+            if r != Tracked::No {
+                self.tracked_out.fetch_add(1, Ordering::SeqCst);
+            }
+            r
+        })
     }
 
     /// A bio [`Self::track`] recorded as `t` finished (from `end_io`).
     pub(crate) fn untrack(&self, t: Tracked) {
         if t != Tracked::No {
-            self.tracked.with(|c| c.untrack(t));
+            self.tracked.with(|c| {
+                c.untrack(t);
+                self.tracked_out.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     }
 
     /// Waits until no tracked read is on origin `chunk` (upstream polls
     /// too: the overlap is rare and short). Called with the state lock
     /// held, so no origin write can pass the chunk's new exception
-    /// meanwhile; tracked reads finish without that lock.
+    /// meanwhile; tracked reads finish without that lock. A bio tracked
+    /// before the caller's lock was taken is counted in `tracked_out` by
+    /// then; one tracked after is not on `chunk` (it found the exception),
+    /// or was as free to be tracked after the lookup under the spinlock.
     pub(super) fn wait_for_tracked(&self, chunk: Chunk) {
+        if self.tracked_out.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         while self.tracked.with(|t| t.is_tracked(chunk)) {
             sleep_ms(1);
         }
@@ -601,17 +642,6 @@ impl SnapCore {
             st.drop_pending = false;
             ExceptionStore::<Exception>::drop_snapshot(&mut st.store);
         }
-    }
-
-    /// Queues `bio` on the pending exception of `old`; on failure the bio
-    /// comes back, for the caller to fail once the lock is released.
-    pub(crate) fn park(
-        st: &mut State,
-        old: Chunk,
-        kind: WaiterKind,
-        w: Waiter,
-    ) -> core::result::Result<(), Waiter> {
-        st.pending.add_waiter(old, kind, w).map_err(|(_, w)| w)
     }
 
     /// Copies origin chunk `old` to COW chunk `new` (the pending exception
@@ -699,7 +729,7 @@ impl SnapCore {
             pr_err!("Invalidating snapshot: Unable to copy a chunk.\n");
             self.record_invalid();
         }
-        self.release(out);
+        self.release(&mut out);
         self.copy_ended();
         if ready {
             // The store is invalid now: the round fails those commits
@@ -804,7 +834,7 @@ impl SnapCore {
                     None => false,
                 }
             };
-            self.release(out);
+            self.release(&mut out);
             if !more {
                 break;
             }
@@ -813,25 +843,25 @@ impl SnapCore {
 
     /// Ends or resubmits what committed exceptions released (with no lock
     /// held).
-    fn release(self: &Arc<Self>, out: Settled) {
+    fn release(self: &Arc<Self>, out: &mut Settled) {
         if out.invalidated {
             self.drop_store();
             self.handle.table_event();
         }
-        for b in out.ready {
+        for b in out.ready.by_ref() {
             let s = b.per_bio().cow_sector;
             b.submit_to(&self.cow, s);
         }
-        for b in out.failed {
+        for b in out.failed.by_ref() {
             b.end(BlkStatus::IO_ERROR);
         }
-        for b in out.pass {
+        for b in out.pass.by_ref() {
             let s = b.sector();
             b.submit_to(&self.origin, s);
         }
         if out.settled {
             origins::copy_settled(&self.origin);
         }
-        origins::retry_on(&self.origin_entry, &self.origin, out.retry);
+        origins::retry_on(&self.origin_entry, &self.origin, out.retry.take_all());
     }
 }

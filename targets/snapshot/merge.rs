@@ -12,14 +12,16 @@
 //! run and the held writes go to the origin. Then the next run, until none
 //! is left.
 //!
-//! One run at a time, each step on the snapshot's ordered workqueue (the
-//! store's I/O and the waits sleep).
+//! One run at a time: the first step on the snapshot's ordered workqueue,
+//! each next one from the completion of the run before (the store's I/O
+//! and the waits sleep; both are process context).
 
 use super::exceptions::SnapCore;
 use super::merge_target::SnapshotMerge;
 use super::origins;
 use super::store::{Chunk, Exception, ExceptionStore, MergeRun};
 use crate::dm::kcopyd::{CopyResult, Dests};
+use crate::dm::noio::noio_scope;
 use crate::dm::region::Region;
 use crate::dm::{BioList, BlkStatus};
 use kernel::prelude::*;
@@ -165,12 +167,12 @@ impl SnapCore {
             return self.merge_stop(Stop::Failed);
         };
         let core = self.clone();
-        let done = move |r: CopyResult| {
-            let again = core.clone();
-            if !core.spawn(move || again.merge_copied(run, r)) {
-                core.merge_stop(Stop::Failed);
-            }
-        };
+        // The next step runs in kcopyd's completion (process context, as
+        // upstream's `merge_callback`): its flush, commit and next copy
+        // sleep there, with nothing else of this client's waiting behind
+        // it; a hop to the workqueue would cost a wake-up a run and move
+        // the step between CPUs.
+        let done = move |r: CopyResult| noio_scope(|| core.merge_copied(run, r));
         if self.copy(from, to, done).is_err() {
             pr_err!("Could not copy a merge run: shutting down merge\n");
             self.merge_stop(Stop::Failed);
@@ -203,15 +205,14 @@ impl SnapCore {
                 pr_err!("Write error in exception store: shutting down merge\n");
                 return self.merge_stop(Stop::Failed);
             }
-            for c in run.chunks_last_first() {
-                if st.table.remove(c).is_err() {
-                    drop(st);
-                    pr_err!(
-                        "Corruption detected: exception for block {} is on disk but not in memory\n",
-                        c
-                    );
-                    return self.merge_stop(Stop::Failed);
-                }
+            let len = run.last.old - run.first().old + 1;
+            if let Err((_, c)) = st.table.remove_back_from(run.last.old, len) {
+                drop(st);
+                pr_err!(
+                    "Corruption detected: exception for block {} is on disk but not in memory\n",
+                    c
+                );
+                return self.merge_stop(Stop::Failed);
             }
             st.merge.release()
         };

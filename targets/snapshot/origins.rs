@@ -123,7 +123,17 @@ impl OriginEntry {
 
     /// The snapshots, if there are any; sleeps until there is memory to
     /// tell (an origin write must not pass snapshots it could not see).
+    #[inline]
     pub(crate) fn snapshots(&self) -> Option<Arc<SnapView>> {
+        // Nearly always published: one lock, no call.
+        if let Some(known) = self.view.lock().known() {
+            return known;
+        }
+        self.snapshots_slow()
+    }
+
+    #[inline(never)]
+    fn snapshots_slow(&self) -> Option<Arc<SnapView>> {
         until_known(|| self.try_snapshots(), sleep_ms)
     }
 }
@@ -393,7 +403,6 @@ pub(crate) fn origin_write(
 ) -> (Option<OriginBio>, bool) {
     let mut bio = bio;
     let mut in_flight = false;
-    let mut refused = None;
     let mut start_last = None;
     // Made on the first copy: most origin writes copy nothing (and then
     // have nothing to drop).
@@ -403,10 +412,8 @@ pub(crate) fn origin_write(
             continue;
         }
         let chunk = s.chunk.to_chunk(sector);
-        let mut invalidated = false;
-        let mut copy = None;
         let mut parked = false;
-        {
+        let need = {
             let mut st = s.state.lock();
             if st.handing_over {
                 // Its exceptions are moving to a new table: wait for that
@@ -420,28 +427,25 @@ pub(crate) fn origin_write(
             if !st.active || st.health.invalid || st.table.lookup(chunk).is_some() {
                 continue;
             }
-            let copying = st.pending.get(chunk).is_some();
-            if !copying {
-                copy = st.new_pending(chunk, Scope::Origin, &mut invalidated);
-            }
-            // (A copy not made left no pending exception behind.)
-            if copying || copy.is_some() {
-                in_flight = true;
-                if let Some(b) = bio.take() {
-                    match SnapCore::park(&mut st, chunk, WaiterKind::Origin, Waiter::Origin(b)) {
-                        Ok(()) => parked = true,
-                        Err(Waiter::Origin(b)) => {
-                            // No memory to wait: give up on this snapshot.
-                            refused = Some(s.clone());
-                            bio = Some(b);
-                        }
-                        // `park` hands back what it was given.
-                        Err(Waiter::Snapshot(_)) => {}
-                    }
+            let waiter = bio.take().map(|b| (WaiterKind::Origin, Waiter::Origin(b)));
+            let had_bio = waiter.is_some();
+            let mut need = st.need_copy(chunk, Scope::Origin, waiter);
+            if let Some(Waiter::Origin(b)) = need.refused.take() {
+                if need.in_flight {
+                    // No memory to wait on the copy: give up on this
+                    // snapshot.
+                    need.invalidated |= st.invalidate();
                 }
+                bio = Some(b);
             }
-        }
-        if let Some(new) = copy {
+            // (A snapshot waiter is never given here.)
+            if need.in_flight {
+                in_flight = true;
+                parked = had_bio && bio.is_none();
+            }
+            need
+        };
+        if let Some(new) = need.start {
             match shared
                 .get_or_insert_with(ChunkCopies::default)
                 .add(s, chunk, new)
@@ -451,10 +455,7 @@ pub(crate) fn origin_write(
                 Err(new) => s.start_copy(chunk, new),
             }
         }
-        if refused.as_ref().is_some_and(|r| Arc::ptr_eq(r, s)) {
-            invalidated |= s.state.lock().invalidate();
-        }
-        if invalidated {
+        if need.invalidated {
             s.record_invalid();
         }
     }
@@ -470,6 +471,7 @@ pub(crate) fn origin_write(
 /// A write through `snapshot-origin` (upstream's `do_origin` with its
 /// limit): parked on the first snapshot with too many copies in flight
 /// (mapped again by [`origin_write_again`]), else as [`origin_write`].
+#[inline]
 pub(crate) fn origin_write_limited(
     snapshots: &[Arc<SnapCore>],
     sector: u64,
@@ -543,6 +545,10 @@ fn origin_write_extent(origin: &DmDev, sector: u64, sectors: u64) -> bool {
     let Some(snapshots) = snapshots_of(origin) else {
         return false;
     };
+    // Only the merging snapshot (the usual case): nothing to copy.
+    if snapshots.iter().all(|s| s.merging) {
+        return false;
+    }
     let min_chunk = snapshots.min_chunk;
     let mut in_flight = false;
     let mut n = 0;

@@ -416,17 +416,13 @@ impl CopyNeeded {
     /// Queues `held` on the copy of `chunk`, allocating that copy if none
     /// is in flight.
     fn queue(st: &mut State, chunk: Chunk, held: HeldBio<Snapshot>) -> Self {
-        let mut me = CopyNeeded::default();
-        if st.pending.get(chunk).is_none() {
-            me.copy = st.new_pending(chunk, Scope::Snapshot, &mut me.invalidated);
-        }
         let w = Waiter::Snapshot(held);
-        me.refused = if st.pending.get(chunk).is_some() {
-            SnapCore::park(st, chunk, WaiterKind::Snapshot, w).err()
-        } else {
-            Some(w)
-        };
-        me
+        let need = st.need_copy(chunk, Scope::Snapshot, Some((WaiterKind::Snapshot, w)));
+        CopyNeeded {
+            copy: need.start,
+            invalidated: need.invalidated,
+            refused: need.refused,
+        }
     }
 
     /// With the lock released: fails a refused write, starts the copy,

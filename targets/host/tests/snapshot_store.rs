@@ -283,6 +283,44 @@ fn a_pending_exception_allocates_its_chunk_only_once_it_is_tracked() {
 }
 
 #[test]
+fn a_write_needing_a_copy_joins_the_one_in_flight_or_starts_one() {
+    let mut p: PendingExceptions<&str> = PendingExceptions::new();
+    // A new copy: started, its chunk allocated, the waiter on it.
+    assert_eq!(
+        p.need(7, Some((WaiterKind::Origin, "o1")), || Ok(20)),
+        Need::Started(20)
+    );
+    let e = p.get(7).unwrap();
+    assert_eq!((e.new_chunk(), e.state()), (20, CopyState::Started));
+    // The same chunk again: the copy in flight is joined, nothing is
+    // allocated.
+    let mut allocated = false;
+    let r = p.need(7, Some((WaiterKind::Snapshot, "s1")), || {
+        allocated = true;
+        Ok(21)
+    });
+    assert_eq!(r, Need::InFlight { refused: None });
+    assert!(!allocated);
+    assert_eq!(p.need(7, None, || Ok(22)), Need::InFlight { refused: None });
+    // The allocation fails: the waiter comes back, nothing is recorded.
+    assert_eq!(
+        p.need(8, Some((WaiterKind::Origin, "o2")), || Err(Error::NoSpace)),
+        Need::NotAllocated(Error::NoSpace, Some("o2"))
+    );
+    assert!(p.get(8).is_none());
+    // A second copy commits after the first, whatever finishes first.
+    assert_eq!(p.need(3, None, || Ok(21)), Need::Started(21));
+    p.copied(3, false).unwrap();
+    assert_eq!(p.next_ready(), None);
+    p.copied(7, false).unwrap();
+    assert_eq!(p.next_ready().map(|r| r.old), Some(7));
+    assert_eq!(p.next_ready().map(|r| r.old), Some(3));
+    let (snap, origin) = p.remove(7).unwrap().into_waiters();
+    assert_eq!(snap.iter().copied().collect::<Vec<_>>(), ["s1"]);
+    assert_eq!(origin.iter().copied().collect::<Vec<_>>(), ["o1"]);
+}
+
+#[test]
 fn cow_full_is_no_space_until_the_device_grows() {
     // Header, area 0 and 3 data chunks.
     let io = MemCow::new(5 * 8);

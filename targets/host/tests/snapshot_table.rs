@@ -83,6 +83,43 @@ proptest! {
         prop_assert_eq!(t.remove(0), Err(Error::NoData));
     }
 
+    /// Removing a span of chunks a stored run at a time does what removing
+    /// them one by one, last first, does: the same chunk fails, with the
+    /// same error, and the same table is left.
+    #[test]
+    fn removing_a_span_matches_removing_chunk_by_chunk(
+        steps in prop::collection::vec((0u8..10, 0u64..40), 1..400),
+        spans in prop::collection::vec((0u64..600, 1u64..300), 1..6),
+    ) {
+        let mut a = ExceptionTable::new(4).unwrap();
+        let mut b = ExceptionTable::new(4).unwrap();
+        let (mut old, mut new) = (0u64, 2u64);
+        for (kind, jump) in steps {
+            match kind {
+                0..=6 => (old, new) = (old + 1, new + 1),
+                7 => (old, new) = (old + jump, new + 1),
+                8 => (old, new) = (old.saturating_sub(jump * 7), new + 1),
+                _ => (old, new) = (old + 1, new + jump),
+            }
+            let e = Exception { old, new };
+            let r = a.insert(e);
+            prop_assert_eq!(r, b.insert(e));
+        }
+        for (last, len) in spans {
+            let len = len.min(last + 1);
+            let one_by_one = (last + 1 - len..=last)
+                .rev()
+                .try_for_each(|c| b.remove(c).map_err(|e| (e, c)));
+            prop_assert_eq!(a.remove_back_from(last, len), one_by_one);
+            prop_assert_eq!(a.len(), b.len());
+            let mut ra: Vec<_> = a.runs().collect();
+            let mut rb: Vec<_> = b.runs().collect();
+            ra.sort_by_key(|r| r.old);
+            rb.sort_by_key(|r| r.old);
+            prop_assert_eq!(ra, rb);
+        }
+    }
+
     /// Whatever order copies finish in, and whichever are abandoned,
     /// commits come out in allocation order, each once.
     #[test]

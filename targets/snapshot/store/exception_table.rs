@@ -257,6 +257,51 @@ impl ExceptionTable {
         Ok(())
     }
 
+    /// Removes the `len` chunks that end with origin chunk `last`, last
+    /// first, as that many [`Self::remove`] calls would, a stored run at a
+    /// time (merging forgets a whole merged run). On error, the chunk that
+    /// failed: those after it are removed, it and those before are not.
+    pub fn remove_back_from(
+        &mut self,
+        last: Chunk,
+        len: u64,
+    ) -> core::result::Result<(), (Error, Chunk)> {
+        let mut c = last;
+        let mut left = len;
+        while left != 0 {
+            let index = self.bucket_index(c);
+            let b = self.buckets.get_mut(index).ok_or((Error::Invalid, c))?;
+            let i = b
+                .partition_point(|p| p.old <= c)
+                .checked_sub(1)
+                .ok_or((Error::NoData, c))?;
+            let p = b.get_mut(i).ok_or((Error::NoData, c))?;
+            if !p.contains(c) {
+                return Err((Error::NoData, c));
+            }
+            let taken = if c == p.last_old() {
+                // The run's tail, down to its first chunk at most.
+                let k = left.min(c - p.old + 1);
+                if k == p.extra() + 1 {
+                    b.remove(i);
+                } else {
+                    p.new_and_extra -= k << CHUNK_NUMBER_BITS;
+                }
+                k
+            } else if c == p.old {
+                p.old += 1;
+                p.new_and_extra -= (1 << CHUNK_NUMBER_BITS) - 1;
+                1
+            } else {
+                return Err((Error::Invalid, c));
+            };
+            self.chunks -= taken;
+            left -= taken;
+            c = c.wrapping_sub(taken);
+        }
+        Ok(())
+    }
+
     /// Every run, bucket by bucket (in no useful order across buckets).
     pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
         self.buckets

@@ -13,10 +13,10 @@
 //!   `Validity::Invalid` loads the snapshot invalid.
 //! * a write needing a copy (to the snapshot, or to the origin for each
 //!   snapshot without an exception for the chunk):
-//!   [`PendingExceptions::insert_with`] a chunk from
-//!   [`ExceptionStore::prepare_exception`] (`NoSpace`: [`Health::cow_full`]),
-//!   queue the bio with [`PendingExceptions::add_waiter`],
-//!   [`PendingExceptions::start`] and issue the kcopyd copy.
+//!   [`PendingExceptions::need`] queues the bio on the copy in flight, or
+//!   records a new one, started, with a chunk from
+//!   [`ExceptionStore::prepare_exception`] (`NoSpace`: [`Health::cow_full`])
+//!   and the bio on it; the caller then issues the kcopyd copy.
 //! * copy done: [`PendingExceptions::copied`], then while
 //!   [`PendingExceptions::next_ready`] gives one,
 //!   [`ExceptionStore::commit_exception`] it (on a thread that may sleep:
@@ -85,7 +85,9 @@ pub use exception_store::{
 };
 pub use exception_table::{Exception, ExceptionTable, Run};
 pub use health::{Health, OnFull};
-pub use pending::{CopyState, Pending, PendingExceptions, ReadyToCommit, WaiterKind, Waiters};
+pub use pending::{
+    CopyState, Need, Pending, PendingExceptions, ReadyToCommit, WaiterKind, Waiters,
+};
 pub use persistent::{AreaWrite, PersistentStore};
 pub use published::{until_known, Published};
 pub use shared::{SharedStore, SnapshotWrite};

@@ -125,6 +125,13 @@ impl<W> Pending<W> {
         self.state
     }
 
+    fn waiters(&mut self, kind: WaiterKind) -> &mut Waiters<W> {
+        match kind {
+            WaiterKind::Snapshot => &mut self.snapshot_waiters,
+            WaiterKind::Origin => &mut self.origin_waiters,
+        }
+    }
+
     /// The waiters, snapshot writes first, origin writes second, in the
     /// order they arrived.
     pub fn into_waiters(self) -> (Waiters<W>, Waiters<W>) {
@@ -154,6 +161,24 @@ pub struct ReadyToCommit {
     pub new: Chunk,
     /// The copy succeeded (commit it valid).
     pub valid: bool,
+}
+
+/// What [`PendingExceptions::need`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Need<W> {
+    /// A copy of the chunk was in flight already. The waiter joined it,
+    /// or is `refused` (no memory to queue it).
+    InFlight {
+        /// The waiter, if it could not be queued.
+        refused: Option<W>,
+    },
+    /// A copy to this COW chunk was recorded, started; the waiter waits on
+    /// it. The caller issues the copy.
+    Started(Chunk),
+    /// No memory to record a copy; the waiter comes back.
+    NotTracked(Option<W>),
+    /// The allocation failed with this error; the waiter comes back.
+    NotAllocated(Error, Option<W>),
 }
 
 /// Which list of a pending exception a waiter joins.
@@ -259,6 +284,61 @@ impl<W> PendingExceptions<W> {
         Ok(Ok(new))
     }
 
+    /// What a write to origin chunk `old` needs, in one search (upstream's
+    /// lookup, allocation and insert of a pending exception, and its
+    /// `bio_list_add`): a copy in flight is joined; otherwise one is
+    /// recorded, already started, with the COW chunk `alloc` hands out
+    /// (called, as in [`Self::insert_with`], only once the entry can be
+    /// recorded). `waiter`, if given, waits on that copy; it comes back
+    /// where it could not.
+    pub fn need(
+        &mut self,
+        old: Chunk,
+        waiter: Option<(WaiterKind, W)>,
+        alloc: impl FnOnce() -> Result<Chunk>,
+    ) -> Need<W> {
+        let i = match self.position(old) {
+            Ok(i) => {
+                let Some(p) = self.entries.get_mut(i) else {
+                    return Need::InFlight {
+                        refused: waiter.map(|(_, w)| w),
+                    };
+                };
+                let refused = waiter.and_then(|(kind, w)| p.waiters(kind).push(w).err());
+                return Need::InFlight {
+                    refused: refused.map(|(_, w)| w),
+                };
+            }
+            Err(i) => i,
+        };
+        if self.entries.try_reserve(1).is_err() {
+            return Need::NotTracked(waiter.map(|(_, w)| w));
+        }
+        let new = match alloc() {
+            Ok(new) => new,
+            Err(e) => return Need::NotAllocated(e, waiter.map(|(_, w)| w)),
+        };
+        let mut p = Pending {
+            old,
+            new,
+            sequence: self.next_sequence,
+            state: CopyState::Started,
+            snapshot_waiters: Waiters::new(),
+            origin_waiters: Waiters::new(),
+        };
+        if let Some((kind, w)) = waiter {
+            // The first waiter of a list is kept inline: no allocation.
+            p.waiters(kind).first = Some(w);
+        }
+        // Cannot fail: `i` is where `old` goes (nothing changed since the
+        // search) and room was reserved.
+        if self.entries.try_insert(i, p).is_err() {
+            return Need::NotTracked(None);
+        }
+        self.next_sequence += 1;
+        Need::Started(new)
+    }
+
     /// Queues `w` on chunk `old`'s pending exception. On failure (no such
     /// exception, or no memory) `w` comes back with the error, for the
     /// caller to fail it.
@@ -275,11 +355,7 @@ impl<W> PendingExceptions<W> {
         else {
             return Err((Error::NoData, w));
         };
-        let list = match kind {
-            WaiterKind::Snapshot => &mut p.snapshot_waiters,
-            WaiterKind::Origin => &mut p.origin_waiters,
-        };
-        list.push(w)
+        p.waiters(kind).push(w)
     }
 
     /// Marks the copy of `old` issued; false if it was not waiting (it
