@@ -73,7 +73,6 @@ impl Parts {
 /// is borrowed from the caller's snapshot list: a chunk copied to one
 /// snapshot (the common case) takes no reference for it and builds no
 /// array.
-#[derive(Default)]
 pub(crate) struct ChunkCopies<'a> {
     old: Chunk,
     first: Option<(&'a Arc<SnapCore>, Chunk)>,
@@ -82,10 +81,21 @@ pub(crate) struct ChunkCopies<'a> {
 }
 
 impl<'a> ChunkCopies<'a> {
+    /// No copy yet; built in place without touching the array.
+    #[inline(always)]
+    pub(crate) const fn new() -> Self {
+        ChunkCopies {
+            old: 0,
+            first: None,
+            rest: None,
+        }
+    }
+
     /// Adds the copy of origin chunk `old` to COW chunk `new` for `core`
     /// (its pending exception is started); handed back if it cannot share
     /// this job (another chunk size, or the job is full), for the caller
     /// to start on its own.
+    #[inline(always)]
     pub(crate) fn add(
         &mut self,
         core: &'a Arc<SnapCore>,
@@ -97,6 +107,18 @@ impl<'a> ChunkCopies<'a> {
             self.first = Some((core, new));
             return Ok(());
         };
+        self.add_more(first, core, old, new)
+    }
+
+    /// [`Self::add`] after the first copy.
+    #[inline(never)]
+    fn add_more(
+        &mut self,
+        first: &Arc<SnapCore>,
+        core: &Arc<SnapCore>,
+        old: Chunk,
+        new: Chunk,
+    ) -> core::result::Result<(), Chunk> {
         if first.chunk.sectors() != core.chunk.sectors() || self.old != old {
             return Err(new);
         }

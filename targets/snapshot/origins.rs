@@ -404,9 +404,8 @@ pub(crate) fn origin_write(
     let mut bio = bio;
     let mut in_flight = false;
     let mut start_last = None;
-    // Made on the first copy: most origin writes copy nothing (and then
-    // have nothing to drop).
-    let mut shared: Option<ChunkCopies<'_>> = None;
+    // Empty (a few words set, nothing to drop) until the first copy.
+    let mut shared = ChunkCopies::new();
     for s in snapshots {
         if sector >= s.len || s.merging {
             continue;
@@ -446,10 +445,7 @@ pub(crate) fn origin_write(
             need
         };
         if let Some(new) = need.start {
-            match shared
-                .get_or_insert_with(ChunkCopies::default)
-                .add(s, chunk, new)
-            {
+            match shared.add(s, chunk, new) {
                 Ok(()) => {}
                 Err(new) if parked => start_last = Some((s, chunk, new)),
                 Err(new) => s.start_copy(chunk, new),
@@ -459,9 +455,7 @@ pub(crate) fn origin_write(
             s.record_invalid();
         }
     }
-    if let Some(shared) = &mut shared {
-        shared.start();
-    }
+    shared.start();
     if let Some((s, chunk, new)) = start_last {
         s.start_copy(chunk, new);
     }
