@@ -44,15 +44,24 @@ impl<T> Drop for PVec<T> {
         if self.0.capacity() == 0 {
             return;
         }
-        self.free();
+        // SAFETY: called once, from `drop`; `self` is not used again.
+        unsafe { self.free() };
     }
 }
 
 impl<T> PVec<T> {
+    /// Drops the elements and frees the memory (out of line: the rare
+    /// half of `drop`).
+    ///
+    /// # Safety
+    ///
+    /// Called at most once, from `Drop::drop`; `self.0` is not used
+    /// afterwards.
+    #[cold]
     #[inline(never)]
-    fn free(&mut self) {
-        // SAFETY: dropped once, here, from `drop` (type invariant);
-        // `self.0` is not used again.
+    unsafe fn free(&mut self) {
+        // SAFETY: dropped once (the caller's contract and the type
+        // invariant); `self.0` is not used again.
         unsafe { ManuallyDrop::drop(&mut self.0) };
     }
 }

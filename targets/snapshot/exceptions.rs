@@ -620,12 +620,14 @@ impl SnapCore {
     }
 
     /// Waits until no tracked read is on origin `chunk` (upstream polls
-    /// too: the overlap is rare and short). Called with the state lock
-    /// held, so no origin write can pass the chunk's new exception
-    /// meanwhile; tracked reads finish without that lock. A bio tracked
-    /// before the caller's lock was taken is counted in `tracked_out` by
-    /// then; one tracked after is not on `chunk` (it found the exception),
-    /// or was as free to be tracked after the lookup under the spinlock.
+    /// too: the overlap is rare and short); tracked reads finish without
+    /// any lock of ours. The caller holds, or has just released, the lock
+    /// under which the bios it must wait for are tracked (the snapshot's
+    /// state lock for a commit or a merge run, the shared group's for its
+    /// publish): a bio tracked before that is counted in `tracked_out` by
+    /// the time of the lock-free look at it, and one tracked after found
+    /// the new exception (or the merge holding its chunk) and is not one
+    /// to wait for.
     pub(super) fn wait_for_tracked(&self, chunk: Chunk) {
         if self.tracked_out.load(Ordering::SeqCst) == 0 {
             return;

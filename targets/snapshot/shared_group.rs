@@ -579,6 +579,14 @@ impl SharedGroup {
                 drop(st);
                 return bio.remap(&self.origin, sector);
             }
+            if let Some(CowCopy { own: false, .. }) = copy {
+                if !bio.is_write() {
+                    // A chunk other snapshots share: once this snapshot
+                    // has its own copy, the last one sharing it writes it
+                    // in place, which waits (`publish`) for this read.
+                    bio.per_bio_mut().tracked = core.track(old);
+                }
+            }
             copy
         };
         match copy {

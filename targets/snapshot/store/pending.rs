@@ -318,7 +318,7 @@ impl<W> PendingExceptions<W> {
             Ok(new) => new,
             Err(e) => return Need::NotAllocated(e, waiter.map(|(_, w)| w)),
         };
-        let mut p = Pending {
+        let p = Pending {
             old,
             new,
             sequence: self.next_sequence,
@@ -326,16 +326,21 @@ impl<W> PendingExceptions<W> {
             snapshot_waiters: Waiters::new(),
             origin_waiters: Waiters::new(),
         };
-        if let Some((kind, w)) = waiter {
-            // The first waiter of a list is kept inline: no allocation.
-            p.waiters(kind).first = Some(w);
-        }
         // Cannot fail: `i` is where `old` goes (nothing changed since the
         // search) and room was reserved.
         if self.entries.try_insert(i, p).is_err() {
-            return Need::NotTracked(None);
+            return Need::NotTracked(waiter.map(|(_, w)| w));
         }
         self.next_sequence += 1;
+        if let Some((kind, w)) = waiter {
+            match self.entries.get_mut(i) {
+                // The first waiter of a list is kept inline: no
+                // allocation.
+                Some(p) => p.waiters(kind).first = Some(w),
+                // (Cannot happen: the entry was inserted at `i`.)
+                None => return Need::InFlight { refused: Some(w) },
+            }
+        }
         Need::Started(new)
     }
 
