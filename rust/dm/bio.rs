@@ -749,7 +749,21 @@ impl<T: Target, B: ListedBio<T>> Iterator for BioList<T, B> {
 }
 
 impl<T: Target, B: ListedBio<T>> Drop for BioList<T, B> {
+    // Inline: the I/O paths drop empty lists, and the check is cheaper
+    // than the call.
+    #[inline(always)]
     fn drop(&mut self) {
+        if !self.is_empty() {
+            self.drop_bios();
+        }
+    }
+}
+
+impl<T: Target, B: ListedBio<T>> BioList<T, B> {
+    /// Drops every bio still listed (each ends as its type's drop says).
+    #[cold]
+    #[inline(never)]
+    fn drop_bios(&mut self) {
         while let Some(bio) = self.pop() {
             drop(bio);
         }

@@ -42,6 +42,7 @@ use kernel::c_str;
 use kernel::new_condvar;
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar};
+use kernel::workqueue::{impl_has_work, new_work, Work, WorkItem};
 
 /// Why a shared snapshot could not be constructed.
 pub(crate) enum CtrError {
@@ -104,6 +105,23 @@ pub(crate) struct SharedGroup {
     state: Mutex<GroupState>,
     #[pin]
     workers: Mutex<Option<Workers>>,
+    /// Serves `queue` on the workers' queue: queued without allocating, so
+    /// a request is never left unserved for want of memory.
+    #[pin]
+    work: Work<SharedGroup>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for SharedGroup { self.work }
+}
+
+impl WorkItem for SharedGroup {
+    type Pointer = Arc<SharedGroup>;
+
+    fn run(this: Arc<SharedGroup>) {
+        // The copies and commits run on a reclaim path too.
+        noio_scope(|| this.drain());
+    }
 }
 
 /// The groups, by COW device.
@@ -174,6 +192,7 @@ impl SharedGroup {
                 store <- new_mutex!(store, "shared_store"),
                 state <- new_mutex!(state, "shared_state"),
                 workers <- new_mutex!(Some(workers), "shared_workers"),
+                work <- new_work!("shared_drain"),
             }),
             GFP_KERNEL,
         )
@@ -183,17 +202,6 @@ impl SharedGroup {
     /// The chunk size.
     pub(crate) fn chunk(&self) -> ChunkSize {
         self.chunk
-    }
-
-    /// Runs `f` on the request queue; gives `f` back if the group is
-    /// closing or there is no memory.
-    fn spawn<F: FnOnce() + Send + 'static>(&self, f: F) -> core::result::Result<(), ()> {
-        let workers = self.workers.lock();
-        let Some(w) = &*workers else {
-            return Err(());
-        };
-        // The work runs on a reclaim path too.
-        noio_scope(|| w.wq.try_spawn(GFP_KERNEL, move || noio_scope(f))).map_err(|_| ())
     }
 
     /// Copies `from` to `to` and waits for it; true on success.
@@ -510,12 +518,21 @@ impl SharedGroup {
             return r.map_or(Ok(()), Err);
         };
         if start {
-            let g = self.clone();
-            if self.spawn(move || g.drain()).is_err() {
+            // Queuing the group's own work item allocates nothing; if it
+            // is queued already, that run serves this request too. Only a
+            // group whose workers are gone (closing) cannot queue it.
+            let queued = match &*self.workers.lock() {
+                Some(w) => {
+                    let _ = w.wq.enqueue(self.clone());
+                    true
+                }
+                None => false,
+            };
+            if !queued {
                 // Nothing will serve the queue: the snapshots are lost
-                // (recorded on disk when the group closes), origin writes
+                // (recorded on disk as the group closes), origin writes
                 // go on, snapshot writes fail.
-                pr_err!("shared snapshot store: no memory to queue a copy, invalidating\n");
+                pr_err!("shared snapshot store: no worker to queue a copy, invalidating\n");
                 let queued = {
                     let mut st = self.state.lock();
                     st.broken = true;

@@ -67,7 +67,7 @@ impl SnapCore {
     /// (the copy's completion, a worker: process context, no snapshot lock
     /// held), as the origin writes a committed copy releases are.
     pub(super) fn copy_ended(self: &Arc<Self>) {
-        match self.copies.end(threshold()) {
+        match self.copies.end_with(threshold) {
             Ok(false) => {}
             Ok(true) => {
                 let released = self.throttle.lock().release(&self.copies, threshold());

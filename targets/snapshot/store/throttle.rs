@@ -72,12 +72,19 @@ impl CopyCount {
     /// takes its lock and asks [`CopyThrottle::release`] for them. `Err` if
     /// no copy was in flight (the count stays 0).
     pub fn end(&self, threshold: usize) -> Result<bool, ()> {
+        self.end_with(|| threshold)
+    }
+
+    /// [`Self::end`] with the threshold read only when some write may be
+    /// parked (most ends).
+    #[inline]
+    pub fn end_with(&self, threshold: impl FnOnce() -> usize) -> Result<bool, ()> {
         let before = self
             .copies
             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
             .map_err(|_| ())?;
         // Lowered first, then the flag: see the module's comment.
-        Ok(before - 1 <= threshold && self.parking.load(SeqCst))
+        Ok(self.parking.load(SeqCst) && before - 1 <= threshold())
     }
 }
 
