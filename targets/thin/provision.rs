@@ -97,6 +97,8 @@ pub(crate) struct Cell {
 impl Cell {
     /// Starts preparing `block` for `holder`'s write to `vblock` of thin
     /// `thin`; on failure nothing started and the bio is handed back.
+    /// `pool_dev` is the pool's mapped device as the thin opened it: the
+    /// block is zeroed through it (see below).
     pub(crate) fn start(
         pool: &Arc<Pool>,
         ws: &mut WorkerState,
@@ -104,6 +106,7 @@ impl Cell {
         holder: HeldBio<ThinTarget>,
         handle: CellHandle,
         job: CellJob<'_>,
+        pool_dev: &DmDev,
     ) -> Result<(), (HeldBio<ThinTarget>, CellHandle)> {
         let Some(status) = Self::room(ws) else {
             return Err((holder, handle));
@@ -114,11 +117,20 @@ impl Cell {
         let bs = u64::from(pool.block_size);
         let block_start = at.block.saturating_mul(bs);
         let data = |sector: u64, len: u64| Region::new(pool.data_dev.clone(), sector, len);
+        // Zeroes go through the pool's own device (which maps sector for
+        // sector onto the data device), as upstream's: it takes no
+        // WRITE_ZEROES, so kcopyd writes zero pages. Sent straight to the
+        // data device, kcopyd would use WRITE_ZEROES whenever that device
+        // advertises it, and a stacked data device keeps advertising it
+        // after the device under it gave it up (a loop device on a file
+        // system without zero-range does on its first one): every
+        // provisioned block would then fail.
+        let zeroes = |sector: u64, len: u64| Region::new(pool_dev.clone(), sector, len);
         // The jobs to run: a copy (from a data block or the origin) and/or
         // a zeroing, each with the destination it writes.
         let (copy, zero) = match job {
             CellJob::Overwrite => return Err((holder, handle)),
-            CellJob::Zero => (None, Some(data(block_start, bs))),
+            CellJob::Zero => (None, Some(zeroes(block_start, bs))),
             CellJob::Copy { from } => (
                 Some((data(from.saturating_mul(bs), bs), data(block_start, bs))),
                 None,
@@ -134,7 +146,7 @@ impl Cell {
                     data(block_start, len),
                 )),
                 (zero_rest && len < bs)
-                    .then(|| data(block_start.saturating_add(len), bs.saturating_sub(len))),
+                    .then(|| zeroes(block_start.saturating_add(len), bs.saturating_sub(len))),
             ),
         };
         let copy = match copy {

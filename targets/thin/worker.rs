@@ -498,7 +498,7 @@ fn provision(
     if let CellJob::Overwrite = job {
         return start_overwrite(pool, thin, ws, bio, handle, at);
     }
-    match Cell::start(pool, ws, at, bio, handle, job) {
+    match Cell::start(pool, ws, at, bio, handle, job, &thin.pool_dev) {
         Ok(()) => None,
         Err((bio, handle)) => {
             let _ = pool

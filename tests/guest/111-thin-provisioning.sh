@@ -5,7 +5,9 @@
 # junk; a whole-block write needs no zeroing. Unprovisioned blocks read
 # zeros; concurrent writers to one new block all land in one allocation;
 # status counts mapped sectors; a non-power-of-2 block size works; all of it
-# survives deactivation.
+# survives deactivation; new blocks are zeroed on a data device that
+# advertises WRITE_ZEROES the device under it gave up (lvm2's own tests run
+# on such a stack).
 . "$(dirname "$0")/thin-lib.sh"
 dm_reset
 thin_load
@@ -83,6 +85,34 @@ dmsetup remove p2thin pool2
 meta_checks /dev/mapper/tmeta2 "second pool's metadata"
 check_eq "thin_dump of pool2: 2 blocks mapped" 2 "$(dump_mapped 0)"
 check_match "block size 384 in its superblock" 'data_block_size="384"' "$THIN_DUMP"
+
+# A data device that still advertises WRITE_ZEROES after the device under
+# it gave it up (a linear over a loop device on tmpfs, which has no zero
+# range: the loop clears its own limit on the first WRITE_ZEROES, the
+# linear's stays). New blocks must still be zeroed (as upstream, through the
+# pool's device, with plain writes), not fail.
+wzimg=/run/thin-wz.img
+truncate -s 16M $wzimg
+wzloop=$(losetup -f --show $wzimg)
+require "a linear over a loop device on tmpfs" slice wzlin "$wzloop" 0 16
+blkdiscard -z -l 65536 /dev/mapper/wzlin 2>/dev/null
+wzlin_dev=$(dmsetup info -c --noheadings -o blkdevname wzlin | tr -d ' ')
+require "the loop device gave WRITE_ZEROES up, the linear over it did not" all_of \
+	"test $(cat /sys/block/${wzloop#/dev/}/queue/write_zeroes_max_bytes) -eq 0" \
+	"test $(cat /sys/block/$wzlin_dev/queue/write_zeroes_max_bytes) -gt 0"
+check "fill the linear with junk" pwrite /dev/mapper/wzlin junk 0 $((16 * 256)) 1024
+require "third metadata slice" slice tmeta3 $DISK1 24 8
+dd if=/dev/zero of=/dev/mapper/tmeta3 bs=4K count=1 oflag=direct status=none
+require "pool3 on it: 64 KiB blocks, zeroing on" dmsetup create pool3 --table \
+	"$(pool_table /dev/mapper/tmeta3 /dev/mapper/wzlin 128 0)"
+require "pool3 thin 0" thin_new pool3 0 wzthin 8
+check "4 KiB write at 4 KiB block 1 of a new block" pwrite /dev/mapper/wzthin w 1 1
+check "it reads back" pverify /dev/mapper/wzthin w 1 1
+check "the rest of the new block reads zeros" all_of "zverify /dev/mapper/wzthin 0 1" "zverify /dev/mapper/wzthin 2 14"
+check_eq "pool3: 1 data block used" 1 "$(pool_used_data pool3)"
+dmsetup remove wzthin pool3 wzlin tmeta3
+losetup -d "$wzloop"
+rm -f $wzimg
 
 dump_has_7() { check_eq "thin_dump: device 0 maps 7 blocks" 7 "$(dump_mapped 0)"; }
 thin_finish dump_has_7
