@@ -92,13 +92,16 @@ impl Pool {
     }
 
     /// Upstream's `commit`, if anything changed since the last commit
-    /// (the worker's periodic commit, status, suspend).
+    /// (the worker's periodic and flush commits, a full data device).
     pub(crate) fn commit_and_check(self: &Arc<Self>, thins: &[Arc<ThinState>]) -> Result {
         self.commit_checked(thins, false)
     }
 
-    /// Upstream's `commit`, whatever changed (after a message, a resize,
-    /// and before the metadata reserve is used).
+    /// Upstream's `commit`, whatever changed (status, suspend, after a
+    /// message, a resize, and before the metadata reserve is used): once
+    /// the pool is in service the superblock is written even if nothing
+    /// changed, so that status notices a metadata device that fails
+    /// writes (as upstream's, which lvm2 relies on to see a failed pool).
     pub(crate) fn commit_now(self: &Arc<Self>, thins: &[Arc<ThinState>]) -> Result {
         self.commit_checked(thins, true)
     }

@@ -149,7 +149,7 @@ impl PoolTarget {
             return emit_pool_status(out, &fail_status());
         }
         if flags & STATUS_NOFLUSH == 0 && !self.handle.suspended() {
-            let _ = pool.commit_and_check(&pool.thins.lock());
+            let _ = pool.commit_now(&pool.thins.lock());
         }
         let md = pool.md.read();
         let numbers = (|| -> Result<_, PdError> {
@@ -378,7 +378,7 @@ impl Target for PoolTarget {
         let pool = &self.entry.pool;
         self.entry.stop_commit_timer();
         pool.wq.flush();
-        let _ = pool.commit_and_check(&pool.thins.lock());
+        let _ = pool.commit_now(&pool.thins.lock());
     }
 
     fn status(&self, ty: StatusType, flags: u32, out: &mut StatusWriter<'_>) {

@@ -79,5 +79,19 @@ check "the metadata device heals" switch_meta linear
 require "the pool opens again" pool_create pool 128 0
 require "thin 0 again" thin_activate pool 0 thin0 16
 check "every acknowledged write reads back" layout $T "C 0 1" "A2 1 63" "A 64 256" "zero 320 320" "D 640 160" "zero 800 3296"
-expect_counts() { check_eq "thin_dump: device 0 maps 30 blocks" 30 "$(dump_mapped 0)"; }
+
+# A status query commits even when nothing changed (as upstream's): with
+# metadata writes failing, it is what finds the pool failed (lvm2 asks for
+# status to notice a failed metadata device). With --noflush it does not.
+check "write block 100 and flush" all_of "pwrite $T G 1600 16 64" "sync $T"
+check "metadata writes start failing" switch_meta "1 error_writes"
+log_mark
+check_match "status --noflush: no commit, still rw" '^1 [0-9/]+ [0-9/]+ - rw ' \
+	"$(dmsetup status --noflush pool | cut -d' ' -f4-)"
+check_match "status: its commit fails, the pool is read-only" '^1 [0-9/]+ [0-9/]+ - ro ' "$(pool_status pool)"
+check "the failed commit is logged" logged "metadata operation 'dm_pool_commit_metadata' failed: error = -5"
+check "block 100 reads back" pverify $T G 1600 16
+check "remove the read-only pool" thin_teardown
+check "the metadata device heals" switch_meta linear
+expect_counts() { check_eq "thin_dump: device 0 maps 31 blocks" 31 "$(dump_mapped 0)"; }
 thin_finish expect_counts
