@@ -97,6 +97,20 @@ impl DmDev {
         Ok(())
     }
 
+    /// The largest discard the device takes, in sectors; 0 if it takes
+    /// none (`bdev_max_discard_sectors`).
+    pub(crate) fn max_discard_sectors(&self) -> u32 {
+        // SAFETY: the file reference we own keeps the block device valid,
+        // and with it its request queue (a disk's queue lives as long as the
+        // disk); the queue's limits may be updated meanwhile, hence a
+        // volatile read of the one field (the kernel reads it plainly).
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(
+                (*(*self.dev.bdev).bd_queue).limits.max_discard_sectors
+            ))
+        }
+    }
+
     /// Size of the device in 512-byte sectors (`bdev_nr_sectors`, read in
     /// place: each chunk copy asks several times).
     pub(crate) fn nr_sectors(&self) -> u64 {

@@ -54,11 +54,18 @@ pub(crate) struct PoolTarget {
     len: u64,
     /// Whether this table was bound to the pool (preresume) before.
     bound_once: AtomicBool,
+    /// False once `io_hints` found the data device unable to take the
+    /// discards passdown would send it (upstream's `adjusted_pf`): the pool
+    /// is then bound without passdown, while the table line keeps what was
+    /// asked for.
+    passdown_possible: AtomicBool,
 }
 
 impl PoolTarget {
     fn bound(&self) -> Bound {
-        bound_of(&self.requested, self.low_water_blocks, self.len)
+        let mut b = bound_of(&self.requested, self.low_water_blocks, self.len);
+        b.discard_passdown &= self.passdown_possible.load(Ordering::Relaxed);
+        b
     }
 
     /// Grows the data space to the target's length (upstream's
@@ -313,6 +320,7 @@ impl Target for PoolTarget {
             handle: ti.handle(),
             len: ti.len(),
             bound_once: AtomicBool::new(false),
+            passdown_possible: AtomicBool::new(true),
         };
         KBox::pin(target, GFP_KERNEL).map_err(|_| TargetError::new(ENOMEM, c_str!("Out of memory")))
     }
@@ -434,6 +442,32 @@ impl Target for PoolTarget {
             limits.set_io_min(bytes);
         }
         limits.set_io_opt(bytes);
+        if !self.requested.discard_enabled {
+            // Not stacked from the data device: the pool takes none.
+            limits.set_discard_granularity(0);
+            return;
+        }
+        if self.requested.discard_passdown && self.passdown_possible.load(Ordering::Relaxed) {
+            let max = self.data_dev.max_discard_sectors();
+            let reason = if max == 0 {
+                Some("discard unsupported")
+            } else if max < self.block_size {
+                Some("max discard sectors smaller than a block")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                pr_warn!(
+                    "thin-pool: Data device ({}) {}: Disabling discard passdown.\n",
+                    self.data_dev.name(),
+                    reason
+                );
+                self.passdown_possible.store(false, Ordering::Relaxed);
+            }
+        }
+        if !self.requested.discard_passdown || !self.passdown_possible.load(Ordering::Relaxed) {
+            limits.set_max_hw_discard_sectors(0);
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 # passdown, reaches the data device; a partial block stays mapped with its
 # data; a block shared with a snapshot is unmapped from the thin only
 # (nothing freed, nothing passed down); no_discard_passdown unmaps without
-# passing down; an ignore_discard pool takes no discards at all.
+# passing down; an ignore_discard pool takes no discards at all; passdown
+# asked for on a data device without discards is turned off, as upstream.
 . "$(dirname "$0")/thin-lib.sh"
 dm_reset
 thin_load
@@ -73,5 +74,27 @@ check_eq "the thin device offers no discard" 0 \
 check_fails "blkdiscard is refused" blkdiscard -o $((8 * 65536)) -l 65536 /dev/mapper/snap1
 check_eq "snapshot keeps its 12 blocks" $((12 * 128)) "$(thin_mapped snap1)"
 check "and their data" layout /dev/mapper/snap1 "D 128 128"
+
+# Passdown asked for on a data device that takes no discards (a thin of the
+# ignore_discard pool): the pool is bound without passdown, as upstream's
+# (status no_discard_passdown, a warning) while its table line keeps what
+# was asked for; its thins still unmap discarded blocks.
+require "thin 2 of the ignore_discard pool (8 MiB)" thin_new pool 2 thin2 8
+require "metadata for a pool on it" slice tmeta2 $DISK1 16 8
+dd if=/dev/zero of=/dev/mapper/tmeta2 bs=4K count=1 oflag=direct status=none
+log_mark
+require "pool2 on thin 2, passdown asked for" dmsetup create pool2 --table \
+	"$(pool_table /dev/mapper/tmeta2 /dev/mapper/thin2 128 0)"
+check_match "pool2 status: no_discard_passdown" '^0 [0-9/]+ [0-9/]+ - rw no_discard_passdown ' \
+	"$(pool_status pool2)"
+check "the downgrade is logged" logged "discard unsupported: Disabling discard passdown."
+check_match "pool2's table line still asks for passdown (no feature words)" \
+	"^0 [0-9]+ $POOL_TARGET [0-9]+:[0-9]+ [0-9]+:[0-9]+ 128 0 0 ?\$" "$(dmsetup table pool2)"
+require "pool2 thin 0 (4 MiB)" thin_new pool2 0 p2thin 4
+check "write blocks 0-3" pwrite /dev/mapper/p2thin P 0 64 64
+check "discard block 1" blkdiscard -o 65536 -l 65536 /dev/mapper/p2thin
+check_eq "pool2: 3 data blocks used" 3 "$(pool_used_data pool2)"
+check "block 1 reads zeros, the others their data" layout /dev/mapper/p2thin "P 0 16" "zero 16 16" "P 32 32"
+check "remove pool2 and what it stands on" dmsetup remove p2thin pool2 tmeta2 thin2
 expect_counts() { check_eq "thin_dump: devices 0 and 1 map 0 and 12 blocks" "0 12" "$(dump_mapped 0) $(dump_mapped 1)"; }
 thin_finish expect_counts
