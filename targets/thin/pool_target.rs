@@ -437,7 +437,10 @@ impl Target for PoolTarget {
     }
 
     fn io_hints(&self, limits: &mut QueueLimits<'_>) {
-        let bytes = self.block_size.saturating_mul(512);
+        // The pool's block size (a reload may name another; the pool keeps
+        // its own, as upstream's hints use).
+        let block_size = self.entry.pool.block_size;
+        let bytes = block_size.saturating_mul(512);
         if limits.io_min() < bytes {
             limits.set_io_min(bytes);
         }
@@ -451,7 +454,7 @@ impl Target for PoolTarget {
             let max = self.data_dev.max_discard_sectors();
             let reason = if max == 0 {
                 Some("discard unsupported")
-            } else if max < self.block_size {
+            } else if max < block_size {
                 Some("max discard sectors smaller than a block")
             } else {
                 None

@@ -88,6 +88,7 @@ require "pool2 on thin 2, passdown asked for" dmsetup create pool2 --table \
 check_match "pool2 status: no_discard_passdown" '^0 [0-9/]+ [0-9/]+ - rw no_discard_passdown ' \
 	"$(pool_status pool2)"
 check "the downgrade is logged" logged "discard unsupported: Disabling discard passdown."
+check_eq "the pool device offers no discard" 0 "$(cat "$(sysfs_dev /dev/mapper/pool2)/queue/discard_max_bytes")"
 check_match "pool2's table line still asks for passdown (no feature words)" \
 	"^0 [0-9]+ $POOL_TARGET [0-9]+:[0-9]+ [0-9]+:[0-9]+ 128 0 0 ?\$" "$(dmsetup table pool2)"
 require "pool2 thin 0 (4 MiB)" thin_new pool2 0 p2thin 4

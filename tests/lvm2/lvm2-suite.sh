@@ -28,10 +28,8 @@ work=$(mktemp -d /run/lvm2-suite.XXXXXX)
 mkdir -p "$work/tmp" "$work/results"
 only=$(printf 'shell/%s.sh,' "${tests[@]}")
 # The runner stops in time for every verdict to be reported (run-tests'
-# limit, six times as long on the debug kernel, would kill this file and
-# lose them all).
+# limit, DMRS_TEST_TIMEOUT, would kill this file and lose them all).
 limit=${DMRS_TEST_TIMEOUT:-600}
-[[ ${DMRS_FLAVOUR:-} == debug ]] && limit=$((limit * 6))
 (cd "$suite" && LVM_TEST_DIR=$work/tmp LVM_TEST_PREFER_BRD=0 \
 	timeout -k 10 $((limit * 9 / 10 - 60)) ./lib/runner --testdir . \
 	--outdir "$work/results" --flavours ndev-vanilla --only "${only%,}" --batch --timeout 600 \
