@@ -11,6 +11,7 @@
 //! snapshots, it is a pass-through.
 
 use super::{origins, shared_group};
+use crate::dm::engine_alloc::PVec;
 use crate::dm::noio::noio_scope;
 use crate::dm::registry::{DevKey, Registered};
 use crate::dm::{
@@ -20,6 +21,7 @@ use crate::dm::{
 use kernel::c_str;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
 /// One snapshot-origin target instance.
 pub(crate) struct Origin {
@@ -70,8 +72,7 @@ impl Target for Origin {
         if self.snapshots.is_empty() && !shared_group::any_listed() {
             return bio.remap(&self.dev, sector);
         }
-        // Nothing a write does here may recurse into I/O when it allocates.
-        noio_scope(|| self.map_write(bio, sector))
+        self.map_write(bio, sector)
     }
 
     fn status(&self, ty: StatusType, _flags: u32, out: &mut StatusWriter<'_>) {
@@ -105,6 +106,27 @@ impl Origin {
         if bio.sectors() > room && bio.accept_partial(room).is_err() {
             return bio.kill();
         }
+        // A chunk every snapshot has copied already (a rewrite): on to the
+        // origin as it is, as upstream's `__origin_write` finding every
+        // exception in place.
+        if let (Some(snapshots), None) = (&classic, &shared) {
+            if origins::nothing_to_copy(snapshots, sector) {
+                return bio.remap(&self.dev, sector);
+            }
+        }
+        // Nothing a write does from here may recurse into I/O when it
+        // allocates.
+        noio_scope(|| self.map_write_held(bio, sector, classic, shared))
+    }
+
+    /// A write some snapshot may need a copy for: held until they are done.
+    fn map_write_held(
+        &self,
+        bio: MapBio<'_, Self>,
+        sector: u64,
+        classic: Option<Arc<origins::SnapView>>,
+        shared: Option<(PVec<Arc<shared_group::SharedGroup>>, u32)>,
+    ) -> MapResult {
         let (held, result) = bio.hold();
         let held = origins::OriginBio::Origin(held);
         // A group that holds the write sends it on through the classic

@@ -462,6 +462,26 @@ pub(crate) fn origin_write(
     (bio, in_flight)
 }
 
+/// True if a write at origin sector `sector` needs nothing of any of
+/// `snapshots`: none is over its copy limit, and each has the chunk copied
+/// already or takes no copies (inactive, invalid, merging, or shorter).
+/// Such a write goes on to the origin at once, unheld; it allocates
+/// nothing. A snapshot handing its exceptions over is never passed here.
+#[inline]
+pub(crate) fn nothing_to_copy(snapshots: &[Arc<SnapCore>], sector: u64) -> bool {
+    snapshots.iter().all(|s| {
+        if s.over_limit() {
+            return false;
+        }
+        if sector >= s.len || s.merging {
+            return true;
+        }
+        let chunk = s.chunk.to_chunk(sector);
+        let st = s.state.lock();
+        !st.handing_over && (!st.active || st.health.invalid || st.table.lookup(chunk).is_some())
+    })
+}
+
 /// A write through `snapshot-origin` (upstream's `do_origin` with its
 /// limit): parked on the first snapshot with too many copies in flight
 /// (mapped again by [`origin_write_again`]), else as [`origin_write`].

@@ -730,7 +730,8 @@ pub(crate) fn groups_of(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)>
 /// check above stays in the caller.
 #[inline(never)]
 fn groups_of_listed(origin: &DmDev) -> Option<(PVec<Arc<SharedGroup>>, u32)> {
-    until_known(|| try_groups_of(origin), sleep_ms)
+    // Called from `map`: the list's allocation must not recurse into I/O.
+    noio_scope(|| until_known(|| try_groups_of(origin), sleep_ms))
 }
 
 /// As [`groups_of`], but `NoMem` if there is no memory to tell now.
