@@ -294,6 +294,13 @@ impl TargetCtx {
         unsafe { (*self.ti).set_max_discard_granularity(on) };
     }
 
+    /// dm core caps the swap-out bios in flight through this target, so
+    /// that swapping to it cannot use up the memory its own I/O needs.
+    pub(crate) fn set_limit_swap_bios(&mut self, on: bool) {
+        // SAFETY: as in `set_num_flush_bios`.
+        unsafe { (*self.ti).set_limit_swap_bios(on) };
+    }
+
     /// The target resubmits held bios with [`HeldBio::submit_to`]
     /// (`dm_submit_bio_remap`), so dm core accounts them when they are.
     ///
@@ -325,6 +332,14 @@ impl QueueLimits<'_> {
     /// Largest I/O in sectors the device accepts.
     pub(crate) fn max_sectors(&self) -> u32 {
         self.lim.max_sectors
+    }
+    /// Lowers the largest I/O, in sectors (never below what the block
+    /// layer's validation accepts: callers pass a nonzero value no larger
+    /// than the stacked one).
+    pub(crate) fn set_max_sectors(&mut self, sectors: u32) {
+        if sectors != 0 && sectors <= self.lim.max_sectors {
+            self.lim.max_sectors = sectors;
+        }
     }
     /// Preferred minimum I/O size.
     pub(crate) fn io_min(&self) -> u32 {

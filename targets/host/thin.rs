@@ -22,6 +22,8 @@ pub use crate::thin_metadata as metadata;
 
 #[path = "../thin/gate.rs"]
 pub mod gate;
+#[path = "../thin/io_limits.rs"]
+pub mod io_limits;
 #[path = "../thin/message.rs"]
 pub mod message;
 #[path = "../thin/mode.rs"]

@@ -13,6 +13,8 @@ pub(crate) mod metadata;
 // set, parts of the error enums).
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod gate;
+#[allow(unreachable_pub)]
+pub(crate) mod io_limits;
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod message;
 #[allow(dead_code, unreachable_pub)]

@@ -5,6 +5,7 @@
 //! (what the thins remap to the pool device) goes straight to the data
 //! device; its messages create and delete thin devices.
 
+use super::io_limits::{pool_io_limits, StackedLimits};
 use super::message::{parse_pool_message, PoolMessage};
 use super::mode::{PoolMode, MESSAGES_REFUSED};
 use super::pool::{self, find_or_create, Bound, PoolDevices, PoolEntry, PoolName};
@@ -305,6 +306,7 @@ impl Target for PoolTarget {
         let threshold = metadata_low_water_blocks(metadata_dev_blocks(metadata_dev.nr_sectors()));
         let _ = entry.pool.md.write().register_metadata_threshold(threshold);
         ti.set_num_flush_bios(1);
+        ti.set_limit_swap_bios(true);
         if table.features.discard_enabled && table.features.discard_passdown {
             ti.set_num_discard_bios(1);
             ti.set_discards_supported(true);
@@ -440,11 +442,17 @@ impl Target for PoolTarget {
         // The pool's block size (a reload may name another; the pool keeps
         // its own, as upstream's hints use).
         let block_size = self.entry.pool.block_size;
-        let bytes = block_size.saturating_mul(512);
-        if limits.io_min() < bytes {
-            limits.set_io_min(bytes);
-        }
-        limits.set_io_opt(bytes);
+        let adjusted = pool_io_limits(
+            block_size,
+            StackedLimits {
+                max_sectors: limits.max_sectors(),
+                io_min: limits.io_min(),
+                io_opt: limits.io_opt(),
+            },
+        );
+        limits.set_max_sectors(adjusted.max_sectors);
+        limits.set_io_min(adjusted.io_min);
+        limits.set_io_opt(adjusted.io_opt);
         if !self.requested.discard_enabled {
             // Not stacked from the data device: the pool takes none.
             limits.set_discard_granularity(0);

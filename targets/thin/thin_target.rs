@@ -256,7 +256,11 @@ impl Target for ThinTarget {
         // No max_io_len: `map` cuts bios at block boundaries itself, unless
         // their blocks are consecutive on the data device.
         ti.set_num_flush_bios(1);
+        ti.set_limit_swap_bios(true);
         ti.set_flush_supported(true);
+        // Bios held for provisioning are counted from when they go on to
+        // the data device, as upstream's thin.
+        ti.set_accounts_remapped_io(true);
         if pool.features().discard_enabled {
             ti.set_discards_supported(true);
             ti.set_num_discard_bios(1);
